@@ -1,0 +1,80 @@
+//! The `atom` command line: one module per command group.
+
+pub mod certs;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The `atom` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "atom",
+    version,
+    about = "Atom: a self-hosted B2B integration runtime for AS2 trading partners",
+    long_about = None
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The data directory (keystore, store, admin token).
+    #[arg(long, global = true, env = "ATOM_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Keys and certificates: generate, import, export, list.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+}
+
+/// A command failure, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user asked for something impossible (bad name, missing file).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Keystore(#[from] crate::keystore::KeystoreError),
+    #[error(transparent)]
+    Key(#[from] atom_connectors::As2Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl CliError {
+    /// 2 for usage errors, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Structured logs to stderr; RUST_LOG wins over -v.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    if let Err(e) = atom_connectors::crypto_init::init() {
+        tracing::warn!(error = %e, "legacy OpenSSL algorithms unavailable");
+    }
+    match cli.command {
+        Command::Certs(cmd) => certs::run(&cli.data_dir, cmd),
+    }
+}

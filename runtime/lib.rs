@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line, one module per command group.
+//! - [`config`]: `atom.yaml`, parsed raw then validated.
 //! - [`keystore`]: keys and certificates kept in the data directory.
 //!
 //! # Status
@@ -13,4 +14,5 @@
 //! as separate work items; see ARCHITECTURE.md for what exists today.
 
 pub mod cli;
+pub mod config;
 pub mod keystore;

@@ -19,9 +19,13 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// The data directory (keystore, store, admin token).
-    #[arg(long, global = true, env = "ATOM_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    /// Configuration file; used when it exists (an explicit -c must exist).
+    #[arg(short, long, global = true, env = "ATOM_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Data directory (keystore, store, admin token); overrides the configuration's data_dir.
+    #[arg(long, global = true, env = "ATOM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -40,6 +44,8 @@ pub enum CliError {
     /// The user asked for something impossible (bad name, missing file).
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Keystore(#[from] crate::keystore::KeystoreError),
     #[error(transparent)]
@@ -74,7 +80,25 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     if let Err(e) = atom_connectors::crypto_init::init() {
         tracing::warn!(error = %e, "legacy OpenSSL algorithms unavailable");
     }
+    let config = load_config(cli.config.as_deref())?;
+    let data_dir = cli.data_dir.clone().unwrap_or_else(|| config.data_dir.clone());
     match cli.command {
-        Command::Certs(cmd) => certs::run(&cli.data_dir, cmd),
+        Command::Certs(cmd) => certs::run(&data_dir, cmd),
+    }
+}
+
+/// The configuration: the named file, else ./atom.yaml if present, else defaults.
+fn load_config(explicit: Option<&std::path::Path>) -> Result<crate::config::Config, CliError> {
+    use crate::config::Config;
+    match explicit {
+        Some(path) => Ok(Config::load(path)?),
+        None => {
+            let default = std::path::Path::new("atom.yaml");
+            if default.is_file() {
+                Ok(Config::load(default)?)
+            } else {
+                Ok(Config::default())
+            }
+        }
     }
 }

@@ -106,3 +106,26 @@ fn refusals_are_clear() {
     let missing = atom(&data, &["certs", "export", "nope"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no key or certificate named"));
 }
+
+#[test]
+fn config_typo_is_refused_with_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("atom.yaml");
+    std::fs::write(&config, "atom:\n  name: edge\ndata_dirr: elsewhere\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_atom"))
+        .args(["-c", config.to_str().expect("utf-8"), "certs", "list"])
+        .output()
+        .expect("atom runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("atom.yaml") && stderr.contains("data_dirr"), "{stderr}");
+
+    // A valid file's data_dir is resolved next to the file.
+    std::fs::write(&config, "atom:\n  name: edge\ndata_dir: store\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_atom"))
+        .args(["-c", config.to_str().expect("utf-8"), "certs", "generate", "k"])
+        .output()
+        .expect("atom runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("store/keys/k.key.pem").is_file());
+}

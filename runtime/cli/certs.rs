@@ -135,7 +135,7 @@ pub fn run(data_dir: &Path, command: CertsCommand) -> Result<(), CliError> {
                 println!("keystore {} is empty", store.dir().display());
                 return Ok(());
             }
-            println!("{:<20} {:<5} {:<26} {}", "NAME", "KEY", "EXPIRES", "SUBJECT / SHA-256 FINGERPRINT");
+            println!("{:<20} {:<5} {:<26} SUBJECT / SHA-256 FINGERPRINT", "NAME", "KEY", "EXPIRES");
             for e in entries {
                 let expires = if e.expired { format!("{} (EXPIRED)", e.not_after) } else { e.not_after };
                 println!("{:<20} {:<5} {:<26} {}", e.name, if e.has_private_key { "yes" } else { "no" }, expires, e.subject);

@@ -19,7 +19,10 @@ use openssl::x509::X509;
 #[derive(Debug, thiserror::Error)]
 pub enum KeystoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Key(#[from] atom_connectors::As2Error),
     #[error("invalid key name {0:?}: use letters, digits, '-', '_' and '.' (not leading)")]
@@ -49,7 +52,10 @@ pub struct Keystore {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
-    move |source| KeystoreError::Io { path: path.to_path_buf(), source }
+    move |source| KeystoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Names become file names: no separators, no leading dot, nothing exotic.
@@ -57,7 +63,9 @@ fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -68,7 +76,9 @@ fn check_name(name: &str) -> Result<()> {
 impl Keystore {
     /// The keystore of a data directory.
     pub fn open(data_dir: &Path) -> Keystore {
-        Keystore { dir: data_dir.join("keys") }
+        Keystore {
+            dir: data_dir.join("keys"),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -95,7 +105,11 @@ impl Keystore {
         }
         self.write_atomic(&self.key_path(name), &keys::to_pem(pair)?, true)?;
         let cert_pem = pair.cert.to_pem().map_err(|e| {
-            atom_connectors::As2Error::openssl(atom_connectors::ErrorKind::Internal, "writing certificate PEM", e)
+            atom_connectors::As2Error::openssl(
+                atom_connectors::ErrorKind::Internal,
+                "writing certificate PEM",
+                e,
+            )
         })?;
         self.write_atomic(&self.cert_path(name), &cert_pem, false)
     }
@@ -107,7 +121,11 @@ impl Keystore {
             return Err(KeystoreError::Exists(name.to_string()));
         }
         let pem = cert.to_pem().map_err(|e| {
-            atom_connectors::As2Error::openssl(atom_connectors::ErrorKind::Internal, "writing certificate PEM", e)
+            atom_connectors::As2Error::openssl(
+                atom_connectors::ErrorKind::Internal,
+                "writing certificate PEM",
+                e,
+            )
         })?;
         self.write_atomic(&self.cert_path(name), &pem, false)
     }
@@ -143,7 +161,10 @@ impl Keystore {
         for item in read {
             let item = item.map_err(io_err(&self.dir))?;
             let file = item.file_name().to_string_lossy().to_string();
-            if let Some(name) = file.strip_suffix(".key.pem").or_else(|| file.strip_suffix(".cert.pem")) {
+            if let Some(name) = file
+                .strip_suffix(".key.pem")
+                .or_else(|| file.strip_suffix(".cert.pem"))
+            {
                 if !names.iter().any(|n| n == name) {
                     names.push(name.to_string());
                 }
@@ -177,9 +198,13 @@ impl Keystore {
             options.mode(if secret { 0o600 } else { 0o644 });
         }
         let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(data).and_then(|_| file.sync_all()).map_err(io_err(&tmp))?;
+        file.write_all(data)
+            .and_then(|_| file.sync_all())
+            .map_err(io_err(&tmp))?;
         fs::rename(&tmp, path).map_err(io_err(path))?;
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))
     }
 }
 

@@ -78,7 +78,12 @@ pub enum ExportFormat {
 pub fn run(data_dir: &Path, command: CertsCommand) -> Result<(), CliError> {
     let store = Keystore::open(data_dir);
     match command {
-        CertsCommand::Generate { name, cn, key, days } => {
+        CertsCommand::Generate {
+            name,
+            cn,
+            key,
+            days,
+        } => {
             let kind = match key {
                 KeyAlg::Rsa2048 => KeyKind::Rsa(2048),
                 KeyAlg::Rsa3072 => KeyKind::Rsa(3072),
@@ -88,11 +93,23 @@ pub fn run(data_dir: &Path, command: CertsCommand) -> Result<(), CliError> {
             };
             let pair = keys::generate(cn.as_deref().unwrap_or(&name), kind, days)?;
             store.put_key_pair(&name, &pair)?;
-            println!("generated {name}: {} (fingerprint {})", atom_connectors::as2::cms::subject_of(&pair.cert), keys::fingerprint(&pair.cert));
+            println!(
+                "generated {name}: {} (fingerprint {})",
+                atom_connectors::as2::cms::subject_of(&pair.cert),
+                keys::fingerprint(&pair.cert)
+            );
             Ok(())
         }
-        CertsCommand::Import { name, file, cert, password } => {
-            let data = std::fs::read(&file).map_err(|source| CliError::Io { path: file.clone(), source })?;
+        CertsCommand::Import {
+            name,
+            file,
+            cert,
+            password,
+        } => {
+            let data = std::fs::read(&file).map_err(|source| CliError::Io {
+                path: file.clone(),
+                source,
+            })?;
             let origin = file.display().to_string();
             let is_p12 = file
                 .extension()
@@ -102,31 +119,55 @@ pub fn run(data_dir: &Path, command: CertsCommand) -> Result<(), CliError> {
             if has_key || cert.is_some() {
                 let pair = keys::load_key_pair(&file, cert.as_deref(), password.as_deref())?;
                 store.put_key_pair(&name, &pair)?;
-                println!("imported key pair {name}: {}", atom_connectors::as2::cms::subject_of(&pair.cert));
+                println!(
+                    "imported key pair {name}: {}",
+                    atom_connectors::as2::cms::subject_of(&pair.cert)
+                );
             } else {
                 let certificate = keys::certificates_from_bytes(&data, &origin)?.remove(0);
                 store.put_certificate(&name, &certificate)?;
-                println!("imported certificate {name}: {}", atom_connectors::as2::cms::subject_of(&certificate));
+                println!(
+                    "imported certificate {name}: {}",
+                    atom_connectors::as2::cms::subject_of(&certificate)
+                );
             }
             Ok(())
         }
-        CertsCommand::Export { name, format, password, out } => {
+        CertsCommand::Export {
+            name,
+            format,
+            password,
+            out,
+        } => {
             let bytes = match format {
                 ExportFormat::Cert => store.certificate(&name)?.to_pem().map_err(|e| {
-                    atom_connectors::As2Error::openssl(atom_connectors::ErrorKind::Internal, "writing certificate PEM", e)
+                    atom_connectors::As2Error::openssl(
+                        atom_connectors::ErrorKind::Internal,
+                        "writing certificate PEM",
+                        e,
+                    )
                 })?,
                 ExportFormat::Pem => keys::to_pem(&store.key_pair(&name)?)?,
                 ExportFormat::P12 => {
-                    let password = password.ok_or_else(|| CliError::Usage("--format p12 needs --password (or ATOM_KEY_PASSWORD)".into()))?;
+                    let password = password.ok_or_else(|| {
+                        CliError::Usage(
+                            "--format p12 needs --password (or ATOM_KEY_PASSWORD)".into(),
+                        )
+                    })?;
                     keys::to_pkcs12(&store.key_pair(&name)?, &name, &password)?
                 }
             };
             match out {
                 Some(path) => write_file(&path, &bytes, format != ExportFormat::Cert),
-                None if format == ExportFormat::Cert => {
-                    std::io::stdout().write_all(&bytes).map_err(|source| CliError::Io { path: "<stdout>".into(), source })
-                }
-                None => Err(CliError::Usage("refusing to print key material to the terminal: give --out FILE".into())),
+                None if format == ExportFormat::Cert => std::io::stdout()
+                    .write_all(&bytes)
+                    .map_err(|source| CliError::Io {
+                        path: "<stdout>".into(),
+                        source,
+                    }),
+                None => Err(CliError::Usage(
+                    "refusing to print key material to the terminal: give --out FILE".into(),
+                )),
             }
         }
         CertsCommand::List => {
@@ -135,10 +176,23 @@ pub fn run(data_dir: &Path, command: CertsCommand) -> Result<(), CliError> {
                 println!("keystore {} is empty", store.dir().display());
                 return Ok(());
             }
-            println!("{:<20} {:<5} {:<26} SUBJECT / SHA-256 FINGERPRINT", "NAME", "KEY", "EXPIRES");
+            println!(
+                "{:<20} {:<5} {:<26} SUBJECT / SHA-256 FINGERPRINT",
+                "NAME", "KEY", "EXPIRES"
+            );
             for e in entries {
-                let expires = if e.expired { format!("{} (EXPIRED)", e.not_after) } else { e.not_after };
-                println!("{:<20} {:<5} {:<26} {}", e.name, if e.has_private_key { "yes" } else { "no" }, expires, e.subject);
+                let expires = if e.expired {
+                    format!("{} (EXPIRED)", e.not_after)
+                } else {
+                    e.not_after
+                };
+                println!(
+                    "{:<20} {:<5} {:<26} {}",
+                    e.name,
+                    if e.has_private_key { "yes" } else { "no" },
+                    expires,
+                    e.subject
+                );
                 println!("{:<20} {:<5} {:<26} {}", "", "", "", e.fingerprint);
             }
             Ok(())
@@ -157,5 +211,8 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), CliError> {
     options
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
-        .map_err(|source| CliError::Io { path: path.to_path_buf(), source })
+        .map_err(|source| CliError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }

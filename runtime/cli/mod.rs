@@ -1,6 +1,10 @@
 //! The `atom` command line: one module per command group.
 
+pub mod admin_client;
 pub mod certs;
+pub mod listeners;
+pub mod messages;
+pub mod send;
 
 use std::path::PathBuf;
 
@@ -33,9 +37,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the runtime in the foreground (shared web server, listeners, admin API).
+    Run,
+    /// Listeners: list them, or pause|resume|restart ID...|--all.
+    Listeners {
+        #[command(subcommand)]
+        action: Option<listeners::ListenersCommand>,
+    },
+    /// The AS2 message log with MDN status, newest first.
+    Messages {
+        /// How many messages.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Keys and certificates: generate, import, export, list.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// AS2 client: sign, encrypt, compress and send a file; verify the MDN; --count/--concurrency for load.
+    Send(send::SendArgs),
 }
 
 /// A command failure, with the exit code it maps to.
@@ -50,8 +72,19 @@ pub enum CliError {
     Keystore(#[from] crate::keystore::KeystoreError),
     #[error(transparent)]
     Key(#[from] atom_connectors::As2Error),
+    /// The running Atom refused or could not be reached.
+    #[error("{0}")]
+    Remote(String),
+    #[error("{0}")]
+    Start(#[from] crate::app::StartError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The command ran, but what it did failed (e.g. `send`: a negative MDN).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CliError {
@@ -71,8 +104,13 @@ pub fn init_logging(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},actix_server=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs a parsed command line.
@@ -81,9 +119,30 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         tracing::warn!(error = %e, "legacy OpenSSL algorithms unavailable");
     }
     let config = load_config(cli.config.as_deref())?;
-    let data_dir = cli.data_dir.clone().unwrap_or_else(|| config.data_dir.clone());
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.clone());
     match cli.command {
+        Command::Run => {
+            let config = crate::config::Config { data_dir, ..config };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Usage(format!("starting the async runtime: {e}")))?;
+            Ok(runtime.block_on(crate::app::run(config))?)
+        }
+        Command::Listeners { action } => listeners::run(
+            &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
+            action,
+        ),
+        Command::Messages { limit, json } => messages::run(
+            &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
+            limit,
+            json,
+        ),
         Command::Certs(cmd) => certs::run(&data_dir, cmd),
+        Command::Send(args) => send::run(&data_dir, args),
     }
 }
 

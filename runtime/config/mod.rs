@@ -4,7 +4,40 @@
 
 pub mod raw;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+
+/// Client-certificate authentication on the HTTPS port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    /// Ask for a certificate; listeners that pin one require it.
+    Optional,
+    /// Refuse the TLS handshake without a valid certificate.
+    Required,
+}
+
+/// HTTPS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsConfig {
+    pub port: u16,
+    pub keystore_name: String,
+    pub self_signed_if_missing: bool,
+    pub client_auth: ClientAuth,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The shared web server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebServerConfig {
+    pub bind_address: IpAddr,
+    pub http_port: Option<u16>,
+    pub https: Option<HttpsConfig>,
+    /// Default request size limit; a listener may set a lower one.
+    pub max_request_size: u64,
+    /// Worker threads; 0 = one per core.
+    pub worker_threads: usize,
+}
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,53 +47,244 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// The Atom's name, shown in receipts and logs.
     pub name: String,
+    /// `/as2/<account_id>` routes to this Atom.
+    pub account_id: String,
+    /// `/as2/<account_id>.<suffix>` routes too, when set.
+    pub instance_suffix: Option<String>,
     /// Data directory: keystore, store, admin token.
     pub data_dir: PathBuf,
+    /// The deploy folder of process bundles.
+    pub processes_dir: PathBuf,
+    pub web: WebServerConfig,
+    /// Admin API address (loopback).
+    pub admin_address: SocketAddr,
 }
 
 /// A configuration error that names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {reason}")]
-    Invalid { path: PathBuf, key: String, reason: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
 }
+
+/// Default HTTP port of the shared web server.
+pub const DEFAULT_HTTP_PORT: u16 = 9090;
+/// Default HTTPS port.
+pub const DEFAULT_HTTPS_PORT: u16 = 9093;
+/// Default admin API address.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9190";
+/// Default request size limit: 1 GiB.
+pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 1 << 30;
 
 impl Default for Config {
     fn default() -> Self {
-        Config { source: None, name: "atom".into(), data_dir: PathBuf::from("data") }
+        Config::from_raw(raw::RawConfig::default(), Path::new("atom.yaml"))
+            .unwrap_or_else(|_| unreachable_default())
     }
+}
+
+/// The defaults are constants that always validate; this is never reached.
+fn unreachable_default() -> Config {
+    Config {
+        source: None,
+        name: "atom".into(),
+        account_id: "atom".into(),
+        instance_suffix: None,
+        data_dir: PathBuf::from("data"),
+        processes_dir: PathBuf::from("processes"),
+        web: WebServerConfig {
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            http_port: Some(DEFAULT_HTTP_PORT),
+            https: None,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            worker_threads: 0,
+        },
+        admin_address: SocketAddr::from(([127, 0, 0, 1], 9190)),
+    }
+}
+
+fn valid_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Validates configuration text; `path` is used for messages and to
     /// resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-        let invalid = |key: &str, reason: String| ConfigError::Invalid { path: path.to_path_buf(), key: key.into(), reason };
-        let defaults = Config::default();
-        let name = raw.atom.as_ref().and_then(|a| a.name.clone()).unwrap_or(defaults.name);
+        let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut config = Self::from_raw(raw, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    fn from_raw(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            reason,
+        };
+        let atom = raw.atom.unwrap_or_default();
+        let name = atom.name.unwrap_or_else(|| "atom".into());
         if name.trim().is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
-            return Err(invalid("atom.name", format!("{name:?} must be 1 to 64 printable characters")));
+            return Err(invalid(
+                "atom.name",
+                format!("{name:?} must be 1 to 64 printable characters"),
+            ));
+        }
+        let account_id = atom.account_id.unwrap_or_else(|| "atom".into());
+        if !valid_id(&account_id) {
+            return Err(invalid(
+                "atom.account_id",
+                format!("{account_id:?} must be 1 to 64 letters, digits, '-' or '_'"),
+            ));
+        }
+        if let Some(suffix) = &atom.instance_suffix {
+            if !valid_id(suffix) {
+                return Err(invalid(
+                    "atom.instance_suffix",
+                    format!("{suffix:?} must be 1 to 64 letters, digits, '-' or '_'"),
+                ));
+            }
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let data_dir = match raw.data_dir {
-            Some(dir) if dir.as_os_str().is_empty() => return Err(invalid("data_dir", "must not be empty".into())),
-            Some(dir) if dir.is_absolute() => dir,
-            Some(dir) => base.join(dir),
-            None => base.join(defaults.data_dir),
+        let resolve =
+            |key: &str, value: Option<PathBuf>, default: &str| -> Result<PathBuf, ConfigError> {
+                match value {
+                    Some(dir) if dir.as_os_str().is_empty() => {
+                        Err(invalid(key, "must not be empty".into()))
+                    }
+                    Some(dir) if dir.is_absolute() => Ok(dir),
+                    Some(dir) => Ok(base.join(dir)),
+                    None => Ok(base.join(default)),
+                }
+            };
+        let data_dir = resolve("data_dir", raw.data_dir, "data")?;
+        let processes_dir = resolve("processes_dir", raw.processes_dir, "processes")?;
+
+        let web = raw.shared_web_server.unwrap_or_default();
+        let bind_text = web.bind_address.unwrap_or_else(|| "0.0.0.0".into());
+        let bind_address: IpAddr = bind_text.parse().map_err(|_| {
+            invalid(
+                "shared_web_server.bind_address",
+                format!("{bind_text:?} is not an IP address"),
+            )
+        })?;
+        let http_port = web.http_port.unwrap_or(Some(DEFAULT_HTTP_PORT));
+        let https = match web.https {
+            Some(h) if h.enabled.unwrap_or(true) => {
+                let client_auth = match h.client_auth.as_deref().unwrap_or("none") {
+                    "none" => ClientAuth::None,
+                    "optional" => ClientAuth::Optional,
+                    "required" => ClientAuth::Required,
+                    other => {
+                        return Err(invalid(
+                            "shared_web_server.https.client_auth",
+                            format!("{other:?} is not one of none, optional, required"),
+                        ))
+                    }
+                };
+                let client_ca = match h.client_ca {
+                    Some(p) if p.is_absolute() => Some(p),
+                    Some(p) => Some(base.join(p)),
+                    None => None,
+                };
+                if client_auth != ClientAuth::None && client_ca.is_none() {
+                    return Err(invalid(
+                        "shared_web_server.https.client_ca",
+                        "client_auth needs client_ca: the CAs or certificates client certificates are checked against".into(),
+                    ));
+                }
+                Some(HttpsConfig {
+                    port: h.port.unwrap_or(DEFAULT_HTTPS_PORT),
+                    keystore_name: h.keystore_name.unwrap_or_else(|| "atom-https".into()),
+                    self_signed_if_missing: h.self_signed_if_missing.unwrap_or(false),
+                    client_auth,
+                    client_ca,
+                })
+            }
+            _ => None,
         };
-        Ok(Config { source: Some(path.to_path_buf()), name, data_dir })
+        if http_port.is_none() && https.is_none() {
+            return Err(invalid(
+                "shared_web_server",
+                "both HTTP (http_port: null) and HTTPS are disabled".into(),
+            ));
+        }
+        let max_request_size = web.max_request_size.unwrap_or(DEFAULT_MAX_REQUEST_SIZE);
+        if max_request_size < 1024 {
+            return Err(invalid(
+                "shared_web_server.max_request_size",
+                format!("{max_request_size} bytes is too small (minimum 1024)"),
+            ));
+        }
+        let worker_threads = web.worker_threads.unwrap_or(0);
+        if worker_threads > 1024 {
+            return Err(invalid(
+                "shared_web_server.worker_threads",
+                format!("{worker_threads} is more than 1024"),
+            ));
+        }
+        let admin_text = raw
+            .admin
+            .and_then(|a| a.address)
+            .unwrap_or_else(|| DEFAULT_ADMIN_ADDRESS.into());
+        let admin_address: SocketAddr = admin_text.parse().map_err(|_| {
+            invalid(
+                "admin.address",
+                format!("{admin_text:?} is not an address:port"),
+            )
+        })?;
+        if !admin_address.ip().is_loopback() {
+            return Err(invalid(
+                "admin.address",
+                format!(
+                    "{admin_address} is not a loopback address; the admin API stays on this host"
+                ),
+            ));
+        }
+        Ok(Config {
+            source: None,
+            name,
+            account_id,
+            instance_suffix: atom.instance_suffix,
+            data_dir,
+            processes_dir,
+            web: WebServerConfig {
+                bind_address,
+                http_port,
+                https,
+                max_request_size,
+                worker_threads,
+            },
+            admin_address,
+        })
     }
 }
 
@@ -72,7 +296,15 @@ mod tests {
     fn shipped_atom_yaml_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("atom.yaml");
         let config = Config::load(&path).expect("atom.yaml loads");
-        assert_eq!(config.data_dir, Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
+        assert_eq!(
+            config.data_dir,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+        );
+        assert_eq!(config.web.http_port, Some(DEFAULT_HTTP_PORT));
+        assert_eq!(
+            config.web.https.as_ref().map(|h| h.port),
+            Some(DEFAULT_HTTPS_PORT)
+        );
     }
 
     #[test]
@@ -80,14 +312,36 @@ mod tests {
         let path = Path::new("/etc/atom/atom.yaml");
         let err = Config::parse("atom:\n  name: a\n  nmae: b\n", path).expect_err("typo refused");
         let text = err.to_string();
-        assert!(text.contains("/etc/atom/atom.yaml") && text.contains("nmae"), "{text}");
+        assert!(
+            text.contains("/etc/atom/atom.yaml") && text.contains("nmae"),
+            "{text}"
+        );
         let err = Config::parse("data_dir: ''\n", path).expect_err("empty refused");
-        assert_eq!(err.to_string(), "/etc/atom/atom.yaml: key `data_dir`: must not be empty");
+        assert_eq!(
+            err.to_string(),
+            "/etc/atom/atom.yaml: key `data_dir`: must not be empty"
+        );
         let err = Config::parse("atom:\n  name: ''\n", path).expect_err("empty name refused");
         assert!(err.to_string().contains("atom.name"));
+        let err = Config::parse("admin:\n  address: 0.0.0.0:9190\n", path)
+            .expect_err("public admin refused");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let err =
+            Config::parse("shared_web_server:\n  http_port: 70000\n", path).expect_err("bad port");
+        assert!(err.to_string().contains("http_port"), "{err}");
+        let err = Config::parse(
+            "shared_web_server:\n  https:\n    client_auth: maybe\n",
+            path,
+        )
+        .expect_err("bad enum");
+        assert!(err.to_string().contains("client_auth"), "{err}");
+        let err = Config::parse("shared_web_server:\n  http_port: null\n", path)
+            .expect_err("nothing to serve");
+        assert!(err.to_string().contains("both HTTP"), "{err}");
         let ok = Config::parse("data_dir: /var/lib/atom\n", path).expect("absolute path");
         assert_eq!(ok.data_dir, PathBuf::from("/var/lib/atom"));
         let ok = Config::parse("{}\n", path).expect("defaults");
         assert_eq!(ok.data_dir, PathBuf::from("/etc/atom/data"));
+        assert_eq!(ok.web.https, None);
     }
 }

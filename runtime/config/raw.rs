@@ -5,15 +5,61 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub atom: Option<RawAtom>,
     pub data_dir: Option<PathBuf>,
+    pub processes_dir: Option<PathBuf>,
+    pub shared_web_server: Option<RawWebServer>,
+    pub admin: Option<RawAdmin>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAtom {
     pub name: Option<String>,
+    pub account_id: Option<String>,
+    pub instance_suffix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebServer {
+    pub bind_address: Option<String>,
+    /// `null` disables plain HTTP.
+    #[serde(default, deserialize_with = "explicit_null")]
+    pub http_port: Option<Option<u16>>,
+    pub https: Option<RawHttps>,
+    pub max_request_size: Option<u64>,
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttps {
+    pub enabled: Option<bool>,
+    pub port: Option<u16>,
+    /// Keystore name of the server key pair.
+    pub keystore_name: Option<String>,
+    /// Generate a self-signed key pair under `keystore_name` when missing.
+    pub self_signed_if_missing: Option<bool>,
+    /// `none`, `optional` or `required`.
+    pub client_auth: Option<String>,
+    /// PEM bundle of CAs (or pinned certificates) that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<String>,
+}
+
+/// Distinguishes `key: null` (Some(None)) from an absent key (None).
+fn explicit_null<'de, D>(deserializer: D) -> Result<Option<Option<u16>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<u16>::deserialize(deserializer).map(Some)
 }

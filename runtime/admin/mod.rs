@@ -1,0 +1,170 @@
+//! The admin API, on a loopback address only, for the `atom` CLI:
+//! listeners (list, pause, resume, restart), the message log, and
+//! Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
+//! the token the runtime writes to `<data_dir>/admin.token` (mode 0600).
+
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use crate::listeners::{ListenerState, Registry};
+use crate::store::Store;
+use metrics::Metrics;
+
+/// The token file inside the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// State of the admin server.
+pub struct AdminState {
+    pub token: String,
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Reads the token, creating it (owner-only) when missing.
+pub fn ensure_token(data_dir: &Path) -> std::io::Result<String> {
+    let path = token_path(data_dir);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if existing.len() >= 32 {
+            return Ok(existing);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    openssl::rand::rand_bytes(&mut bytes).map_err(std::io::Error::other)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    let mut file = options.open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok(token)
+}
+
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(TOKEN_FILE)
+}
+
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let expected = req
+        .app_data::<web::Data<AdminState>>()
+        .map(|s| format!("Bearer {}", s.token));
+    let given = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.as_bytes().to_vec());
+    let ok = match (expected, given) {
+        (Some(e), Some(g)) => e.len() == g.len() && openssl::memcmp::eq(e.as_bytes(), &g),
+        _ => false,
+    };
+    if !ok {
+        tracing::warn!(path = %req.path(), peer = ?req.peer_addr(), "admin request without a valid token refused");
+        return Err(actix_web::error::ErrorUnauthorized(
+            "admin token missing or wrong (see <data_dir>/admin.token)",
+        ));
+    }
+    next.call(req).await
+}
+
+/// The admin routes, all behind the token.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("")
+            .wrap(from_fn(require_token))
+            .route("/api/listeners", web::get().to(list_listeners))
+            .route("/api/listeners/{action}", web::post().to(listener_action))
+            .route("/api/messages", web::get().to(list_messages))
+            .route("/metrics", web::get().to(render_metrics)),
+    );
+}
+
+async fn list_listeners(state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.registry.list())
+}
+
+/// Body of a listener action.
+#[derive(Debug, Deserialize)]
+pub struct ActionRequest {
+    #[serde(default)]
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+async fn listener_action(
+    state: web::Data<AdminState>,
+    action: web::Path<String>,
+    body: web::Json<ActionRequest>,
+) -> HttpResponse {
+    let ids = state.registry.resolve_ids(&body.ids, body.all);
+    if ids.is_empty() {
+        return HttpResponse::BadRequest().body("name one or more listeners, or use all");
+    }
+    let registry = state.registry.clone();
+    let action = action.into_inner();
+    let results = web::block(move || match action.as_str() {
+        "pause" => Ok(registry.set_paused(&ids, true)),
+        "resume" => Ok(registry.set_paused(&ids, false)),
+        "restart" => Ok(registry.restart(&ids)),
+        other => Err(format!(
+            "unknown action {other:?}; use pause, resume or restart"
+        )),
+    })
+    .await;
+    match results {
+        Ok(Ok(results)) => HttpResponse::Ok().json(results),
+        Ok(Err(e)) => HttpResponse::BadRequest().body(e),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MessagesQuery {
+    limit: Option<u32>,
+}
+
+async fn list_messages(
+    state: web::Data<AdminState>,
+    query: web::Query<MessagesQuery>,
+) -> HttpResponse {
+    let store = state.store.clone();
+    let limit = query.limit.unwrap_or(50).min(10_000);
+    match web::block(move || store.recent_messages(limit)).await {
+        Ok(Ok(rows)) => HttpResponse::Ok().json(rows),
+        Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+async fn render_metrics(state: web::Data<AdminState>) -> HttpResponse {
+    state.metrics.listeners.reset();
+    for listener in state.registry.list() {
+        let label = match listener.state {
+            ListenerState::Listening => "listening",
+            ListenerState::Paused => "paused",
+            ListenerState::Errored(_) => "errored",
+        };
+        state.metrics.listeners.with_label_values(&[label]).inc();
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,304 @@
+//! The AS2 start step of a process bundle: `processes/<name>/process.yaml`,
+//! read and turned into a ready [`ListenerSpec`] with its keys loaded.
+//! Every error names the file, the key and the reason.
+//!
+//! ```yaml
+//! description: Orders from ACME
+//! start:
+//!   as2:
+//!     as2_from:                          # the trading partner
+//!       id: ACME
+//!       signing_certificate: keystore:acme        # or a PEM path relative to the bundle
+//!       client_certificate: keystore:acme-tls     # optional: pin its TLS client certificate
+//!       basic_auth: { username: acme, password_env: ACME_AS2_PASSWORD }
+//!       allowed_ips: ["203.0.113.10", "10.1.0.1-10.1.0.9", "192.168.*.*"]
+//!       reject_duplicates: true
+//!       duplicate_window: 100000
+//!     as2_to:                            # us
+//!       id: OURCO
+//!       decryption_key: keystore:ourco
+//!       mdn_signing_key: keystore:ourco
+//!     security:
+//!       require_signed: true
+//!       require_encrypted: true
+//!       enforce_certificate_validity: false
+//!     max_request_size: 104857600
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use atom_connectors::as2::cms::KeyPair;
+use atom_connectors::as2::headers::parse_as2_id;
+use atom_connectors::as2::unwrap::ReceiveSettings;
+use atom_connectors::keys;
+use openssl::x509::X509;
+use serde::Deserialize;
+
+use super::ip_filter::IpFilter;
+use crate::keystore::Keystore;
+
+/// The file every bundle has.
+pub const PROCESS_FILE: &str = "process.yaml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcess {
+    description: Option<String>,
+    start: RawStart,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStart {
+    as2: RawAs2,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAs2 {
+    as2_from: RawFrom,
+    as2_to: RawTo,
+    security: Option<RawSecurity>,
+    max_request_size: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrom {
+    id: String,
+    signing_certificate: Option<String>,
+    client_certificate: Option<String>,
+    basic_auth: Option<RawBasicAuth>,
+    allowed_ips: Option<Vec<String>>,
+    reject_duplicates: Option<bool>,
+    duplicate_window: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    password: Option<String>,
+    password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTo {
+    id: String,
+    decryption_key: Option<String>,
+    mdn_signing_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    require_signed: Option<bool>,
+    require_encrypted: Option<bool>,
+    enforce_certificate_validity: Option<bool>,
+    max_decompressed_size: Option<u64>,
+}
+
+/// Default and bounds of the duplicate window (DESIGN.md).
+pub const DEFAULT_DUPLICATE_WINDOW: u64 = 100_000;
+const DUPLICATE_WINDOW_RANGE: std::ops::RangeInclusive<u64> = 100..=1_000_000;
+
+/// One AS2 Shared Server operation, ready to receive.
+#[derive(Debug)]
+pub struct ListenerSpec {
+    /// The process name (the bundle folder's name).
+    pub id: String,
+    pub description: Option<String>,
+    pub bundle_dir: PathBuf,
+    /// AS2-From: the partner.
+    pub partner_id: String,
+    /// AS2-To: us.
+    pub our_id: String,
+    pub receive: ReceiveSettings,
+    pub mdn_signing_key: Option<KeyPair>,
+    pub client_certificate: Option<X509>,
+    pub basic_auth: Option<(String, String)>,
+    /// `None`: any address may send.
+    pub ip_filter: Option<IpFilter>,
+    pub reject_duplicates: bool,
+    pub duplicate_window: u64,
+    pub max_request_size: Option<u64>,
+}
+
+/// Why a bundle could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct BundleError {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+/// Loads and validates a bundle folder.
+pub fn load(bundle_dir: &Path, keystore: &Keystore) -> Result<ListenerSpec, BundleError> {
+    let file = bundle_dir.join(PROCESS_FILE);
+    let err = |key: &str, reason: String| BundleError {
+        file: file.clone(),
+        key: key.into(),
+        reason,
+    };
+    let id = bundle_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.starts_with('.'))
+        .ok_or_else(|| {
+            err(
+                "(folder)",
+                "bundle folder name is not a valid process name".into(),
+            )
+        })?
+        .to_string();
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
+    let raw: RawProcess = serde_yaml::from_str(&text).map_err(|e| err("(yaml)", e.to_string()))?;
+    let as2 = raw.start.as2;
+    let partner_id = parse_as2_id(&as2.as2_from.id).map_err(|e| err("start.as2.as2_from.id", e))?;
+    let our_id = parse_as2_id(&as2.as2_to.id).map_err(|e| err("start.as2.as2_to.id", e))?;
+
+    let certificate =
+        |key: &str, reference: &Option<String>| -> Result<Option<X509>, BundleError> {
+            reference
+                .as_deref()
+                .map(|r| {
+                    resolve_certificate(r, bundle_dir, keystore).map_err(|reason| err(key, reason))
+                })
+                .transpose()
+        };
+    let key_pair = |key: &str,
+                    reference: &Option<String>|
+     -> Result<Option<KeyPair>, BundleError> {
+        reference
+            .as_deref()
+            .map(|r| resolve_key_pair(r, bundle_dir, keystore).map_err(|reason| err(key, reason)))
+            .transpose()
+    };
+    let signing_certificate = certificate(
+        "start.as2.as2_from.signing_certificate",
+        &as2.as2_from.signing_certificate,
+    )?;
+    let client_certificate = certificate(
+        "start.as2.as2_from.client_certificate",
+        &as2.as2_from.client_certificate,
+    )?;
+    let decryption_key = key_pair(
+        "start.as2.as2_to.decryption_key",
+        &as2.as2_to.decryption_key,
+    )?;
+    let mdn_signing_key = key_pair(
+        "start.as2.as2_to.mdn_signing_key",
+        &as2.as2_to.mdn_signing_key,
+    )?;
+
+    let security = as2.security.unwrap_or_default();
+    let require_signed = security.require_signed.unwrap_or(false);
+    let require_encrypted = security.require_encrypted.unwrap_or(false);
+    if require_signed && signing_certificate.is_none() {
+        return Err(err(
+            "start.as2.as2_from.signing_certificate",
+            "require_signed is set but no partner signing certificate is given".into(),
+        ));
+    }
+    if require_encrypted && decryption_key.is_none() {
+        return Err(err(
+            "start.as2.as2_to.decryption_key",
+            "require_encrypted is set but no decryption key is given".into(),
+        ));
+    }
+    let basic_auth = match as2.as2_from.basic_auth {
+        None => None,
+        Some(b) => {
+            let password = match (b.password, b.password_env) {
+                (Some(p), None) => p,
+                (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                    err(
+                        "start.as2.as2_from.basic_auth.password_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                _ => {
+                    return Err(err(
+                        "start.as2.as2_from.basic_auth",
+                        "give exactly one of password or password_env".into(),
+                    ))
+                }
+            };
+            Some((b.username, password))
+        }
+    };
+    let ip_filter = as2
+        .as2_from
+        .allowed_ips
+        .as_deref()
+        .map(IpFilter::parse)
+        .transpose()
+        .map_err(|e| err("start.as2.as2_from.allowed_ips", e))?;
+    let duplicate_window = as2
+        .as2_from
+        .duplicate_window
+        .unwrap_or(DEFAULT_DUPLICATE_WINDOW);
+    if !DUPLICATE_WINDOW_RANGE.contains(&duplicate_window) {
+        return Err(err(
+            "start.as2.as2_from.duplicate_window",
+            format!("{duplicate_window} is outside 100 to 1,000,000"),
+        ));
+    }
+    let defaults = ReceiveSettings::default();
+    let receive = ReceiveSettings {
+        decryption_keys: decryption_key.into_iter().collect(),
+        partner_certs: signing_certificate.into_iter().collect(),
+        enforce_cert_validity: security.enforce_certificate_validity.unwrap_or(false),
+        require_signed,
+        require_encrypted,
+        max_decompressed_size: security
+            .max_decompressed_size
+            .unwrap_or(defaults.max_decompressed_size),
+    };
+    Ok(ListenerSpec {
+        id,
+        description: raw.description,
+        bundle_dir: bundle_dir.to_path_buf(),
+        partner_id,
+        our_id,
+        receive,
+        mdn_signing_key,
+        client_certificate,
+        basic_auth,
+        ip_filter,
+        reject_duplicates: as2.as2_from.reject_duplicates.unwrap_or(true),
+        duplicate_window,
+        max_request_size: as2.max_request_size,
+    })
+}
+
+/// `keystore:NAME` or a path (relative to the bundle) of a PEM/DER certificate.
+fn resolve_certificate(
+    reference: &str,
+    bundle_dir: &Path,
+    keystore: &Keystore,
+) -> Result<X509, String> {
+    match reference.strip_prefix("keystore:") {
+        Some(name) => keystore.certificate(name).map_err(|e| e.to_string()),
+        None => keys::load_certificates(&bundle_dir.join(reference))
+            .map(|mut certs| certs.remove(0))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// `keystore:NAME` or a path (relative to the bundle) of a PEM holding key and certificate.
+fn resolve_key_pair(
+    reference: &str,
+    bundle_dir: &Path,
+    keystore: &Keystore,
+) -> Result<KeyPair, String> {
+    match reference.strip_prefix("keystore:") {
+        Some(name) => keystore.key_pair(name).map_err(|e| e.to_string()),
+        None => {
+            keys::load_key_pair(&bundle_dir.join(reference), None, None).map_err(|e| e.to_string())
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! AS2 listeners: one per deployed bundle with an AS2 start step, routed by
+//! (AS2-To, AS2-From).
+//!
+//! - [`bundle`]: reads a bundle's start step into a [`bundle::ListenerSpec`].
+//! - [`ip_filter`]: the per-partner IP filter.
+//! - [`registry`]: the routing table and the listener states.
+
+pub mod bundle;
+pub mod ip_filter;
+pub mod registry;
+
+pub use registry::{ListenerInfo, ListenerState, Registry};

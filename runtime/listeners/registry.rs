@@ -1,0 +1,311 @@
+//! The listener registry: which listener serves a (AS2-To, AS2-From) pair,
+//! and in what state.
+//!
+//! ```text
+//!            pause                      resume
+//! listening ───────▶ paused ──────────────────▶ listening
+//!     ▲                │ restart (stays paused)
+//!     │ restart        ▼
+//!  errored ◀── bundle invalid / duplicate route
+//! ```
+//!
+//! A paused listener answers 503 with Retry-After, so senders retry and
+//! nothing is lost; pause survives a runtime restart (it is in the store).
+//! Routes are rebuilt from scratch after every change, in listener-name
+//! order: of two bundles claiming one pair, the later name is errored.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use super::bundle::{self, ListenerSpec, PROCESS_FILE};
+use crate::keystore::Keystore;
+use crate::store::Store;
+
+/// What a listener does with a request now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "error")]
+pub enum ListenerState {
+    Listening,
+    Paused,
+    Errored(String),
+}
+
+/// Per-listener counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+struct Entry {
+    spec: Result<Arc<ListenerSpec>, String>,
+    /// Set when another listener already claims this route.
+    route_error: Option<String>,
+    paused: bool,
+    counters: Arc<Counters>,
+}
+
+impl Entry {
+    fn state(&self) -> ListenerState {
+        match (&self.spec, &self.route_error) {
+            (Err(e), _) | (Ok(_), Some(e)) => ListenerState::Errored(e.clone()),
+            (Ok(_), None) if self.paused => ListenerState::Paused,
+            (Ok(_), None) => ListenerState::Listening,
+        }
+    }
+}
+
+/// A listener as `atom listeners` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerInfo {
+    pub id: String,
+    #[serde(flatten)]
+    pub state: ListenerState,
+    pub as2_from: Option<String>,
+    pub as2_to: Option<String>,
+    pub received: u64,
+    pub refused: u64,
+}
+
+/// What routing found for a request.
+pub struct Routed {
+    pub spec: Arc<ListenerSpec>,
+    pub state: ListenerState,
+    pub counters: Arc<Counters>,
+}
+
+/// The result of an operator action on one listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionResult {
+    pub id: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+pub struct Registry {
+    processes_dir: PathBuf,
+    keystore: Keystore,
+    store: Arc<dyn Store>,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    listeners: BTreeMap<String, Entry>,
+    routes: HashMap<(String, String), String>,
+}
+
+impl Inner {
+    fn rebuild_routes(&mut self) {
+        self.routes.clear();
+        for (id, entry) in self.listeners.iter_mut() {
+            entry.route_error = None;
+            let Ok(spec) = &entry.spec else { continue };
+            let key = (spec.our_id.clone(), spec.partner_id.clone());
+            match self.routes.get(&key) {
+                Some(owner) => {
+                    entry.route_error = Some(format!(
+                        "duplicate route: AS2-To {:?} / AS2-From {:?} is already served by listener {owner:?}",
+                        key.0, key.1
+                    ))
+                }
+                None => {
+                    self.routes.insert(key, id.clone());
+                }
+            }
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(processes_dir: PathBuf, keystore: Keystore, store: Arc<dyn Store>) -> Registry {
+        Registry {
+            processes_dir,
+            keystore,
+            store,
+            inner: RwLock::new(Inner::default()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads every bundle of the processes folder; paused states come from the store.
+    pub fn load_all(&self) -> Result<(), String> {
+        let paused: HashSet<String> = self
+            .store
+            .paused_listeners()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let mut bundles: Vec<(String, PathBuf)> = Vec::new();
+        match std::fs::read_dir(&self.processes_dir) {
+            Ok(read) => {
+                for item in read.flatten() {
+                    let path = item.path();
+                    let name = item.file_name().to_string_lossy().to_string();
+                    if path.join(PROCESS_FILE).is_file() && !name.starts_with('.') {
+                        bundles.push((name, path));
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %self.processes_dir.display(), "processes folder does not exist; no listeners");
+            }
+            Err(e) => return Err(format!("{}: {e}", self.processes_dir.display())),
+        }
+        bundles.sort();
+        let mut inner = self.write();
+        inner.listeners.clear();
+        for (name, path) in bundles {
+            let spec = bundle::load(&path, &self.keystore)
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+            if let Err(e) = &spec {
+                tracing::error!(listener = %name, error = %e, "listener errored");
+            }
+            let entry = Entry {
+                spec,
+                route_error: None,
+                paused: paused.contains(&name),
+                counters: Arc::default(),
+            };
+            inner.listeners.insert(name, entry);
+        }
+        inner.rebuild_routes();
+        for (id, entry) in &inner.listeners {
+            tracing::info!(listener = %id, state = ?entry.state(), "listener loaded");
+        }
+        Ok(())
+    }
+
+    /// The listener for (AS2-To, AS2-From), if any.
+    pub fn route(&self, as2_to: &str, as2_from: &str) -> Option<Routed> {
+        let inner = self.read();
+        let id = inner
+            .routes
+            .get(&(as2_to.to_string(), as2_from.to_string()))?;
+        let entry = inner.listeners.get(id)?;
+        let spec = entry.spec.as_ref().ok()?.clone();
+        Some(Routed {
+            spec,
+            state: entry.state(),
+            counters: entry.counters.clone(),
+        })
+    }
+
+    pub fn list(&self) -> Vec<ListenerInfo> {
+        let inner = self.read();
+        inner
+            .listeners
+            .iter()
+            .map(|(id, e)| ListenerInfo {
+                id: id.clone(),
+                state: e.state(),
+                as2_from: e.spec.as_ref().ok().map(|s| s.partner_id.clone()),
+                as2_to: e.spec.as_ref().ok().map(|s| s.our_id.clone()),
+                received: e.counters.received.load(Ordering::Relaxed),
+                refused: e.counters.refused.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// IDs for an action: the given ones, or all with `all`.
+    pub fn resolve_ids(&self, ids: &[String], all: bool) -> Vec<String> {
+        if all {
+            self.read().listeners.keys().cloned().collect()
+        } else {
+            ids.to_vec()
+        }
+    }
+
+    /// Pauses or resumes listeners; the state is saved before it applies.
+    pub fn set_paused(&self, ids: &[String], paused: bool) -> Vec<ActionResult> {
+        ids.iter()
+            .map(|id| {
+                if !self.read().listeners.contains_key(id) {
+                    return ActionResult {
+                        id: id.clone(),
+                        ok: false,
+                        message: format!("no listener named {id:?}"),
+                    };
+                }
+                if let Err(e) = self.store.set_paused(id, paused) {
+                    return ActionResult {
+                        id: id.clone(),
+                        ok: false,
+                        message: e.to_string(),
+                    };
+                }
+                if let Some(entry) = self.write().listeners.get_mut(id) {
+                    entry.paused = paused;
+                }
+                let word = if paused { "paused" } else { "resumed" };
+                tracing::info!(listener = %id, action = word, "listener state changed");
+                ActionResult {
+                    id: id.clone(),
+                    ok: true,
+                    message: word.into(),
+                }
+            })
+            .collect()
+    }
+
+    /// Re-creates listeners from their bundles (re-reading keys); clears
+    /// errors that are gone; a paused listener stays paused.
+    pub fn restart(&self, ids: &[String]) -> Vec<ActionResult> {
+        ids.iter()
+            .map(|id| {
+                let path = self.processes_dir.join(id);
+                if !self.read().listeners.contains_key(id) {
+                    return ActionResult {
+                        id: id.clone(),
+                        ok: false,
+                        message: format!("no listener named {id:?}"),
+                    };
+                }
+                let spec = bundle::load(&path, &self.keystore)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+                let mut inner = self.write();
+                let Some(entry) = inner.listeners.get_mut(id) else {
+                    return ActionResult {
+                        id: id.clone(),
+                        ok: false,
+                        message: format!("no listener named {id:?}"),
+                    };
+                };
+                entry.spec = spec;
+                inner.rebuild_routes();
+                let state = inner.listeners.get(id).map(Entry::state);
+                tracing::info!(listener = %id, state = ?state, "listener restarted");
+                match state {
+                    Some(ListenerState::Errored(e)) => ActionResult {
+                        id: id.clone(),
+                        ok: false,
+                        message: e,
+                    },
+                    Some(ListenerState::Paused) => ActionResult {
+                        id: id.clone(),
+                        ok: true,
+                        message: "restarted (still paused)".into(),
+                    },
+                    _ => ActionResult {
+                        id: id.clone(),
+                        ok: true,
+                        message: "restarted".into(),
+                    },
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,664 @@
+//! `POST /as2`: the AS2 receive path, end to end. The only module that
+//! knows both HTTP and AS2.
+//!
+//! ```text
+//! required headers ─▶ route (AS2-To, AS2-From) ─▶ listener state ─▶ IP filter,
+//! Basic auth, client certificate, size ─▶ body ─▶ duplicate? ─▶ unwrap ─▶ MDN
+//! ─▶ raw request + payload fsync'd ─▶ message logged ─▶ response (sync MDN,
+//! or 200 and the MDN queued for asynchronous delivery)
+//! ```
+//!
+//! HTTP statuses: 400 missing/invalid header (and a refused message when no
+//! MDN was asked for), 401 Basic authentication, 403 IP filter, client
+//! certificate or unknown partner without an MDN request, 404 unknown
+//! account, 413 too large, 503 paused or errored listener (with Retry-After
+//! when paused). Everything the partner's AS2 product should see as an AS2
+//! outcome is an MDN in a 200 response.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use atom_connectors::as2::error::ErrorModifier;
+use atom_connectors::as2::headers::{
+    parse_as2_id, DispositionNotificationOptions, Headers, MicAlg,
+};
+use atom_connectors::as2::mdn::{self, Disposition, MdnInput};
+use atom_connectors::as2::unwrap::{self, Compression, Unwrapped};
+use atom_connectors::As2Error;
+use base64::Engine;
+
+use super::body::{self, BodyError};
+use super::mdn_delivery::Delivery;
+use super::tls::PeerCertificate;
+use super::AppState;
+use crate::listeners::bundle::ListenerSpec;
+use crate::listeners::registry::Routed;
+use crate::listeners::ListenerState;
+use crate::store::{files, MessageRecord, StoredReceipt};
+
+/// How long a sender should wait before retrying a paused listener.
+const RETRY_AFTER_SECONDS: &str = "60";
+
+/// A response and the outcome label for logs and metrics.
+struct Outcome {
+    response: HttpResponse,
+    label: &'static str,
+}
+
+fn plain(status: StatusCode, label: &'static str, text: impl Into<String>) -> Outcome {
+    let text = text.into();
+    Outcome {
+        response: HttpResponse::build(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(text + "\n"),
+        label,
+    }
+}
+
+/// `POST /as2` and `POST /as2/{target}`.
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let outcome = match req.match_info().get("target") {
+        Some(target) if !state.accepts_target(target) => plain(
+            StatusCode::NOT_FOUND,
+            "unknown_account",
+            format!("no AS2 endpoint /as2/{target} on this Atom"),
+        ),
+        _ => handle(&req, payload, &state).await,
+    };
+    state
+        .metrics
+        .observe(outcome.label, started.elapsed().as_secs_f64());
+    outcome.response
+}
+
+fn collect_headers(req: &HttpRequest) -> Headers {
+    req.headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppState>) -> Outcome {
+    let headers = collect_headers(req);
+    for required in ["AS2-From", "AS2-To", "Message-ID", "Content-Type"] {
+        if headers.get(required).is_none_or(|v| v.trim().is_empty()) {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("missing required AS2 header {required}"),
+            );
+        }
+    }
+    let (from, to) = match (
+        parse_as2_id(headers.get("AS2-From").unwrap_or_default()),
+        parse_as2_id(headers.get("AS2-To").unwrap_or_default()),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid AS2-From: {e}"),
+            )
+        }
+        (_, Err(e)) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid AS2-To: {e}"),
+            )
+        }
+    };
+    let message_id = headers
+        .get("Message-ID")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let request = MdnRequest::from_headers(&headers);
+
+    let Some(routed) = state.registry.route(&to, &from) else {
+        tracing::warn!(as2_from = %from, as2_to = %to, %message_id, "no listener for this partner pair");
+        let text = format!("no AS2 listener for AS2-To {to:?} / AS2-From {from:?}");
+        if request.requested && request.async_url.is_none() {
+            // The partner's product reads MDNs better than HTTP errors.
+            let built = mdn::build(&MdnInput {
+                reporting_ua: &state.reporting_ua,
+                our_id: &to,
+                partner_id: &from,
+                original_message_id: &message_id,
+                disposition: Disposition::Error(ErrorModifier::AuthenticationFailed),
+                mic: None,
+                text: &text,
+                sign: None,
+                micalg_spelling: None,
+            });
+            if let Ok(built) = built {
+                return Outcome {
+                    response: mdn_response(&built.headers, built.body),
+                    label: "unknown_partner",
+                };
+            }
+        }
+        return plain(StatusCode::FORBIDDEN, "unknown_partner", text);
+    };
+    let Routed {
+        spec,
+        state: listener_state,
+        counters,
+    } = routed;
+    match listener_state {
+        ListenerState::Listening => {}
+        ListenerState::Paused => {
+            let mut out = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "paused",
+                format!("listener {} is paused; retry later", spec.id),
+            );
+            out.response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+            return out;
+        }
+        ListenerState::Errored(e) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "errored",
+                format!("listener {} is errored: {e}", spec.id),
+            )
+        }
+    }
+    if let Some(refusal) = check_access(req, &spec) {
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(listener = %spec.id, as2_from = %from, %message_id, reason = %refusal.label, "request refused");
+        return refusal;
+    }
+    let limit = spec
+        .max_request_size
+        .unwrap_or(state.config.web.max_request_size)
+        .min(state.config.web.max_request_size);
+    if let Some(length) = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length > limit {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request of {length} bytes exceeds the limit of {limit} bytes"),
+            );
+        }
+    }
+    let body = match body::read(payload, limit, &state.config.data_dir.join("spool")).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge { limit }) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request exceeds the limit of {limit} bytes"),
+            )
+        }
+        Err(BodyError::Client(e)) => return plain(StatusCode::BAD_REQUEST, "bad_request", e),
+        Err(BodyError::Io(e)) => {
+            tracing::error!(error = %e, "spooling request");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "internal_error",
+                "temporary storage failure; retry later",
+            );
+        }
+    };
+    let work = Work {
+        state: state.clone(),
+        spec: spec.clone(),
+        headers,
+        from,
+        to,
+        message_id,
+        request,
+    };
+    let result = tokio::task::spawn_blocking(move || work.process(body.as_slice())).await;
+    match result {
+        Ok(Ok(reply)) => {
+            if reply.label == "processed" {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(delivery) = reply.delivery {
+                state.mdn_sender.send(delivery);
+            }
+            Outcome {
+                response: reply.response.into_response(),
+                label: reply.label,
+            }
+        }
+        Ok(Err(e)) => {
+            // Nothing was acknowledged: the sender may retry safely.
+            tracing::error!(listener = %spec.id, error = %e, "storing the message failed");
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "internal_error",
+                format!("message not stored ({e}); retry later"),
+            )
+        }
+        Err(e) => {
+            tracing::error!(listener = %spec.id, error = %e, "receive task failed");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error; retry later",
+            )
+        }
+    }
+}
+
+/// IP filter, Basic authentication and client certificate, in that order.
+fn check_access(req: &HttpRequest, spec: &ListenerSpec) -> Option<Outcome> {
+    if let Some(filter) = &spec.ip_filter {
+        let peer: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
+        if !peer.is_some_and(|ip| filter.allows(ip)) {
+            let shown = peer
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            return Some(plain(
+                StatusCode::FORBIDDEN,
+                "ip_refused",
+                format!("address {shown} may not send to this listener"),
+            ));
+        }
+    }
+    if let Some((user, password)) = &spec.basic_auth {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let given = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let ok = given.len() == expected.len() && openssl::memcmp::eq(given, expected.as_bytes());
+        if !ok {
+            let mut out = plain(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Basic authentication required or credentials wrong",
+            );
+            out.response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Basic realm=\"AS2\""),
+            );
+            return Some(out);
+        }
+    }
+    if let Some(pinned) = &spec.client_certificate {
+        let presented = req
+            .conn_data::<PeerCertificate>()
+            .and_then(|c| c.0.to_der().ok());
+        let matches = match (presented, pinned.to_der()) {
+            (Some(p), Ok(q)) => p == q,
+            _ => false,
+        };
+        if !matches {
+            return Some(plain(
+                StatusCode::FORBIDDEN,
+                "client_cert_refused",
+                "this listener requires the partner's TLS client certificate",
+            ));
+        }
+    }
+    None
+}
+
+/// What the partner asked for in the way of a receipt.
+#[derive(Debug, Clone)]
+struct MdnRequest {
+    requested: bool,
+    async_url: Option<String>,
+    options: Option<DispositionNotificationOptions>,
+}
+
+impl MdnRequest {
+    fn from_headers(headers: &Headers) -> MdnRequest {
+        MdnRequest {
+            requested: headers.get("Disposition-Notification-To").is_some(),
+            async_url: headers
+                .get("Receipt-Delivery-Option")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
+            options: headers
+                .get("Disposition-Notification-Options")
+                .map(DispositionNotificationOptions::parse),
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        match (self.requested, &self.async_url) {
+            (false, _) => "none",
+            (true, None) => "sync",
+            (true, Some(_)) => "async",
+        }
+    }
+}
+
+/// The blocking part of a receipt: unwrap, MDN, durable write, log.
+struct Work {
+    state: web::Data<AppState>,
+    spec: Arc<ListenerSpec>,
+    headers: Headers,
+    from: String,
+    to: String,
+    message_id: String,
+    request: MdnRequest,
+}
+
+/// What the blocking part decided; turned into an HTTP response after
+/// (actix responses are not `Send`).
+struct Reply {
+    response: ReplyBody,
+    label: &'static str,
+    delivery: Option<Delivery>,
+}
+
+enum ReplyBody {
+    /// 200 with an MDN.
+    Mdn(Headers, Vec<u8>),
+    /// 200, empty.
+    Empty,
+    /// 400 with a reason.
+    Refused(String),
+}
+
+impl ReplyBody {
+    fn into_response(self) -> HttpResponse {
+        match self {
+            ReplyBody::Mdn(headers, body) => mdn_response(&headers, body),
+            ReplyBody::Empty => HttpResponse::Ok().finish(),
+            ReplyBody::Refused(text) => HttpResponse::BadRequest()
+                .content_type("text/plain; charset=utf-8")
+                .body(text),
+        }
+    }
+}
+
+impl Work {
+    fn process(self, body: &[u8]) -> Result<Reply, crate::store::StoreError> {
+        let store = &self.state.store;
+        if self.spec.reject_duplicates {
+            if let Some(receipt) =
+                store.find_receipt(&self.from, &self.message_id, self.spec.duplicate_window)?
+            {
+                tracing::info!(listener = %self.spec.id, as2_from = %self.from, message_id = %self.message_id, "duplicate message: original receipt returned, not processed again");
+                return Ok(self.replay(receipt));
+            }
+        }
+        let chosen = self
+            .request
+            .options
+            .as_ref()
+            .and_then(|o| o.choose_mic_alg());
+        let opened = unwrap::unwrap(&self.headers, body, &self.spec.receive, chosen.as_ref());
+        let (disposition, text) = match &opened {
+            Ok(u) => {
+                for warning in &u.warnings {
+                    tracing::warn!(listener = %self.spec.id, message_id = %self.message_id, %warning, "accepted with a warning");
+                }
+                (
+                    Disposition::Processed,
+                    format!(
+                        "The AS2 message {} was received and will be processed.",
+                        self.message_id
+                    ),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(listener = %self.spec.id, message_id = %self.message_id, error = %e, modifier = %e.modifier(), "message refused");
+                (
+                    Disposition::Error(e.modifier()),
+                    format!(
+                        "The AS2 message {} could not be processed: {e}",
+                        self.message_id
+                    ),
+                )
+            }
+        };
+        let built = if self.request.requested {
+            Some(self.build_mdn(disposition.clone(), &opened, &text, chosen.as_ref()))
+        } else {
+            None
+        };
+
+        // Durable first: the raw request and the payload, then the log row.
+        let dir = files::message_dir(&self.state.config.data_dir);
+        let raw_headers = render_headers(&self.headers);
+        let mut parts: Vec<(&str, &[&[u8]])> = Vec::with_capacity(2);
+        let raw_chunks: [&[u8]; 2] = [raw_headers.as_bytes(), body];
+        parts.push(("request", &raw_chunks));
+        let payload_chunks: [&[u8]; 1] = [opened
+            .as_ref()
+            .map(|u| u.payload.as_slice())
+            .unwrap_or_default()];
+        if opened.is_ok() {
+            parts.push(("payload", &payload_chunks));
+        }
+        let written = files::write_durably(&dir, &parts)?;
+        let record = self.record(body.len(), &opened, &disposition, built.as_ref(), &written);
+        let id = store.insert_message(&record)?;
+        tracing::info!(
+            listener = %self.spec.id, record = id, as2_from = %self.from, message_id = %self.message_id,
+            disposition = %disposition.render(), mdn = self.request.mode(), bytes = body.len(), "message received"
+        );
+        let label = if opened.is_ok() { "processed" } else { "error" };
+        Ok(match (built, &self.request.async_url) {
+            (Some(mdn), None) => Reply {
+                response: ReplyBody::Mdn(mdn.headers, mdn.body),
+                label,
+                delivery: None,
+            },
+            (Some(mdn), Some(url)) => Reply {
+                response: ReplyBody::Empty,
+                label,
+                delivery: Some(Delivery {
+                    record_id: id,
+                    url: url.clone(),
+                    headers: header_pairs(&mdn.headers),
+                    body: mdn.body,
+                }),
+            },
+            (None, _) => match &opened {
+                Ok(_) => Reply {
+                    response: ReplyBody::Empty,
+                    label,
+                    delivery: None,
+                },
+                Err(e) => Reply {
+                    response: ReplyBody::Refused(format!("{}: {e}\n", e.modifier())),
+                    label,
+                    delivery: None,
+                },
+            },
+        })
+    }
+
+    fn build_mdn(
+        &self,
+        disposition: Disposition,
+        opened: &Result<Unwrapped, As2Error>,
+        text: &str,
+        chosen: Option<&atom_connectors::as2::headers::ChosenMicAlg>,
+    ) -> mdn::BuiltMdn {
+        let wants_signed = self
+            .request
+            .options
+            .as_ref()
+            .is_some_and(|o| o.wants_signed_receipt());
+        let digest = chosen.map(|c| c.alg).unwrap_or(MicAlg::Sha256);
+        let sign = match (&self.spec.mdn_signing_key, wants_signed) {
+            (Some(key), true) => Some((key, digest)),
+            (None, true) => {
+                tracing::warn!(listener = %self.spec.id, "signed receipt requested but no mdn_signing_key configured; sending it unsigned");
+                None
+            }
+            _ => None,
+        };
+        let mic = opened.as_ref().ok().map(|u| &u.mic);
+        let input = MdnInput {
+            reporting_ua: &self.state.reporting_ua,
+            our_id: &self.to,
+            partner_id: &self.from,
+            original_message_id: &self.message_id,
+            disposition: disposition.clone(),
+            mic,
+            text,
+            sign,
+            micalg_spelling: chosen.map(|c| c.spelling.as_str()),
+        };
+        match mdn::build(&input) {
+            Ok(built) => built,
+            Err(e) => {
+                // Signing failed (bad key): an unsigned receipt still tells the truth.
+                tracing::error!(listener = %self.spec.id, error = %e, "signing the MDN failed; sending it unsigned");
+                let unsigned = MdnInput {
+                    sign: None,
+                    ..input
+                };
+                mdn::build(&unsigned).unwrap_or_else(|_| mdn::BuiltMdn {
+                    headers: Headers::new(),
+                    body: Vec::new(),
+                    message_id: String::new(),
+                })
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        request_size: usize,
+        opened: &Result<Unwrapped, As2Error>,
+        disposition: &Disposition,
+        built: Option<&mdn::BuiltMdn>,
+        written: &[std::path::PathBuf],
+    ) -> MessageRecord {
+        let ok = opened.as_ref().ok();
+        MessageRecord {
+            listener: Some(self.spec.id.clone()),
+            as2_from: self.from.clone(),
+            as2_to: self.to.clone(),
+            message_id: self.message_id.clone(),
+            subject: self.headers.get("Subject").map(str::to_string),
+            file_name: ok.and_then(|u| u.file_name.clone()),
+            mime_type: ok.map(|u| u.content_type.clone()),
+            request_size: request_size as u64,
+            payload_size: ok.map(|u| u.payload.len() as u64),
+            encryption: ok.and_then(|u| u.encryption.as_ref().map(|e| e.algorithm.clone())),
+            signature: ok.and_then(|u| {
+                u.signature.as_ref().map(|s| {
+                    s.digest
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "signed".into())
+                })
+            }),
+            compression: ok.and_then(|u| {
+                u.compression.map(|c| match c {
+                    Compression::BeforeSigning => "before-signing".to_string(),
+                    Compression::AfterSigning => "after-signing".to_string(),
+                    Compression::Unsigned => "unsigned".to_string(),
+                })
+            }),
+            mic: ok.map(|u| u.mic.render()),
+            disposition: disposition.render(),
+            mdn_mode: self.request.mode().into(),
+            mdn_status: match self.request.mode() {
+                "none" => "none",
+                "sync" => "sent",
+                _ => "pending",
+            }
+            .into(),
+            mdn_url: self.request.async_url.clone(),
+            mdn_headers: built.map(|b| header_pairs(&b.headers)).unwrap_or_default(),
+            mdn_body: built.map(|b| b.body.clone()).unwrap_or_default(),
+            raw_path: written.first().map(|p| p.display().to_string()),
+            payload_path: written.get(1).map(|p| p.display().to_string()),
+            error: opened.as_ref().err().map(|e| e.to_string()),
+            received_at: now_rfc3339(),
+        }
+    }
+
+    /// Answers a duplicate with the receipt it got the first time.
+    fn replay(&self, receipt: StoredReceipt) -> Reply {
+        let headers: Headers = receipt.headers.iter().cloned().collect();
+        match (receipt.mdn_mode.as_str(), receipt.mdn_url) {
+            ("sync", _) => Reply {
+                response: ReplyBody::Mdn(headers, receipt.body),
+                label: "duplicate",
+                delivery: None,
+            },
+            ("async", Some(url)) => Reply {
+                response: ReplyBody::Empty,
+                label: "duplicate",
+                delivery: Some(Delivery {
+                    record_id: receipt.record_id,
+                    url,
+                    headers: receipt.headers,
+                    body: receipt.body,
+                }),
+            },
+            _ => Reply {
+                response: ReplyBody::Empty,
+                label: "duplicate",
+                delivery: None,
+            },
+        }
+    }
+}
+
+fn header_pairs(headers: &Headers) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+fn render_headers(headers: &Headers) -> String {
+    let mut out = String::new();
+    for (name, value) in headers.iter() {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out
+}
+
+fn mdn_response(headers: &Headers, body: Vec<u8>) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    for (name, value) in headers.iter() {
+        response.insert_header((name.to_string(), value.to_string()));
+    }
+    response.body(body)
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}

@@ -1,0 +1,126 @@
+//! Asynchronous MDN delivery (RFC 4130 section 7.3): the receipt is POSTed
+//! to the partner's Receipt-Delivery-Option URL, retried with exponential
+//! back-off until it is accepted or the give-up time passes. Receipts not
+//! yet delivered are `pending` in the store and are queued again when the
+//! runtime starts, so a restart does not lose them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::admin::metrics::Metrics;
+use crate::store::Store;
+
+/// One receipt to deliver.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub record_id: i64,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            give_up_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Hands receipts to the delivery task.
+#[derive(Clone)]
+pub struct MdnSender {
+    queue: mpsc::UnboundedSender<Delivery>,
+}
+
+impl MdnSender {
+    /// Starts the delivery task on the current tokio runtime.
+    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>, policy: RetryPolicy) -> MdnSender {
+        let (queue, mut jobs) = mpsc::unbounded_channel::<Delivery>();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "building the MDN HTTP client; using defaults");
+                reqwest::Client::new()
+            });
+        tokio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                let (client, store, metrics) = (client.clone(), store.clone(), metrics.clone());
+                tokio::spawn(deliver(client, store, metrics, policy, job));
+            }
+        });
+        MdnSender { queue }
+    }
+
+    pub fn send(&self, delivery: Delivery) {
+        if self.queue.send(delivery).is_err() {
+            tracing::error!("MDN delivery task has stopped; receipt stays pending until restart");
+        }
+    }
+}
+
+async fn deliver(
+    client: reqwest::Client,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    policy: RetryPolicy,
+    job: Delivery,
+) {
+    let started = std::time::Instant::now();
+    let mut delay = policy.first_delay;
+    let mut attempt = 1u32;
+    loop {
+        let mut request = client.post(&job.url).body(job.body.clone());
+        for (name, value) in &job.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let outcome = match request.send().await {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(format!("HTTP {}", resp.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                metrics.async_mdns.with_label_values(&["delivered"]).inc();
+                tracing::info!(record = job.record_id, url = %job.url, attempt, "asynchronous MDN delivered");
+                update(&store, job.record_id, "delivered").await;
+                return;
+            }
+            Err(reason) => {
+                metrics.async_mdns.with_label_values(&["retry"]).inc();
+                if started.elapsed() + delay > policy.give_up_after {
+                    metrics.async_mdns.with_label_values(&["failed"]).inc();
+                    tracing::error!(record = job.record_id, url = %job.url, attempt, %reason, "giving up on asynchronous MDN");
+                    update(&store, job.record_id, "failed").await;
+                    return;
+                }
+                tracing::warn!(record = job.record_id, url = %job.url, attempt, %reason, retry_in = ?delay, "asynchronous MDN not delivered");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_delay);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn update(store: &Arc<dyn Store>, id: i64, status: &'static str) {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.set_mdn_status(id, status)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(record = id, error = %e, "saving MDN status"),
+        Err(e) => tracing::error!(record = id, error = %e, "saving MDN status"),
+    }
+}

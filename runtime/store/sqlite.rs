@@ -1,0 +1,321 @@
+//! The embedded store: SQLite (bundled) in WAL mode with `synchronous=FULL`,
+//! so a committed row survives power loss. One connection behind a mutex:
+//! writes are short, and the callers run on blocking threads.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{MessageRecord, MessageRow, Result, Store, StoreError, StoredReceipt};
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    listener TEXT,
+    as2_from TEXT NOT NULL,
+    as2_to TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    subject TEXT,
+    file_name TEXT,
+    mime_type TEXT,
+    request_size INTEGER NOT NULL,
+    payload_size INTEGER,
+    encryption TEXT,
+    signature TEXT,
+    compression TEXT,
+    mic TEXT,
+    disposition TEXT NOT NULL,
+    mdn_mode TEXT NOT NULL,
+    mdn_status TEXT NOT NULL,
+    mdn_url TEXT,
+    mdn_headers TEXT NOT NULL,
+    mdn_body BLOB NOT NULL,
+    raw_path TEXT,
+    payload_path TEXT,
+    error TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_dedupe ON messages (as2_from, message_id);
+CREATE TABLE IF NOT EXISTS listener_state (
+    listener TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL
+);
+";
+
+fn err(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::new(context, e)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/atom.db`.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::new(
+                "creating data directory",
+                format!("{}: {e}", data_dir.display()),
+            )
+        })?;
+        let path = data_dir.join("atom.db");
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError::new("opening", format!("{}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(err("configuring SQLite"))?;
+        conn.execute_batch(SCHEMA).map_err(err("creating schema"))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (it rolls back), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    let headers_json: String = row.get("mdn_headers")?;
+    Ok(MessageRow {
+        id: row.get("id")?,
+        record: MessageRecord {
+            listener: row.get("listener")?,
+            as2_from: row.get("as2_from")?,
+            as2_to: row.get("as2_to")?,
+            message_id: row.get("message_id")?,
+            subject: row.get("subject")?,
+            file_name: row.get("file_name")?,
+            mime_type: row.get("mime_type")?,
+            request_size: row.get::<_, i64>("request_size")?.max(0) as u64,
+            payload_size: row
+                .get::<_, Option<i64>>("payload_size")?
+                .map(|v| v.max(0) as u64),
+            encryption: row.get("encryption")?,
+            signature: row.get("signature")?,
+            compression: row.get("compression")?,
+            mic: row.get("mic")?,
+            disposition: row.get("disposition")?,
+            mdn_mode: row.get("mdn_mode")?,
+            mdn_status: row.get("mdn_status")?,
+            mdn_url: row.get("mdn_url")?,
+            mdn_headers: serde_json::from_str(&headers_json).unwrap_or_default(),
+            mdn_body: row.get("mdn_body")?,
+            raw_path: row.get("raw_path")?,
+            payload_path: row.get("payload_path")?,
+            error: row.get("error")?,
+            received_at: row.get("received_at")?,
+        },
+    })
+}
+
+impl Store for SqliteStore {
+    fn find_receipt(
+        &self,
+        as2_from: &str,
+        message_id: &str,
+        window: u64,
+    ) -> Result<Option<StoredReceipt>> {
+        let conn = self.lock();
+        let newest: i64 = conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })
+            .map_err(err("reading message count"))?;
+        let oldest = newest.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX));
+        conn.query_row(
+            "SELECT id, mdn_mode, mdn_url, mdn_headers, mdn_body FROM messages
+             WHERE as2_from = ?1 AND message_id = ?2 AND id > ?3 AND error IS NULL
+             ORDER BY id ASC LIMIT 1",
+            params![as2_from, message_id, oldest],
+            |row| {
+                let headers: String = row.get(3)?;
+                Ok(StoredReceipt {
+                    record_id: row.get(0)?,
+                    mdn_mode: row.get(1)?,
+                    mdn_url: row.get(2)?,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    body: row.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(err("looking up duplicates"))
+    }
+
+    fn insert_message(&self, r: &MessageRecord) -> Result<i64> {
+        let conn = self.lock();
+        let headers = serde_json::to_string(&r.mdn_headers)
+            .map_err(|e| StoreError::new("encoding MDN headers", e))?;
+        conn.execute(
+            "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject, file_name, mime_type,
+                request_size, payload_size, encryption, signature, compression, mic, disposition, mdn_mode,
+                mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+            params![
+                r.listener,
+                r.as2_from,
+                r.as2_to,
+                r.message_id,
+                r.subject,
+                r.file_name,
+                r.mime_type,
+                i64::try_from(r.request_size).unwrap_or(i64::MAX),
+                r.payload_size.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                r.encryption,
+                r.signature,
+                r.compression,
+                r.mic,
+                r.disposition,
+                r.mdn_mode,
+                r.mdn_status,
+                r.mdn_url,
+                headers,
+                r.mdn_body,
+                r.raw_path,
+                r.payload_path,
+                r.error,
+                r.received_at,
+            ],
+        )
+        .map_err(err("logging message"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn set_mdn_status(&self, id: i64, status: &str) -> Result<()> {
+        self.lock()
+            .execute(
+                "UPDATE messages SET mdn_status = ?1 WHERE id = ?2",
+                params![status, id],
+            )
+            .map(|_| ())
+            .map_err(err("updating MDN status"))
+    }
+
+    fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRow>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT * FROM messages ORDER BY id DESC LIMIT ?1")
+            .map_err(err("listing messages"))?;
+        let rows = stmt
+            .query_map(params![limit], row_to_record)
+            .map_err(err("listing messages"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("listing messages"))
+    }
+
+    fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT id, mdn_mode, mdn_url, mdn_headers, mdn_body FROM messages WHERE mdn_mode = 'async' AND mdn_status = 'pending' ORDER BY id")
+            .map_err(err("reading pending MDNs"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let headers: String = row.get(3)?;
+                Ok((
+                    row.get(0)?,
+                    StoredReceipt {
+                        record_id: row.get(0)?,
+                        mdn_mode: row.get(1)?,
+                        mdn_url: row.get(2)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        body: row.get(4)?,
+                    },
+                ))
+            })
+            .map_err(err("reading pending MDNs"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("reading pending MDNs"))
+    }
+
+    fn paused_listeners(&self) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT listener FROM listener_state WHERE paused = 1 ORDER BY listener")
+            .map_err(err("reading listener states"))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(err("reading listener states"))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(err("reading listener states"))
+    }
+
+    fn set_paused(&self, listener: &str, paused: bool) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO listener_state (listener, paused) VALUES (?1, ?2)
+                 ON CONFLICT(listener) DO UPDATE SET paused = excluded.paused",
+                params![listener, paused as i64],
+            )
+            .map(|_| ())
+            .map_err(err("saving listener state"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_within_window_and_pause_state_persist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("opens");
+        let record = MessageRecord {
+            as2_from: "ACME".into(),
+            as2_to: "US".into(),
+            message_id: "<1@acme>".into(),
+            disposition: "processed".into(),
+            mdn_mode: "sync".into(),
+            mdn_status: "sent".into(),
+            mdn_headers: vec![("Content-Type".into(), "multipart/report".into())],
+            mdn_body: b"mdn".to_vec(),
+            received_at: "2026-11-23T00:00:00Z".into(),
+            ..MessageRecord::default()
+        };
+        store.insert_message(&record).expect("insert");
+        let found = store
+            .find_receipt("ACME", "<1@acme>", 100)
+            .expect("query")
+            .expect("found");
+        assert_eq!(found.body, b"mdn");
+        assert_eq!(found.headers, record.mdn_headers);
+        assert!(
+            store
+                .find_receipt("OTHER", "<1@acme>", 100)
+                .expect("query")
+                .is_none(),
+            "keyed by sender"
+        );
+        for i in 0..150 {
+            store
+                .insert_message(&MessageRecord {
+                    message_id: format!("<{i}@x>"),
+                    ..record.clone()
+                })
+                .expect("insert");
+        }
+        assert!(
+            store
+                .find_receipt("ACME", "<1@acme>", 100)
+                .expect("query")
+                .is_none(),
+            "outside the window"
+        );
+        store.set_paused("p1", true).expect("pause");
+        drop(store);
+        let reopened = SqliteStore::open(dir.path()).expect("reopens");
+        assert_eq!(
+            reopened.paused_listeners().expect("read"),
+            vec!["p1".to_string()]
+        );
+        reopened.set_paused("p1", false).expect("resume");
+        assert!(reopened.paused_listeners().expect("read").is_empty());
+    }
+}

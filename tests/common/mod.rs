@@ -1,0 +1,357 @@
+//! Shared by the end-to-end tests: start the real `atom` binary on loopback
+//! ports in a temporary directory, talk raw HTTP to it, run CLI commands.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `shared/interop/<name>` beside the checkout (or `$ATOM_SHARED_DIR`).
+pub fn interop(name: &str) -> PathBuf {
+    let shared = std::env::var_os("ATOM_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let path = shared.join("interop").join(name);
+    assert!(
+        path.exists(),
+        "interop vector {} missing (set ATOM_SHARED_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port free right now (for the admin API, whose address the CLI must know).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A test installation: a directory with atom.yaml, data/ and processes/.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub admin_port: u16,
+}
+
+impl Site {
+    /// `extra_web` is YAML added under shared_web_server (indented two spaces).
+    pub fn new(extra_web: &str) -> Site {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin_port = free_port();
+        let config = format!(
+            "atom:\n  name: test-atom\n  account_id: acme\n  instance_suffix: prod\ndata_dir: data\nprocesses_dir: processes\n\
+             shared_web_server:\n  bind_address: 127.0.0.1\n  http_port: 0\n  https:\n    port: 0\n    keystore_name: atom-https\n    self_signed_if_missing: true\n{extra_web}\
+             admin:\n  address: 127.0.0.1:{admin_port}\n"
+        );
+        std::fs::write(dir.path().join("atom.yaml"), config).expect("write atom.yaml");
+        std::fs::create_dir_all(dir.path().join("processes")).expect("processes dir");
+        Site { dir, admin_port }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("atom.yaml")
+    }
+
+    /// Runs `atom -c atom.yaml ARGS` and returns its output.
+    pub fn atom(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_atom"))
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("atom runs")
+    }
+
+    /// Like [`Site::atom`] but asserts success and returns stdout.
+    pub fn atom_ok(&self, args: &[&str]) -> String {
+        let out = self.atom(args);
+        assert!(
+            out.status.success(),
+            "atom {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `processes/<name>/process.yaml`.
+    pub fn deploy(&self, name: &str, process_yaml: &str) {
+        let dir = self.path().join("processes").join(name);
+        std::fs::create_dir_all(&dir).expect("bundle dir");
+        std::fs::write(dir.join("process.yaml"), process_yaml).expect("write process.yaml");
+    }
+
+    /// Imports the interop receiver key (`receiver`) and the Mendelson certificate (`mecas2`).
+    pub fn import_interop_keys(&self) {
+        self.atom_ok(&[
+            "certs",
+            "import",
+            "receiver",
+            interop("cert_test.p12").to_str().expect("utf-8"),
+            "--password",
+            "test",
+        ]);
+        self.atom_ok(&[
+            "certs",
+            "import",
+            "mecas2",
+            interop("cert_mecas2_public.pem").to_str().expect("utf-8"),
+        ]);
+    }
+
+    /// Starts `atom run` and waits for its ready line.
+    pub fn start(&self) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atom"))
+            .arg("-c")
+            .arg(self.config())
+            .arg("run")
+            .env("RUST_LOG", "info,actix_server=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.path().join("atom.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("atom run starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "atom did not become ready; log:\n{}",
+                self.log()
+            );
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("atom ready:") => {
+                    let field = |name: &str| -> Option<SocketAddr> {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                            .and_then(|v| v.parse().ok())
+                    };
+                    return Running {
+                        child,
+                        http: field("http"),
+                        https: field("https"),
+                        admin: field("admin").expect("admin address"),
+                    };
+                }
+                Some(Ok(_)) => continue,
+                _ => panic!("atom exited before it was ready; log:\n{}", self.log()),
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("atom.log")).unwrap_or_default()
+    }
+
+    /// The message log as JSON, newest first.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        let out = self.atom_ok(&["messages", "--json", "--limit", "1000"]);
+        serde_json::from_str(&out).expect("messages JSON")
+    }
+}
+
+/// A running `atom run`; killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+impl Running {
+    pub fn http(&self) -> SocketAddr {
+        self.http.expect("HTTP enabled")
+    }
+
+    /// SIGTERM, then wait; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "atom did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response, read raw.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// POSTs raw bytes with the given headers over plain HTTP/1.1.
+pub fn post(addr: SocketAddr, path: &str, headers: &[(String, String)], body: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write headers");
+    // A server may answer (413, 401) before reading the body; ignore a reset here.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(nl) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..nl]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[nl + 2..nl + 2 + size]);
+        data = &data[nl + 2 + size + 2..];
+    }
+    out
+}
+
+/// A captured request from shared/interop: (headers without transport ones, body).
+pub fn capture(name: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    let raw = std::fs::read(interop(name)).expect("read vector");
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let nl = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("header line")
+            + pos;
+        let line = String::from_utf8_lossy(&raw[pos..nl])
+            .trim_end_matches('\r')
+            .to_string();
+        pos = nl + 1;
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1 = format!("{} {}", last.1, line.trim());
+            }
+            continue;
+        }
+        let (n, v) = line.split_once(':').expect("header");
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let transport = [
+        "content-length",
+        "host",
+        "expect",
+        "connection",
+        "transfer-encoding",
+    ];
+    headers.retain(|(n, _)| !transport.contains(&n.to_ascii_lowercase().as_str()));
+    (headers, raw[pos..].to_vec())
+}
+
+/// Sets (replacing) a header in a list.
+pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    headers.push((name.to_string(), value.to_string()));
+}
+
+/// The bundle for the Mendelson vectors (AS2-From mecas2, AS2-To pyas2lib).
+pub const MENDELSON_BUNDLE: &str = "start:\n  as2:\n    as2_from:\n      id: mecas2\n      signing_certificate: keystore:mecas2\n    as2_to:\n      id: pyas2lib\n      decryption_key: keystore:receiver\n      mdn_signing_key: keystore:receiver\n";
+
+/// Asks for a signed synchronous receipt with sha256.
+pub fn request_signed_mdn(headers: &mut Vec<(String, String)>) {
+    set_header(headers, "Disposition-Notification-To", "edi@example.com");
+    set_header(
+        headers,
+        "Disposition-Notification-Options",
+        "signed-receipt-protocol=optional, pkcs7-signature; signed-receipt-micalg=optional, sha256",
+    );
+}
+
+/// GET over plain HTTP with optional headers.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(String, String)]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_response(&raw)
+}

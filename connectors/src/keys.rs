@@ -22,7 +22,12 @@ fn key_error(path_or_what: &str, what: &str, e: openssl::error::ErrorStack) -> A
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| As2Error::new(ErrorKind::Key, format!("{}: cannot read: {e}", path.display())))
+    std::fs::read(path).map_err(|e| {
+        As2Error::new(
+            ErrorKind::Key,
+            format!("{}: cannot read: {e}", path.display()),
+        )
+    })
 }
 
 fn looks_pem(data: &[u8]) -> bool {
@@ -32,13 +37,19 @@ fn looks_pem(data: &[u8]) -> bool {
 /// Every certificate in PEM (one or many) or DER bytes.
 pub fn certificates_from_bytes(data: &[u8], origin: &str) -> Result<Vec<X509>> {
     if looks_pem(data) {
-        let certs = X509::stack_from_pem(data).map_err(|e| key_error(origin, "invalid PEM certificate", e))?;
+        let certs = X509::stack_from_pem(data)
+            .map_err(|e| key_error(origin, "invalid PEM certificate", e))?;
         if certs.is_empty() {
-            return Err(As2Error::new(ErrorKind::Key, format!("{origin}: no certificate in PEM file")));
+            return Err(As2Error::new(
+                ErrorKind::Key,
+                format!("{origin}: no certificate in PEM file"),
+            ));
         }
         Ok(certs)
     } else {
-        X509::from_der(data).map(|c| vec![c]).map_err(|e| key_error(origin, "neither PEM nor DER certificate", e))
+        X509::from_der(data)
+            .map(|c| vec![c])
+            .map_err(|e| key_error(origin, "neither PEM nor DER certificate", e))
     }
 }
 
@@ -48,7 +59,11 @@ pub fn load_certificates(path: &Path) -> Result<Vec<X509>> {
 }
 
 /// A private key from PEM (PKCS#8, PKCS#1, SEC1; optionally encrypted) or DER.
-pub fn private_key_from_bytes(data: &[u8], password: Option<&str>, origin: &str) -> Result<PKey<Private>> {
+pub fn private_key_from_bytes(
+    data: &[u8],
+    password: Option<&str>,
+    origin: &str,
+) -> Result<PKey<Private>> {
     let result = if looks_pem(data) {
         match password {
             Some(pw) => PKey::private_key_from_pem_passphrase(data, pw.as_bytes()),
@@ -60,7 +75,13 @@ pub fn private_key_from_bytes(data: &[u8], password: Option<&str>, origin: &str)
             None => PKey::private_key_from_der(data),
         }
     };
-    result.map_err(|e| key_error(origin, "cannot read private key (wrong password or not a key)", e))
+    result.map_err(|e| {
+        key_error(
+            origin,
+            "cannot read private key (wrong password or not a key)",
+            e,
+        )
+    })
 }
 
 /// Reads a PKCS#12 (.p12/.pfx) file: key, certificate and chain.
@@ -71,24 +92,50 @@ pub fn pkcs12_from_bytes(data: &[u8], password: &str, origin: &str) -> Result<Ke
     }
     let parsed = Pkcs12::from_der(data)
         .and_then(|p| p.parse2(password))
-        .map_err(|e| key_error(origin, "cannot open PKCS#12 (wrong password, or legacy provider missing)", e))?;
-    let key = parsed.pkey.ok_or_else(|| As2Error::new(ErrorKind::Key, format!("{origin}: PKCS#12 holds no private key")))?;
-    let cert = parsed.cert.ok_or_else(|| As2Error::new(ErrorKind::Key, format!("{origin}: PKCS#12 holds no certificate")))?;
-    let chain = parsed.ca.map(|stack| stack.into_iter().collect()).unwrap_or_default();
+        .map_err(|e| {
+            key_error(
+                origin,
+                "cannot open PKCS#12 (wrong password, or legacy provider missing)",
+                e,
+            )
+        })?;
+    let key = parsed.pkey.ok_or_else(|| {
+        As2Error::new(
+            ErrorKind::Key,
+            format!("{origin}: PKCS#12 holds no private key"),
+        )
+    })?;
+    let cert = parsed.cert.ok_or_else(|| {
+        As2Error::new(
+            ErrorKind::Key,
+            format!("{origin}: PKCS#12 holds no certificate"),
+        )
+    })?;
+    let chain = parsed
+        .ca
+        .map(|stack| stack.into_iter().collect())
+        .unwrap_or_default();
     key_pair(key, cert, chain, origin)
 }
 
 /// Checks that the key belongs to the certificate.
 pub fn key_pair(key: PKey<Private>, cert: X509, chain: Vec<X509>, origin: &str) -> Result<KeyPair> {
     if !key_matches_cert(&key, &cert) {
-        return Err(As2Error::new(ErrorKind::Key, format!("{origin}: the private key does not match the certificate")));
+        return Err(As2Error::new(
+            ErrorKind::Key,
+            format!("{origin}: the private key does not match the certificate"),
+        ));
     }
     Ok(KeyPair { key, cert, chain })
 }
 
 /// Loads a key pair: a PKCS#12 file (by extension .p12/.pfx), or a PEM file
 /// holding both key and certificate, or a key file plus a certificate file.
-pub fn load_key_pair(key_path: &Path, cert_path: Option<&Path>, password: Option<&str>) -> Result<KeyPair> {
+pub fn load_key_pair(
+    key_path: &Path,
+    cert_path: Option<&Path>,
+    password: Option<&str>,
+) -> Result<KeyPair> {
     let data = read(key_path)?;
     let origin = key_path.display().to_string();
     let is_p12 = key_path
@@ -117,11 +164,18 @@ pub enum KeyKind {
 
 /// Generates a key and a self-signed certificate for AS2 signing and encryption.
 pub fn generate(common_name: &str, kind: KeyKind, days: u32) -> Result<KeyPair> {
-    let internal = |what: &str, e: openssl::error::ErrorStack| As2Error::openssl(ErrorKind::Internal, what, e);
+    let internal =
+        |what: &str, e: openssl::error::ErrorStack| As2Error::openssl(ErrorKind::Internal, what, e);
     let key = match kind {
-        KeyKind::Rsa(bits) => Rsa::generate(bits).and_then(PKey::from_rsa).map_err(|e| internal("generating RSA key", e))?,
+        KeyKind::Rsa(bits) => Rsa::generate(bits)
+            .and_then(PKey::from_rsa)
+            .map_err(|e| internal("generating RSA key", e))?,
         KeyKind::EcP256 | KeyKind::EcP384 => {
-            let nid = if kind == KeyKind::EcP256 { Nid::X9_62_PRIME256V1 } else { Nid::SECP384R1 };
+            let nid = if kind == KeyKind::EcP256 {
+                Nid::X9_62_PRIME256V1
+            } else {
+                Nid::SECP384R1
+            };
             EcGroup::from_curve_name(nid)
                 .and_then(|g| EcKey::generate(&g))
                 .and_then(PKey::from_ec_key)
@@ -160,7 +214,11 @@ pub fn generate(common_name: &str, kind: KeyKind, days: u32) -> Result<KeyPair> 
         Ok(builder.build())
     };
     let cert = build().map_err(|e| internal("building self-signed certificate", e))?;
-    Ok(KeyPair { key, cert, chain: Vec::new() })
+    Ok(KeyPair {
+        key,
+        cert,
+        chain: Vec::new(),
+    })
 }
 
 /// Writes a key pair as PKCS#12 protected by `password` (modern AES algorithms).
@@ -168,9 +226,12 @@ pub fn to_pkcs12(pair: &KeyPair, friendly_name: &str, password: &str) -> Result<
     let mut builder = Pkcs12::builder();
     builder.name(friendly_name).pkey(&pair.key).cert(&pair.cert);
     if !pair.chain.is_empty() {
-        let mut stack = openssl::stack::Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
+        let mut stack = openssl::stack::Stack::new()
+            .map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
         for c in &pair.chain {
-            stack.push(c.clone()).map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
+            stack
+                .push(c.clone())
+                .map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
         }
         builder.ca(stack);
     }
@@ -182,14 +243,26 @@ pub fn to_pkcs12(pair: &KeyPair, friendly_name: &str, password: &str) -> Result<
 
 /// PEM of the private key (PKCS#8, unencrypted) followed by the certificate.
 pub fn to_pem(pair: &KeyPair) -> Result<Vec<u8>> {
-    let mut out = pair.key.private_key_to_pem_pkcs8().map_err(|e| As2Error::openssl(ErrorKind::Internal, "writing key PEM", e))?;
-    out.extend(pair.cert.to_pem().map_err(|e| As2Error::openssl(ErrorKind::Internal, "writing certificate PEM", e))?);
+    let mut out = pair
+        .key
+        .private_key_to_pem_pkcs8()
+        .map_err(|e| As2Error::openssl(ErrorKind::Internal, "writing key PEM", e))?;
+    out.extend(
+        pair.cert
+            .to_pem()
+            .map_err(|e| As2Error::openssl(ErrorKind::Internal, "writing certificate PEM", e))?,
+    );
     Ok(out)
 }
 
 /// The SHA-256 fingerprint of a certificate, as colon-separated hex.
 pub fn fingerprint(cert: &X509) -> String {
     cert.digest(MessageDigest::sha256())
-        .map(|d| d.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+        .map(|d| {
+            d.iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
         .unwrap_or_default()
 }

@@ -69,7 +69,9 @@ fn collect_octets(tlv: &Tlv<'_>, out: &mut Vec<u8>, depth: usize) -> Result<()> 
     }
     for child in children_at_depth(tlv.content, depth + 1)? {
         if !child.is(CLASS_UNIVERSAL, TAG_OCTET_STRING) {
-            return Err(As2Error::malformed("constructed OCTET STRING holds a non-OCTET STRING chunk"));
+            return Err(As2Error::malformed(
+                "constructed OCTET STRING holds a non-OCTET STRING chunk",
+            ));
         }
         collect_octets(&child, out, depth + 1)?;
     }
@@ -119,7 +121,9 @@ fn read_at_depth(data: &[u8], depth: usize) -> Result<(Tlv<'_>, &[u8])> {
     pos += 1;
     if len_byte == 0x80 {
         if !constructed {
-            return Err(As2Error::malformed("indefinite length on a primitive ASN.1 element"));
+            return Err(As2Error::malformed(
+                "indefinite length on a primitive ASN.1 element",
+            ));
         }
         // Walk the children until the end-of-contents octets.
         let start = pos;
@@ -127,10 +131,20 @@ fn read_at_depth(data: &[u8], depth: usize) -> Result<(Tlv<'_>, &[u8])> {
         loop {
             if cursor.len() >= 2 && cursor[0] == 0 && cursor[1] == 0 {
                 let end = data.len() - cursor.len();
-                return Ok((Tlv { class, constructed, tag, content: &data[start..end] }, &cursor[2..]));
+                return Ok((
+                    Tlv {
+                        class,
+                        constructed,
+                        tag,
+                        content: &data[start..end],
+                    },
+                    &cursor[2..],
+                ));
             }
             if cursor.is_empty() {
-                return Err(As2Error::malformed("indefinite-length ASN.1 element has no end-of-contents"));
+                return Err(As2Error::malformed(
+                    "indefinite-length ASN.1 element has no end-of-contents",
+                ));
             }
             let (_, rest) = read_at_depth(cursor, depth + 1)?;
             cursor = rest;
@@ -147,18 +161,31 @@ fn read_at_depth(data: &[u8], depth: usize) -> Result<(Tlv<'_>, &[u8])> {
         for _ in 0..count {
             let b = *data.get(pos).ok_or_else(truncated)?;
             pos += 1;
-            length = length.checked_mul(256).ok_or_else(|| As2Error::malformed("ASN.1 length overflows"))? | usize::from(b);
+            length = length
+                .checked_mul(256)
+                .ok_or_else(|| As2Error::malformed("ASN.1 length overflows"))?
+                | usize::from(b);
         }
         length
     };
-    let end = pos.checked_add(length).ok_or_else(|| As2Error::malformed("ASN.1 length overflows"))?;
+    let end = pos
+        .checked_add(length)
+        .ok_or_else(|| As2Error::malformed("ASN.1 length overflows"))?;
     if end > data.len() {
         return Err(As2Error::malformed(format!(
             "truncated ASN.1 element: {length} bytes declared, {} present",
             data.len() - pos
         )));
     }
-    Ok((Tlv { class, constructed, tag, content: &data[pos..end] }, &data[end..]))
+    Ok((
+        Tlv {
+            class,
+            constructed,
+            tag,
+            content: &data[pos..end],
+        },
+        &data[end..],
+    ))
 }
 
 fn decode_oid(content: &[u8]) -> Result<String> {
@@ -185,7 +212,11 @@ fn decode_oid(content: &[u8]) -> Result<String> {
             return Err(As2Error::malformed("truncated OBJECT IDENTIFIER"));
         }
     }
-    Ok(arcs.iter().map(u64::to_string).collect::<Vec<_>>().join("."))
+    Ok(arcs
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join("."))
 }
 
 /// Encodes one DER element with a definite length.
@@ -274,12 +305,19 @@ pub fn content_info(data: &[u8]) -> Result<(String, Tlv<'_>)> {
         return Err(As2Error::malformed("CMS ContentInfo is not a SEQUENCE"));
     }
     let fields = outer.children()?;
-    let content_type = fields.first().ok_or_else(|| As2Error::malformed("empty CMS ContentInfo"))?.oid()?;
+    let content_type = fields
+        .first()
+        .ok_or_else(|| As2Error::malformed("empty CMS ContentInfo"))?
+        .oid()?;
     let explicit = fields
         .get(1)
         .filter(|f| f.is(CLASS_CONTEXT, 0))
         .ok_or_else(|| As2Error::malformed("CMS ContentInfo has no [0] content"))?;
-    let inner = explicit.children()?.into_iter().next().ok_or_else(|| As2Error::malformed("CMS ContentInfo content is empty"))?;
+    let inner = explicit
+        .children()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| As2Error::malformed("CMS ContentInfo content is empty"))?;
     Ok((content_type, inner))
 }
 
@@ -302,7 +340,11 @@ pub fn envelope_algorithms(data: &[u8]) -> Result<EnvelopeAlgorithms> {
         let first = recipients.children()?.into_iter().next();
         if let Some(ktri) = first.filter(|r| r.is(CLASS_UNIVERSAL, TAG_SEQUENCE)) {
             // KeyTransRecipientInfo: version, rid, keyEncryptionAlgorithm, encryptedKey
-            if let Some(alg) = ktri.children()?.get(2).filter(|a| a.is(CLASS_UNIVERSAL, TAG_SEQUENCE)) {
+            if let Some(alg) = ktri
+                .children()?
+                .get(2)
+                .filter(|a| a.is(CLASS_UNIVERSAL, TAG_SEQUENCE))
+            {
                 if let Some(oid) = alg.children()?.first() {
                     result.key_transport = Some(algorithm_name(&oid.oid()?));
                 }
@@ -325,7 +367,12 @@ mod tests {
 
     #[test]
     fn oid_round_trip() {
-        for dotted in [oid::DATA, oid::COMPRESSED_DATA, "2.16.840.1.101.3.4.1.42", "1.2.3"] {
+        for dotted in [
+            oid::DATA,
+            oid::COMPRESSED_DATA,
+            "2.16.840.1.101.3.4.1.42",
+            "1.2.3",
+        ] {
             let encoded = der_oid(dotted);
             let (tlv, rest) = read(&encoded).expect("reads");
             assert!(rest.is_empty());
@@ -336,7 +383,9 @@ mod tests {
     #[test]
     fn indefinite_and_chunked() {
         // [0] indefinite { OCTET STRING constructed indefinite { "ab", "c" } }
-        let data = [0xa0, 0x80, 0x24, 0x80, 0x04, 0x02, b'a', b'b', 0x04, 0x01, b'c', 0, 0, 0, 0, 0xff];
+        let data = [
+            0xa0, 0x80, 0x24, 0x80, 0x04, 0x02, b'a', b'b', 0x04, 0x01, b'c', 0, 0, 0, 0, 0xff,
+        ];
         let (tlv, rest) = read(&data).expect("reads");
         assert_eq!(rest, &[0xff]);
         let inner = tlv.children().expect("children");
@@ -345,10 +394,19 @@ mod tests {
 
     #[test]
     fn hostile_inputs() {
-        assert!(read(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err(), "length past end");
-        assert!(read(&[0x30, 0x80, 0x04, 0x01]).is_err(), "no end-of-contents");
+        assert!(
+            read(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "length past end"
+        );
+        assert!(
+            read(&[0x30, 0x80, 0x04, 0x01]).is_err(),
+            "no end-of-contents"
+        );
         assert!(read(&[0x04, 0x80, 0, 0]).is_err(), "indefinite primitive");
-        assert!(read(&[0x30, 0x89, 1, 1, 1, 1, 1, 1, 1, 1, 1]).is_err(), "length of length");
+        assert!(
+            read(&[0x30, 0x89, 1, 1, 1, 1, 1, 1, 1, 1, 1]).is_err(),
+            "length of length"
+        );
         let deep: Vec<u8> = std::iter::repeat_n([0x30u8, 0x80], 200).flatten().collect();
         assert!(read(&deep).is_err(), "deep nesting");
         assert!(read(&[]).is_err());

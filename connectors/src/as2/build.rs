@@ -99,9 +99,15 @@ fn compressed_entity(inner: &[u8]) -> Result<Vec<u8>> {
     let der = compress::compress(inner)?;
     Ok(entity(
         &[
-            ("Content-Type", "application/pkcs7-mime; smime-type=compressed-data; name=smime.p7z".into()),
+            (
+                "Content-Type",
+                "application/pkcs7-mime; smime-type=compressed-data; name=smime.p7z".into(),
+            ),
             ("Content-Transfer-Encoding", "binary".into()),
-            ("Content-Disposition", "attachment; filename=\"smime.p7z\"".into()),
+            (
+                "Content-Disposition",
+                "attachment; filename=\"smime.p7z\"".into(),
+            ),
         ],
         &der,
     ))
@@ -110,10 +116,17 @@ fn compressed_entity(inner: &[u8]) -> Result<Vec<u8>> {
 /// Builds the message. The payload is sent with binary transfer encoding
 /// and never canonicalised, so EDI and binary files arrive byte for byte.
 pub fn build(out: &Outbound<'_>) -> Result<Built> {
-    let mut payload_headers = vec![("Content-Type", out.content_type.to_string()), ("Content-Transfer-Encoding", "binary".to_string())];
+    let mut payload_headers = vec![
+        ("Content-Type", out.content_type.to_string()),
+        ("Content-Transfer-Encoding", "binary".to_string()),
+    ];
     if let Some(name) = out.file_name {
-        let safe = mime::sanitize_file_name(name).ok_or_else(|| As2Error::malformed(format!("file name {name:?} is not usable")))?;
-        payload_headers.push(("Content-Disposition", format!("attachment; filename=\"{}\"", safe.replace('"', ""))));
+        let safe = mime::sanitize_file_name(name)
+            .ok_or_else(|| As2Error::malformed(format!("file name {name:?} is not usable")))?;
+        payload_headers.push((
+            "Content-Disposition",
+            format!("attachment; filename=\"{}\"", safe.replace('"', "")),
+        ));
     }
     let mut current = entity(&payload_headers, out.payload);
     if out.compression == CompressionOrder::BeforeSigning {
@@ -127,7 +140,13 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
     if let Some(sign) = &out.sign {
         let mic_alg = requested_mic.unwrap_or(sign.digest);
         expected_mic = Some(Mic::compute(mic_alg, mic_alg.compact_name(), &current)?);
-        let built = signed::build(&current, sign.key, sign.digest, sign.scheme, sign.digest.compact_name())?;
+        let built = signed::build(
+            &current,
+            sign.key,
+            sign.digest,
+            sign.scheme,
+            sign.digest.compact_name(),
+        )?;
         current = entity(&[("Content-Type", built.content_type)], &built.body);
     }
     if out.compression == CompressionOrder::AfterSigning {
@@ -140,11 +159,18 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
                 expected_mic = Some(Mic::compute(mic_alg, mic_alg.compact_name(), &current)?);
             }
             let der = cms::encrypt(&current, enc.cert, enc.cipher, enc.transport)?;
-            ("application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m".to_string(), der)
+            (
+                "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m".to_string(),
+                der,
+            )
         }
         None => {
             let parsed = mime::parse_entity(&current)?;
-            let content_type = parsed.headers.get("content-type").unwrap_or(out.content_type).to_string();
+            let content_type = parsed
+                .headers
+                .get("content-type")
+                .unwrap_or(out.content_type)
+                .to_string();
             let body = parsed.body.to_vec();
             if expected_mic.is_none() {
                 expected_mic = Some(Mic::compute(mic_alg, mic_alg.compact_name(), &body)?);
@@ -158,7 +184,9 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
     };
     let message_id = format!(
         "<{}@{}>",
-        out.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        out.message_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         id_domain(out.from)
     );
     let mut headers = Headers::new();
@@ -173,7 +201,10 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
     if out.encrypt.is_none() && out.sign.is_none() && out.compression == CompressionOrder::None {
         headers.push("Content-Transfer-Encoding", "binary");
         if let Some(name) = out.file_name.and_then(mime::sanitize_file_name) {
-            headers.push("Content-Disposition", format!("attachment; filename=\"{}\"", name.replace('"', "")));
+            headers.push(
+                "Content-Disposition",
+                format!("attachment; filename=\"{}\"", name.replace('"', "")),
+            );
         }
     }
     match &out.mdn {
@@ -181,14 +212,22 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
         MdnRequest::Sync { signed } | MdnRequest::Async { signed, .. } => {
             headers.push("Disposition-Notification-To", out.notification_to);
             if let Some(alg) = signed {
-                headers.push("Disposition-Notification-Options", DispositionNotificationOptions::render_signed_request(*alg));
+                headers.push(
+                    "Disposition-Notification-Options",
+                    DispositionNotificationOptions::render_signed_request(*alg),
+                );
             }
             if let MdnRequest::Async { url, .. } = &out.mdn {
                 headers.push("Receipt-Delivery-Option", url.clone());
             }
         }
     }
-    Ok(Built { headers, body, message_id, expected_mic })
+    Ok(Built {
+        headers,
+        body,
+        message_id,
+        expected_mic,
+    })
 }
 
 /// An RFC 7231 date for the Date header.
@@ -196,5 +235,7 @@ pub fn httpdate_now() -> String {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    time::OffsetDateTime::now_utc().format(&format).unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 GMT".into())
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 GMT".into())
 }

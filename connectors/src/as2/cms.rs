@@ -42,7 +42,12 @@ extern "C" {
         md: *const ffi::EVP_MD,
         flags: c_uint,
     ) -> *mut CMS_SignerInfo;
-    fn CMS_final(cms: *mut ffi::CMS_ContentInfo, data: *mut ffi::BIO, dcont: *mut ffi::BIO, flags: c_uint) -> c_int;
+    fn CMS_final(
+        cms: *mut ffi::CMS_ContentInfo,
+        data: *mut ffi::BIO,
+        dcont: *mut ffi::BIO,
+        flags: c_uint,
+    ) -> c_int;
     fn CMS_SignerInfo_get0_pkey_ctx(si: *mut CMS_SignerInfo) -> *mut ffi::EVP_PKEY_CTX;
     fn CMS_get0_SignerInfos(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::OPENSSL_STACK;
     fn CMS_SignerInfo_get0_algs(
@@ -52,7 +57,11 @@ extern "C" {
         pdig: *mut *mut ffi::X509_ALGOR,
         psig: *mut *mut ffi::X509_ALGOR,
     );
-    fn CMS_add1_recipient_cert(cms: *mut ffi::CMS_ContentInfo, recip: *mut ffi::X509, flags: c_uint) -> *mut CMS_RecipientInfo;
+    fn CMS_add1_recipient_cert(
+        cms: *mut ffi::CMS_ContentInfo,
+        recip: *mut ffi::X509,
+        flags: c_uint,
+    ) -> *mut CMS_RecipientInfo;
     fn CMS_RecipientInfo_get0_pkey_ctx(ri: *mut CMS_RecipientInfo) -> *mut ffi::EVP_PKEY_CTX;
     fn CMS_get0_signers(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::stack_st_X509;
     fn EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx: *mut ffi::EVP_PKEY_CTX, len: c_int) -> c_int;
@@ -78,7 +87,11 @@ impl ContentCipher {
     /// Parses the names operators and other products use
     /// (`3des`, `des_ede3_cbc`, `aes128`, `aes_256_cbc`, `aes128-gcm`, `rc2-40`).
     pub fn from_name(name: &str) -> Option<Self> {
-        let folded: String = name.chars().filter(|c| !matches!(c, '-' | '_' | ' ')).collect::<String>().to_ascii_lowercase();
+        let folded: String = name
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | ' '))
+            .collect::<String>()
+            .to_ascii_lowercase();
         Some(match folded.as_str() {
             "3des" | "des3" | "tripledes" | "desede3cbc" | "desede3" => ContentCipher::Des3,
             "rc240" | "rc240cbc" => ContentCipher::Rc2_40,
@@ -146,7 +159,9 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair").field("cert", &subject_of(&self.cert)).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("cert", &subject_of(&self.cert))
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,9 +190,13 @@ pub struct Decrypted {
 /// Opens an (Auth)EnvelopedData with the first of our keys that fits.
 pub fn decrypt(der: &[u8], keys: &[KeyPair]) -> Result<Decrypted> {
     if keys.is_empty() {
-        return Err(As2Error::new(ErrorKind::Decryption, "message is encrypted but no decryption key is configured"));
+        return Err(As2Error::new(
+            ErrorKind::Decryption,
+            "message is encrypted but no decryption key is configured",
+        ));
     }
-    let (content_type, _) = ber::content_info(der).map_err(|e| As2Error::new(ErrorKind::Decryption, e.message()))?;
+    let (content_type, _) =
+        ber::content_info(der).map_err(|e| As2Error::new(ErrorKind::Decryption, e.message()))?;
     let authenticated = match content_type.as_str() {
         ber::oid::ENVELOPED_DATA => false,
         ber::oid::AUTH_ENVELOPED_DATA => true,
@@ -194,7 +213,13 @@ pub fn decrypt(der: &[u8], keys: &[KeyPair]) -> Result<Decrypted> {
     let mut last_error = None;
     for pair in keys {
         match cms.decrypt(&pair.key, &pair.cert) {
-            Ok(content) => return Ok(Decrypted { content, algorithms, authenticated }),
+            Ok(content) => {
+                return Ok(Decrypted {
+                    content,
+                    algorithms,
+                    authenticated,
+                })
+            }
             Err(e) => last_error = Some(e),
         }
     }
@@ -203,7 +228,10 @@ pub fn decrypt(der: &[u8], keys: &[KeyPair]) -> Result<Decrypted> {
         ErrorKind::Decryption,
         &format!(
             "no configured key opens this message ({} cipher; tried certificate {})",
-            algorithms.content_encryption.as_deref().unwrap_or("unknown"),
+            algorithms
+                .content_encryption
+                .as_deref()
+                .unwrap_or("unknown"),
             tried.join(" | ")
         ),
         last_error.unwrap_or_else(openssl::error::ErrorStack::get),
@@ -212,11 +240,22 @@ pub fn decrypt(der: &[u8], keys: &[KeyPair]) -> Result<Decrypted> {
 }
 
 /// Encrypts `content` for `recipient`, giving DER (Auth)EnvelopedData.
-pub fn encrypt(content: &[u8], recipient: &X509Ref, cipher: ContentCipher, transport: KeyTransport) -> Result<Vec<u8>> {
+pub fn encrypt(
+    content: &[u8],
+    recipient: &X509Ref,
+    cipher: ContentCipher,
+    transport: KeyTransport,
+) -> Result<Vec<u8>> {
     let flags = CMSOptions::BINARY | CMSOptions::PARTIAL;
-    let empty: Stack<X509> = Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
-    let cms = CmsContentInfo::encrypt(&empty, &[], cipher.cipher(), flags)
-        .map_err(|e| As2Error::openssl(ErrorKind::Internal, &format!("creating {} envelope", cipher.name()), e))?;
+    let empty: Stack<X509> =
+        Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
+    let cms = CmsContentInfo::encrypt(&empty, &[], cipher.cipher(), flags).map_err(|e| {
+        As2Error::openssl(
+            ErrorKind::Internal,
+            &format!("creating {} envelope", cipher.name()),
+            e,
+        )
+    })?;
     let key_flags = match transport {
         KeyTransport::RsaOaep => ffi::CMS_KEY_PARAM,
         KeyTransport::RsaPkcs1v15 => 0,
@@ -227,12 +266,22 @@ pub fn encrypt(content: &[u8], recipient: &X509Ref, cipher: ContentCipher, trans
     unsafe {
         let ri = CMS_add1_recipient_cert(cms.as_ptr(), recipient.as_ptr(), key_flags);
         if ri.is_null() {
-            return Err(As2Error::openssl(ErrorKind::Key, "adding the partner certificate as recipient", openssl::error::ErrorStack::get()));
+            return Err(As2Error::openssl(
+                ErrorKind::Key,
+                "adding the partner certificate as recipient",
+                openssl::error::ErrorStack::get(),
+            ));
         }
         if transport == KeyTransport::RsaOaep {
             let ctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
-            if ctx.is_null() || ffi::EVP_PKEY_CTX_set_rsa_padding(ctx, ffi::RSA_PKCS1_OAEP_PADDING) <= 0 {
-                return Err(As2Error::openssl(ErrorKind::Key, "selecting RSA-OAEP key transport", openssl::error::ErrorStack::get()));
+            if ctx.is_null()
+                || ffi::EVP_PKEY_CTX_set_rsa_padding(ctx, ffi::RSA_PKCS1_OAEP_PADDING) <= 0
+            {
+                return Err(As2Error::openssl(
+                    ErrorKind::Key,
+                    "selecting RSA-OAEP key transport",
+                    openssl::error::ErrorStack::get(),
+                ));
             }
         }
     }
@@ -241,15 +290,27 @@ pub fn encrypt(content: &[u8], recipient: &X509Ref, cipher: ContentCipher, trans
 
 /// Signs `content` exactly as given (no canonicalisation), returning a
 /// detached DER SignedData.
-pub fn sign_detached(content: &[u8], signer: &KeyPair, digest: MicAlg, scheme: SignatureScheme) -> Result<Vec<u8>> {
+pub fn sign_detached(
+    content: &[u8],
+    signer: &KeyPair,
+    digest: MicAlg,
+    scheme: SignatureScheme,
+) -> Result<Vec<u8>> {
     let flags = CMSOptions::BINARY | CMSOptions::DETACHED | CMSOptions::PARTIAL;
-    let mut chain: Stack<X509> = Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
+    let mut chain: Stack<X509> =
+        Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
     for cert in &signer.chain {
-        chain.push(cert.clone()).map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
+        chain
+            .push(cert.clone())
+            .map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
     }
     let cms = CmsContentInfo::sign::<Private>(None, None, Some(&chain), None, flags)
         .map_err(|e| As2Error::openssl(ErrorKind::Internal, "creating signed-data", e))?;
-    let key_flags = if scheme == SignatureScheme::Pss { ffi::CMS_KEY_PARAM } else { 0 };
+    let key_flags = if scheme == SignatureScheme::Pss {
+        ffi::CMS_KEY_PARAM
+    } else {
+        0
+    };
     // SAFETY: all pointers are valid for the call; CMS_add1_signer takes its
     // own references to the certificate and key; the SignerInfo is owned by `cms`.
     unsafe {
@@ -273,7 +334,11 @@ pub fn sign_detached(content: &[u8], signer: &KeyPair, digest: MicAlg, scheme: S
                 || ffi::EVP_PKEY_CTX_set_rsa_padding(ctx, ffi::RSA_PKCS1_PSS_PADDING) <= 0
                 || EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) <= 0
             {
-                return Err(As2Error::openssl(ErrorKind::Key, "selecting RSASSA-PSS", openssl::error::ErrorStack::get()));
+                return Err(As2Error::openssl(
+                    ErrorKind::Key,
+                    "selecting RSASSA-PSS",
+                    openssl::error::ErrorStack::get(),
+                ));
             }
         }
     }
@@ -281,22 +346,35 @@ pub fn sign_detached(content: &[u8], signer: &KeyPair, digest: MicAlg, scheme: S
 }
 
 fn finalize(cms: CmsContentInfo, content: &[u8], flags: CMSOptions, what: &str) -> Result<Vec<u8>> {
-    let len = c_int::try_from(content.len())
-        .map_err(|_| As2Error::new(ErrorKind::Internal, format!("{what}: content of {} bytes is too large", content.len())))?;
+    let len = c_int::try_from(content.len()).map_err(|_| {
+        As2Error::new(
+            ErrorKind::Internal,
+            format!("{what}: content of {} bytes is too large", content.len()),
+        )
+    })?;
     // SAFETY: the BIO reads from `content`, which outlives it; it is freed
     // before returning. CMS_final reads the BIO to the end.
     unsafe {
         let bio = ffi::BIO_new_mem_buf(content.as_ptr() as *const c_void, len);
         if bio.is_null() {
-            return Err(As2Error::openssl(ErrorKind::Internal, what, openssl::error::ErrorStack::get()));
+            return Err(As2Error::openssl(
+                ErrorKind::Internal,
+                what,
+                openssl::error::ErrorStack::get(),
+            ));
         }
         let ok = CMS_final(cms.as_ptr(), bio, ptr::null_mut(), flags.bits());
         ffi::BIO_free_all(bio);
         if ok <= 0 {
-            return Err(As2Error::openssl(ErrorKind::Internal, what, openssl::error::ErrorStack::get()));
+            return Err(As2Error::openssl(
+                ErrorKind::Internal,
+                what,
+                openssl::error::ErrorStack::get(),
+            ));
         }
     }
-    cms.to_der().map_err(|e| As2Error::openssl(ErrorKind::Internal, &format!("{what}: encoding"), e))
+    cms.to_der()
+        .map_err(|e| As2Error::openssl(ErrorKind::Internal, &format!("{what}: encoding"), e))
 }
 
 /// What a successful verification established.
@@ -316,34 +394,59 @@ pub struct Verified {
 /// partners exchange certificates out of band.
 pub fn verify_detached(signature_der: &[u8], content: &[u8], trusted: &[X509]) -> Result<Verified> {
     if trusted.is_empty() {
-        return Err(As2Error::new(ErrorKind::Integrity, "message is signed but no partner signing certificate is configured"));
+        return Err(As2Error::new(
+            ErrorKind::Integrity,
+            "message is signed but no partner signing certificate is configured",
+        ));
     }
-    let (content_type, _) = ber::content_info(signature_der)
-        .map_err(|e| As2Error::new(ErrorKind::Integrity, format!("signature is not CMS: {}", e.message())))?;
+    let (content_type, _) = ber::content_info(signature_der).map_err(|e| {
+        As2Error::new(
+            ErrorKind::Integrity,
+            format!("signature is not CMS: {}", e.message()),
+        )
+    })?;
     if content_type != ber::oid::SIGNED_DATA {
-        return Err(As2Error::new(ErrorKind::Integrity, format!("signature has CMS content type {content_type}, not signed-data")));
+        return Err(As2Error::new(
+            ErrorKind::Integrity,
+            format!("signature has CMS content type {content_type}, not signed-data"),
+        ));
     }
     let mut cms = CmsContentInfo::from_der(signature_der)
         .map_err(|e| As2Error::openssl(ErrorKind::Integrity, "reading signed-data", e))?;
-    let mut certs: Stack<X509> = Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
+    let mut certs: Stack<X509> =
+        Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
     for cert in trusted {
-        certs.push(cert.clone()).map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
+        certs
+            .push(cert.clone())
+            .map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
     }
     let flags = CMSOptions::BINARY | CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY;
     cms.verify(Some(&certs), None, Some(content), None, flags)
-        .map_err(|e| As2Error::openssl(ErrorKind::Integrity, "signature does not verify with the partner certificate", e))?;
+        .map_err(|e| {
+            As2Error::openssl(
+                ErrorKind::Integrity,
+                "signature does not verify with the partner certificate",
+                e,
+            )
+        })?;
     let digest = signer_digest(&cms);
     let signer = signer_cert(&cms);
     let (signer_subject, signer_expired) = match &signer {
         Some(cert) => (subject_of(cert), is_expired(cert)),
         None => (String::from("unknown"), false),
     };
-    Ok(Verified { digest, signer_subject, signer_expired })
+    Ok(Verified {
+        digest,
+        signer_subject,
+        signer_expired,
+    })
 }
 
 /// Outside notBefore..notAfter right now.
 pub fn is_expired(cert: &X509Ref) -> bool {
-    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else { return false };
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return false;
+    };
     cert.not_after() < now || cert.not_before() > now
 }
 
@@ -356,7 +459,13 @@ fn signer_digest(cms: &CmsContentInfo) -> Option<MicAlg> {
         }
         let si = ffi::OPENSSL_sk_value(infos, 0) as *mut CMS_SignerInfo;
         let mut dig: *mut ffi::X509_ALGOR = ptr::null_mut();
-        CMS_SignerInfo_get0_algs(si, ptr::null_mut(), ptr::null_mut(), &mut dig, ptr::null_mut());
+        CMS_SignerInfo_get0_algs(
+            si,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut dig,
+            ptr::null_mut(),
+        );
         if dig.is_null() {
             return None;
         }
@@ -396,5 +505,7 @@ fn signer_cert(cms: &CmsContentInfo) -> Option<X509> {
 
 /// True if the key matches the certificate's public key.
 pub fn key_matches_cert(key: &PKeyRef<Private>, cert: &X509Ref) -> bool {
-    cert.public_key().map(|public| public.public_eq(key)).unwrap_or(false)
+    cert.public_key()
+        .map(|public| public.public_eq(key))
+        .unwrap_or(false)
 }

@@ -13,20 +13,33 @@ use super::error::{As2Error, ErrorKind, Result};
 
 /// Wraps `content` (a MIME entity) in a DER CompressedData ContentInfo.
 pub fn compress(content: &[u8]) -> Result<Vec<u8>> {
-    let mut encoder = ZlibEncoder::new(Vec::with_capacity(content.len() / 3 + 64), Compression::default());
+    let mut encoder = ZlibEncoder::new(
+        Vec::with_capacity(content.len() / 3 + 64),
+        Compression::default(),
+    );
     encoder
         .write_all(content)
         .and_then(|_| encoder.finish())
         .map_err(|e| As2Error::new(ErrorKind::Internal, format!("zlib compression failed: {e}")))
         .map(|deflated| {
             let algorithm = ber::der(ber::ID_SEQUENCE, &ber::der_oid(oid::ZLIB_COMPRESS));
-            let econtent = ber::der(ber::ID_CONTEXT_0, &ber::der(ber::ID_OCTET_STRING, &deflated));
-            let encap = ber::der(ber::ID_SEQUENCE, &[ber::der_oid(oid::DATA), econtent].concat());
+            let econtent = ber::der(
+                ber::ID_CONTEXT_0,
+                &ber::der(ber::ID_OCTET_STRING, &deflated),
+            );
+            let encap = ber::der(
+                ber::ID_SEQUENCE,
+                &[ber::der_oid(oid::DATA), econtent].concat(),
+            );
             let version = ber::der(ber::ID_INTEGER, &[0]);
             let compressed = ber::der(ber::ID_SEQUENCE, &[version, algorithm, encap].concat());
             ber::der(
                 ber::ID_SEQUENCE,
-                &[ber::der_oid(oid::COMPRESSED_DATA), ber::der(ber::ID_CONTEXT_0, &compressed)].concat(),
+                &[
+                    ber::der_oid(oid::COMPRESSED_DATA),
+                    ber::der(ber::ID_CONTEXT_0, &compressed),
+                ]
+                .concat(),
             )
         })
 }
@@ -34,10 +47,17 @@ pub fn compress(content: &[u8]) -> Result<Vec<u8>> {
 /// Unwraps a BER or DER CompressedData ContentInfo, inflating at most
 /// `limit` bytes.
 pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>> {
-    let bad = |what: &str| As2Error::new(ErrorKind::Decompression, format!("invalid CompressedData: {what}"));
+    let bad = |what: &str| {
+        As2Error::new(
+            ErrorKind::Decompression,
+            format!("invalid CompressedData: {what}"),
+        )
+    };
     let (content_type, compressed) = ber::content_info(data).map_err(|e| bad(e.message()))?;
     if content_type != oid::COMPRESSED_DATA {
-        return Err(bad(&format!("content type is {content_type}, not id-ct-compressedData")));
+        return Err(bad(&format!(
+            "content type is {content_type}, not id-ct-compressedData"
+        )));
     }
     let fields = compressed.children().map_err(|e| bad(e.message()))?;
     // version, compressionAlgorithm, encapContentInfo
@@ -50,7 +70,9 @@ pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>> {
     if algorithm != oid::ZLIB_COMPRESS {
         return Err(As2Error::new(
             ErrorKind::Decompression,
-            format!("unsupported compression algorithm {algorithm}; only zlib (RFC 3274) is defined"),
+            format!(
+                "unsupported compression algorithm {algorithm}; only zlib (RFC 3274) is defined"
+            ),
         ));
     }
     let encap = fields
@@ -76,15 +98,27 @@ pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>> {
 
 /// Inflates zlib data, failing once the output would pass `limit` bytes.
 pub fn inflate_limited(deflated: &[u8], limit: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(deflated.len().saturating_mul(4).min(limit as usize).min(64 << 20));
+    let mut out = Vec::with_capacity(
+        deflated
+            .len()
+            .saturating_mul(4)
+            .min(limit as usize)
+            .min(64 << 20),
+    );
     let mut decoder = ZlibDecoder::new(deflated).take(limit.saturating_add(1));
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| As2Error::new(ErrorKind::Decompression, format!("zlib stream is corrupt: {e}")))?;
+    decoder.read_to_end(&mut out).map_err(|e| {
+        As2Error::new(
+            ErrorKind::Decompression,
+            format!("zlib stream is corrupt: {e}"),
+        )
+    })?;
     if out.len() as u64 > limit {
         return Err(As2Error::new(
             ErrorKind::Decompression,
-            format!("decompressed content exceeds the limit of {limit} bytes (compressed size {})", deflated.len()),
+            format!(
+                "decompressed content exceeds the limit of {limit} bytes (compressed size {})",
+                deflated.len()
+            ),
         ));
     }
     Ok(out)
@@ -112,8 +146,16 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for garbage in [&b""[..], b"\x30\x03\x06\x01", b"hello world", &[0x30, 0x80, 0x06]] {
-            assert_eq!(decompress(garbage, 1000).map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::Decompression));
+        for garbage in [
+            &b""[..],
+            b"\x30\x03\x06\x01",
+            b"hello world",
+            &[0x30, 0x80, 0x06],
+        ] {
+            assert_eq!(
+                decompress(garbage, 1000).map(|_| ()).map_err(|e| e.kind()),
+                Err(ErrorKind::Decompression)
+            );
         }
         let mut der = compress(b"abc").expect("compresses");
         let last = der.len() - 3;

@@ -62,7 +62,8 @@ impl ErrorModifier {
             ErrorModifier::UnexpectedProcessingError,
         ];
         let text = text.trim();
-        all.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(text))
+        all.into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(text))
     }
 }
 
@@ -81,9 +82,10 @@ impl ErrorKind {
             ErrorKind::Decompression => ErrorModifier::DecompressionFailed,
             ErrorKind::InsufficientSecurity => ErrorModifier::InsufficientMessageSecurity,
             ErrorKind::Integrity => ErrorModifier::IntegrityCheckFailed,
-            ErrorKind::Malformed | ErrorKind::Unsupported | ErrorKind::Key | ErrorKind::Internal => {
-                ErrorModifier::UnexpectedProcessingError
-            }
+            ErrorKind::Malformed
+            | ErrorKind::Unsupported
+            | ErrorKind::Key
+            | ErrorKind::Internal => ErrorModifier::UnexpectedProcessingError,
         }
     }
 }
@@ -100,7 +102,10 @@ pub struct As2Error {
 
 impl As2Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        As2Error { kind, message: message.into() }
+        As2Error {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn malformed(message: impl Into<String>) -> Self {
@@ -114,7 +119,11 @@ impl As2Error {
             .iter()
             .map(|e| e.reason().unwrap_or("unknown reason").to_string())
             .collect();
-        let detail = if reasons.is_empty() { "no detail from OpenSSL".to_string() } else { reasons.join("; ") };
+        let detail = if reasons.is_empty() {
+            "no detail from OpenSSL".to_string()
+        } else {
+            reasons.join("; ")
+        };
         Self::new(kind, format!("{context}: {detail}"))
     }
 
@@ -132,7 +141,10 @@ impl As2Error {
 
     /// Prefixes the message with what we were doing.
     pub fn context(self, context: &str) -> Self {
-        As2Error { kind: self.kind, message: format!("{context}: {}", self.message) }
+        As2Error {
+            kind: self.kind,
+            message: format!("{context}: {}", self.message),
+        }
     }
 }
 

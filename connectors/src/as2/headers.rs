@@ -20,7 +20,10 @@ impl Headers {
 
     /// The first value of `name`, compared case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Replaces every value of `name` by one value.
@@ -79,17 +82,24 @@ pub fn parse_as2_id(raw: &str) -> Result<String, String> {
         return Err("AS2 ID is empty".to_string());
     }
     if id.len() > 128 {
-        return Err(format!("AS2 ID is {} characters long, the limit is 128", id.len()));
+        return Err(format!(
+            "AS2 ID is {} characters long, the limit is 128",
+            id.len()
+        ));
     }
     if let Some(bad) = id.chars().find(|c| !(' '..='~').contains(c)) {
-        return Err(format!("AS2 ID {id:?} contains the non-printable character {bad:?}"));
+        return Err(format!(
+            "AS2 ID {id:?} contains the non-printable character {bad:?}"
+        ));
     }
     Ok(id)
 }
 
 /// Writes an AS2 ID for a header, quoting it when RFC 4130 requires it.
 pub fn quote_as2_id(id: &str) -> String {
-    let needs_quotes = id.chars().any(|c| c == ' ' || "()<>@,;:\\\"/[]?={}\t".contains(c));
+    let needs_quotes = id
+        .chars()
+        .any(|c| c == ' ' || "()<>@,;:\\\"/[]?={}\t".contains(c));
     if needs_quotes {
         let escaped = id.replace('\\', "\\\\").replace('"', "\\\"");
         format!("\"{escaped}\"")
@@ -110,14 +120,24 @@ pub enum MicAlg {
 }
 
 impl MicAlg {
-    pub const ALL: [MicAlg; 6] =
-        [MicAlg::Md5, MicAlg::Sha1, MicAlg::Sha224, MicAlg::Sha256, MicAlg::Sha384, MicAlg::Sha512];
+    pub const ALL: [MicAlg; 6] = [
+        MicAlg::Md5,
+        MicAlg::Sha1,
+        MicAlg::Sha224,
+        MicAlg::Sha256,
+        MicAlg::Sha384,
+        MicAlg::Sha512,
+    ];
 
     /// Accepts every spelling seen in the wild: `sha1`, `SHA-1`, `sha_256`,
     /// `rsa-sha256`, `pgp-sha1` and the like.
     pub fn from_name(name: &str) -> Option<Self> {
-        let folded: String =
-            name.trim().chars().filter(|c| !matches!(c, '-' | '_' | ' ')).collect::<String>().to_ascii_lowercase();
+        let folded: String = name
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | ' '))
+            .collect::<String>()
+            .to_ascii_lowercase();
         let folded = folded.trim_start_matches("rsa").trim_start_matches("pgp");
         match folded {
             "md5" => Some(MicAlg::Md5),
@@ -227,8 +247,13 @@ impl DispositionNotificationOptions {
     pub fn parse(raw: &str) -> Self {
         let mut options = DispositionNotificationOptions::default();
         for param in raw.split(';') {
-            let Some((name, rest)) = param.split_once('=') else { continue };
-            let mut items = rest.split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty());
+            let Some((name, rest)) = param.split_once('=') else {
+                continue;
+            };
+            let mut items = rest
+                .split(',')
+                .map(|s| s.trim().trim_matches('"').to_string())
+                .filter(|s| !s.is_empty());
             let mut values: Vec<String> = Vec::new();
             let importance = match items.next() {
                 Some(first) if first.eq_ignore_ascii_case("required") => Importance::Required,
@@ -252,18 +277,22 @@ impl DispositionNotificationOptions {
 
     /// True when the partner asked for a pkcs7-signature receipt.
     pub fn wants_signed_receipt(&self) -> bool {
-        self.signed_receipt_protocol
-            .as_ref()
-            .is_some_and(|p| p.values.iter().any(|v| v.eq_ignore_ascii_case("pkcs7-signature")))
+        self.signed_receipt_protocol.as_ref().is_some_and(|p| {
+            p.values
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("pkcs7-signature"))
+        })
     }
 
     /// The first requested algorithm we support, with the partner's spelling.
     pub fn choose_mic_alg(&self) -> Option<ChosenMicAlg> {
         let requested = self.signed_receipt_micalg.as_ref()?;
-        requested
-            .values
-            .iter()
-            .find_map(|name| MicAlg::from_name(name).map(|alg| ChosenMicAlg { alg, spelling: name.clone() }))
+        requested.values.iter().find_map(|name| {
+            MicAlg::from_name(name).map(|alg| ChosenMicAlg {
+                alg,
+                spelling: name.clone(),
+            })
+        })
     }
 
     /// Renders the header as we send it when we request a signed receipt.
@@ -306,12 +335,17 @@ mod tests {
         let chosen = o.choose_mic_alg().expect("a supported alg");
         assert_eq!(chosen.alg, MicAlg::Sha256);
         assert_eq!(chosen.spelling, "SHA_256");
-        assert_eq!(o.signed_receipt_micalg.as_ref().map(|p| p.importance), Some(Importance::Required));
+        assert_eq!(
+            o.signed_receipt_micalg.as_ref().map(|p| p.importance),
+            Some(Importance::Required)
+        );
     }
 
     #[test]
     fn options_missing_parts() {
-        let o = DispositionNotificationOptions::parse("signed-receipt-protocol=optional, pkcs7-signature");
+        let o = DispositionNotificationOptions::parse(
+            "signed-receipt-protocol=optional, pkcs7-signature",
+        );
         assert!(o.wants_signed_receipt());
         assert_eq!(o.choose_mic_alg(), None);
         let o = DispositionNotificationOptions::parse("signed-receipt-micalg=optional, sha3, sha1");
@@ -324,11 +358,17 @@ mod tests {
     #[test]
     fn as2_ids() {
         assert_eq!(parse_as2_id(" mecas2 ").as_deref(), Ok("mecas2"));
-        assert_eq!(parse_as2_id("\"my \\\"id\\\"\"").as_deref(), Ok("my \"id\""));
+        assert_eq!(
+            parse_as2_id("\"my \\\"id\\\"\"").as_deref(),
+            Ok("my \"id\"")
+        );
         assert!(parse_as2_id("\"\"").is_err());
         assert!(parse_as2_id(&"x".repeat(129)).is_err());
         assert_eq!(quote_as2_id("my id"), "\"my id\"");
         assert_eq!(quote_as2_id("plain"), "plain");
-        assert_eq!(parse_as2_id(&quote_as2_id("a \"b\" c")).as_deref(), Ok("a \"b\" c"));
+        assert_eq!(
+            parse_as2_id(&quote_as2_id("a \"b\" c")).as_deref(),
+            Ok("a \"b\" c")
+        );
     }
 }

@@ -50,28 +50,45 @@ impl Disposition {
 
     /// True only for `processed` and `processed/warning`.
     pub fn is_positive(&self) -> bool {
-        matches!(self, Disposition::Processed | Disposition::ProcessedWithWarning(_))
+        matches!(
+            self,
+            Disposition::Processed | Disposition::ProcessedWithWarning(_)
+        )
     }
 
     /// Parses the value of a Disposition field
     /// (`automatic-action/MDN-sent-automatically; processed/error: decryption-failed`).
     pub fn parse(field: &str) -> Result<Disposition> {
-        let outcome = field.rsplit_once(';').map(|(_, o)| o).unwrap_or(field).trim();
+        let outcome = field
+            .rsplit_once(';')
+            .map(|(_, o)| o)
+            .unwrap_or(field)
+            .trim();
         let (kind, modifier) = match outcome.split_once('/') {
             Some((kind, modifier)) => (kind.trim(), Some(modifier.trim())),
             None => (outcome, None),
         };
-        let detail = |m: &str| m.split_once(':').map(|(_, t)| t.trim().to_string()).unwrap_or_default();
+        let detail = |m: &str| {
+            m.split_once(':')
+                .map(|(_, t)| t.trim().to_string())
+                .unwrap_or_default()
+        };
         match (kind.to_ascii_lowercase().as_str(), modifier) {
             ("processed", None) => Ok(Disposition::Processed),
-            ("processed", Some(m)) if m.to_ascii_lowercase().starts_with("warning") => Ok(Disposition::ProcessedWithWarning(detail(m))),
+            ("processed", Some(m)) if m.to_ascii_lowercase().starts_with("warning") => {
+                Ok(Disposition::ProcessedWithWarning(detail(m)))
+            }
             ("processed", Some(m)) if m.to_ascii_lowercase().starts_with("error") => {
                 let text = detail(m);
-                Ok(ErrorModifier::parse(&text).map(Disposition::Error).unwrap_or(Disposition::OtherError(text)))
+                Ok(ErrorModifier::parse(&text)
+                    .map(Disposition::Error)
+                    .unwrap_or(Disposition::OtherError(text)))
             }
             ("failed", Some(m)) => Ok(Disposition::Failed(detail(m))),
             ("failed", None) => Ok(Disposition::Failed(String::new())),
-            _ => Err(As2Error::malformed(format!("unrecognised Disposition {field:?}"))),
+            _ => Err(As2Error::malformed(format!(
+                "unrecognised Disposition {field:?}"
+            ))),
         }
     }
 }
@@ -111,7 +128,9 @@ pub fn build(input: &MdnInput<'_>) -> Result<BuiltMdn> {
     let boundary = format!("----=_Report_{}", uuid::Uuid::new_v4().simple());
     let mut report_body = Vec::with_capacity(1024);
     report_body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-    report_body.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n");
+    report_body.extend_from_slice(
+        b"Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n",
+    );
     report_body.extend_from_slice(ascii_only(input.text).as_bytes());
     report_body.extend_from_slice(b"\r\n");
     report_body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
@@ -126,10 +145,14 @@ pub fn build(input: &MdnInput<'_>) -> Result<BuiltMdn> {
     if let Some(mic) = input.mic {
         fields.push_str(&format!("Received-Content-MIC: {}\r\n", mic.render()));
     }
-    fields.push_str(&format!("Disposition: automatic-action/MDN-sent-automatically; {}\r\n", ascii_only(&input.disposition.render())));
+    fields.push_str(&format!(
+        "Disposition: automatic-action/MDN-sent-automatically; {}\r\n",
+        ascii_only(&input.disposition.render())
+    ));
     report_body.extend_from_slice(fields.as_bytes());
     report_body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let report_type = format!("multipart/report; report-type=disposition-notification; boundary=\"{boundary}\"");
+    let report_type =
+        format!("multipart/report; report-type=disposition-notification; boundary=\"{boundary}\"");
 
     let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), id_domain(input.our_id));
     let mut headers = Headers::new();
@@ -153,17 +176,36 @@ pub fn build(input: &MdnInput<'_>) -> Result<BuiltMdn> {
             report_body
         }
     };
-    Ok(BuiltMdn { headers, body, message_id })
+    Ok(BuiltMdn {
+        headers,
+        body,
+        message_id,
+    })
 }
 
 fn ascii_only(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii() && (!c.is_control() || c == '\n' || c == '\r' || c == '\t') { c } else { '?' }).collect()
+    text.chars()
+        .map(|c| {
+            if c.is_ascii() && (!c.is_control() || c == '\n' || c == '\r' || c == '\t') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// A domain-ish right-hand side for Message-IDs built from an AS2 ID.
 pub fn id_domain(as2_id: &str) -> String {
-    let cleaned: String = as2_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
-    if cleaned.is_empty() { "atom".into() } else { cleaned }
+    let cleaned: String = as2_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    if cleaned.is_empty() {
+        "atom".into()
+    } else {
+        cleaned
+    }
 }
 
 /// A partner's receipt, parsed.
@@ -197,26 +239,33 @@ pub enum MdnTrust<'a> {
 /// Parses a receipt from its HTTP headers (only Content-Type is needed) and body.
 pub fn parse(content_type: &str, body: &[u8], trust: MdnTrust<'_>) -> Result<ParsedMdn> {
     let outer = mime::ContentType::parse(content_type)?;
-    let (report_entity_bytes, signed, verified): (Vec<u8>, bool, Option<Verified>) = if outer.is("multipart/signed") {
-        let parts = signed::split(&outer, body)?;
-        match trust {
-            MdnTrust::Verify(certs) => {
-                let v = signed::verify(&parts, certs).map_err(|e| e.context("verifying the MDN signature"))?;
-                (v.received, true, Some(v.verified))
+    let (report_entity_bytes, signed, verified): (Vec<u8>, bool, Option<Verified>) =
+        if outer.is("multipart/signed") {
+            let parts = signed::split(&outer, body)?;
+            match trust {
+                MdnTrust::Verify(certs) => {
+                    let v = signed::verify(&parts, certs)
+                        .map_err(|e| e.context("verifying the MDN signature"))?;
+                    (v.received, true, Some(v.verified))
+                }
+                MdnTrust::Skip => (parts.content.to_vec(), true, None),
             }
-            MdnTrust::Skip => (parts.content.to_vec(), true, None),
-        }
-    } else {
-        let mut synthetic = format!("Content-Type: {content_type}\r\n\r\n").into_bytes();
-        synthetic.extend_from_slice(body);
-        (synthetic, false, None)
-    };
+        } else {
+            let mut synthetic = format!("Content-Type: {content_type}\r\n\r\n").into_bytes();
+            synthetic.extend_from_slice(body);
+            (synthetic, false, None)
+        };
     let report = mime::parse_entity(&report_entity_bytes)?;
     let report_type = report.content_type()?;
     if !report_type.is("multipart/report") {
-        return Err(As2Error::new(ErrorKind::Malformed, format!("MDN is {}, not multipart/report", report_type.mime_type)));
+        return Err(As2Error::new(
+            ErrorKind::Malformed,
+            format!("MDN is {}, not multipart/report", report_type.mime_type),
+        ));
     }
-    let boundary = report_type.param("boundary").ok_or_else(|| As2Error::malformed("multipart/report has no boundary"))?;
+    let boundary = report_type
+        .param("boundary")
+        .ok_or_else(|| As2Error::malformed("multipart/report has no boundary"))?;
     let mut text = String::new();
     let mut fields = None;
     for part in mime::split_multipart(report.body, boundary)? {
@@ -225,15 +274,26 @@ pub fn parse(content_type: &str, body: &[u8], trust: MdnTrust<'_>) -> Result<Par
         if part_type.is("message/disposition-notification") {
             fields = Some(mime::parse_field_block(&entity.decoded_body()?)?);
         } else if part_type.is("text/plain") && text.is_empty() {
-            text = String::from_utf8_lossy(&entity.decoded_body()?).trim().to_string();
+            text = String::from_utf8_lossy(&entity.decoded_body()?)
+                .trim()
+                .to_string();
         }
     }
-    let fields = fields.ok_or_else(|| As2Error::malformed("MDN has no message/disposition-notification part"))?;
+    let fields = fields
+        .ok_or_else(|| As2Error::malformed("MDN has no message/disposition-notification part"))?;
     let disposition_raw = fields
         .get("disposition")
         .ok_or_else(|| As2Error::malformed("MDN has no Disposition field"))?
         .to_string();
-    let recipient = |name: &str| fields.get(name).map(|v| v.split_once(';').map(|(_, id)| id).unwrap_or(v).trim().to_string());
+    let recipient = |name: &str| {
+        fields.get(name).map(|v| {
+            v.split_once(';')
+                .map(|(_, id)| id)
+                .unwrap_or(v)
+                .trim()
+                .to_string()
+        })
+    };
     Ok(ParsedMdn {
         signed,
         verified,
@@ -265,7 +325,10 @@ mod tests {
             assert_eq!(Disposition::parse(&field).expect("parses"), d);
         }
         assert_eq!(
-            Disposition::parse("automatic-action/MDN-sent-automatically; processed/Error: Integrity-Check-Failed").expect("parses"),
+            Disposition::parse(
+                "automatic-action/MDN-sent-automatically; processed/Error: Integrity-Check-Failed"
+            )
+            .expect("parses"),
             Disposition::Error(ErrorModifier::IntegrityCheckFailed)
         );
         assert!(Disposition::parse("nonsense").is_err());

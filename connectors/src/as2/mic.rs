@@ -23,9 +23,14 @@ pub struct Mic {
 
 impl Mic {
     pub fn compute(alg: MicAlg, spelling: &str, data: &[u8]) -> Result<Mic> {
-        let digest = openssl::hash::hash(alg.message_digest(), data)
-            .map_err(|e| As2Error::openssl(ErrorKind::Internal, &format!("computing {alg} MIC"), e))?;
-        Ok(Mic { alg, spelling: spelling.to_string(), value: base64::engine::general_purpose::STANDARD.encode(digest) })
+        let digest = openssl::hash::hash(alg.message_digest(), data).map_err(|e| {
+            As2Error::openssl(ErrorKind::Internal, &format!("computing {alg} MIC"), e)
+        })?;
+        Ok(Mic {
+            alg,
+            spelling: spelling.to_string(),
+            value: base64::engine::general_purpose::STANDARD.encode(digest),
+        })
     }
 
     /// The Received-Content-MIC field value: `base64, algorithm`.
@@ -38,7 +43,11 @@ impl Mic {
         let (value, alg_name) = field.split_once(',')?;
         let alg_name = alg_name.trim();
         let alg = MicAlg::from_name(alg_name)?;
-        Some(Mic { alg, spelling: alg_name.to_string(), value: value.trim().to_string() })
+        Some(Mic {
+            alg,
+            spelling: alg_name.to_string(),
+            value: value.trim().to_string(),
+        })
     }
 
     /// Same digest, whatever the spelling of the algorithm.

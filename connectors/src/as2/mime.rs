@@ -37,13 +37,19 @@ impl<'a> Entity<'a> {
     pub fn content_type(&self) -> Result<ContentType> {
         match self.headers.get("content-type") {
             Some(value) => ContentType::parse(value),
-            None => Ok(ContentType { mime_type: "text/plain".into(), params: Vec::new() }),
+            None => Ok(ContentType {
+                mime_type: "text/plain".into(),
+                params: Vec::new(),
+            }),
         }
     }
 
     /// The lowercased Content-Transfer-Encoding, `7bit` when absent.
     pub fn transfer_encoding(&self) -> String {
-        self.headers.get("content-transfer-encoding").map(|v| v.trim().to_ascii_lowercase()).unwrap_or_else(|| "7bit".into())
+        self.headers
+            .get("content-transfer-encoding")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "7bit".into())
     }
 
     /// The body with its Content-Transfer-Encoding removed.
@@ -70,7 +76,9 @@ impl<'a> Entity<'a> {
 /// Splits at LF, dropping a CR before it; a last line without LF is kept.
 fn split_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
     let trimmed = block.strip_suffix(b"\n").unwrap_or(block);
-    trimmed.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    trimmed
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
 /// Converts every bare LF to CRLF (RFC 5751 section 3.1.1 canonical text).
@@ -119,17 +127,30 @@ pub fn parse_entity(raw: &[u8]) -> Result<Entity<'_>> {
             break;
         }
         if line.len() > MAX_HEADER_BLOCK {
-            return Err(As2Error::malformed(format!("MIME header line is longer than {MAX_HEADER_BLOCK} bytes")));
+            return Err(As2Error::malformed(format!(
+                "MIME header line is longer than {MAX_HEADER_BLOCK} bytes"
+            )));
         }
         let text = String::from_utf8_lossy(line);
         if line[0] == b' ' || line[0] == b'\t' {
             // RFC 5322 folding: a continuation of the previous field.
             match current.as_mut() {
                 Some((_, value)) => {
-                    value.push(' ');
-                    value.push_str(text.trim());
+                    // Joined by one space; a field folded right after its
+                    // colon, or a blank continuation, adds no stray space.
+                    let more = text.trim();
+                    if !more.is_empty() {
+                        if !value.is_empty() {
+                            value.push(' ');
+                        }
+                        value.push_str(more);
+                    }
                 }
-                None => return Err(As2Error::malformed("MIME header section starts with a continuation line")),
+                None => {
+                    return Err(As2Error::malformed(
+                        "MIME header section starts with a continuation line",
+                    ))
+                }
             }
         } else {
             let Some((name, value)) = text.split_once(':') else {
@@ -140,13 +161,18 @@ pub fn parse_entity(raw: &[u8]) -> Result<Entity<'_>> {
             };
             let name = name.trim();
             if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
-                return Err(As2Error::malformed(format!("malformed MIME header name {:?}", truncate_for_message(name))));
+                return Err(As2Error::malformed(format!(
+                    "malformed MIME header name {:?}",
+                    truncate_for_message(name)
+                )));
             }
             if let Some((n, v)) = current.take() {
                 headers.push(n, v);
             }
             if headers.len() >= MAX_HEADER_FIELDS {
-                return Err(As2Error::malformed(format!("more than {MAX_HEADER_FIELDS} MIME header fields")));
+                return Err(As2Error::malformed(format!(
+                    "more than {MAX_HEADER_FIELDS} MIME header fields"
+                )));
             }
             current = Some((name.to_string(), value.trim().to_string()));
         }
@@ -155,7 +181,12 @@ pub fn parse_entity(raw: &[u8]) -> Result<Entity<'_>> {
     if let Some((n, v)) = current.take() {
         headers.push(n, v);
     }
-    Ok(Entity { raw, header_block: &raw[..header_end], headers, body: &raw[body_start..] })
+    Ok(Entity {
+        raw,
+        header_block: &raw[..header_end],
+        headers,
+        body: &raw[body_start..],
+    })
 }
 
 /// Parses a block of header fields that is not followed by a body, such as
@@ -166,12 +197,16 @@ pub fn parse_field_block(block: &[u8]) -> Result<Headers> {
     let mut rest = block;
     while !rest.is_empty() {
         // Skip blank lines between groups.
-        let line_len = memchr::memchr(b'\n', rest).map(|i| i + 1).unwrap_or(rest.len());
+        let line_len = memchr::memchr(b'\n', rest)
+            .map(|i| i + 1)
+            .unwrap_or(rest.len());
         if rest[..line_len].iter().all(|b| b.is_ascii_whitespace()) {
             rest = &rest[line_len..];
             continue;
         }
-        let mut group = rest.to_vec();
+        // Copy only this group, up to the blank line that ends it: copying
+        // all of `rest` for every group made many small groups quadratic.
+        let mut group = rest[..group_end(rest)].to_vec();
         group.extend_from_slice(b"\r\n\r\n");
         let entity = parse_entity(&group)?;
         for (name, value) in entity.headers.iter() {
@@ -183,10 +218,30 @@ pub fn parse_field_block(block: &[u8]) -> Result<Headers> {
     Ok(fields)
 }
 
+/// Where the first group of a field block ends: the start of the first
+/// line that [`parse_entity`] takes for the blank line (empty, or a lone
+/// CR), or the end of the block.
+fn group_end(block: &[u8]) -> usize {
+    let mut pos = 0;
+    while let Some(nl) = memchr::memchr(b'\n', &block[pos..]) {
+        let line = &block[pos..pos + nl];
+        if line.is_empty() || line == b"\r" {
+            return pos;
+        }
+        pos += nl + 1;
+    }
+    block.len()
+}
+
 /// Builds an entity view for a body whose headers came from elsewhere
 /// (the HTTP request headers of an AS2 message).
 pub fn entity_from_parts<'a>(headers: Headers, body: &'a [u8]) -> Entity<'a> {
-    Entity { raw: body, header_block: &[], headers, body }
+    Entity {
+        raw: body,
+        header_block: &[],
+        headers,
+        body,
+    }
 }
 
 fn truncate_for_message(text: &str) -> String {
@@ -240,7 +295,9 @@ impl Parameterized {
                     }
                 }
                 let Some(close) = close else {
-                    return Err(As2Error::malformed(format!("unterminated quoted parameter {name:?} in {raw:?}")));
+                    return Err(As2Error::malformed(format!(
+                        "unterminated quoted parameter {name:?} in {raw:?}"
+                    )));
                 };
                 let remaining = &quoted[close + 1..];
                 let remaining = remaining.find(';').map(|i| &remaining[i..]).unwrap_or("");
@@ -258,7 +315,10 @@ impl Parameterized {
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -274,13 +334,21 @@ impl ContentType {
     pub fn parse(raw: &str) -> Result<Self> {
         let p = Parameterized::parse(raw)?;
         if !p.value.contains('/') {
-            return Err(As2Error::malformed(format!("Content-Type {raw:?} has no type/subtype")));
+            return Err(As2Error::malformed(format!(
+                "Content-Type {raw:?} has no type/subtype"
+            )));
         }
-        Ok(ContentType { mime_type: p.value, params: p.params })
+        Ok(ContentType {
+            mime_type: p.value,
+            params: p.params,
+        })
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is(&self, mime_type: &str) -> bool {
@@ -308,7 +376,10 @@ impl ContentType {
 /// it is how a truncated upload shows.
 pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>> {
     if boundary.is_empty() || boundary.len() > 200 {
-        return Err(As2Error::malformed(format!("invalid multipart boundary of {} bytes", boundary.len())));
+        return Err(As2Error::malformed(format!(
+            "invalid multipart boundary of {} bytes",
+            boundary.len()
+        )));
     }
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
@@ -329,7 +400,10 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
         // The rest of the delimiter line may only hold transport padding.
         let line_len = memchr::memchr(b'\n', after).unwrap_or(after.len());
         let rest_of_line = &after[if closing { 2 } else { 0 }..line_len];
-        if !rest_of_line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+        if !rest_of_line
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+        {
             continue; // "--boundaryX": a longer string, not our delimiter
         }
         if let Some(start) = part_start {
@@ -344,7 +418,9 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
         }
         if closing {
             if part_start.is_none() {
-                return Err(As2Error::malformed("multipart body closes before its first part"));
+                return Err(As2Error::malformed(
+                    "multipart body closes before its first part",
+                ));
             }
             return Ok(parts);
         }
@@ -367,20 +443,29 @@ pub fn decode_transfer_encoding<'a>(encoding: &str, body: &'a [u8]) -> Result<Co
         "quoted-printable" => quoted_printable::decode(body, quoted_printable::ParseMode::Robust)
             .map(Cow::Owned)
             .map_err(|e| As2Error::malformed(format!("invalid quoted-printable body: {e}"))),
-        other => Err(As2Error::new(ErrorKind::Unsupported, format!("unsupported Content-Transfer-Encoding {other:?}"))),
+        other => Err(As2Error::new(
+            ErrorKind::Unsupported,
+            format!("unsupported Content-Transfer-Encoding {other:?}"),
+        )),
     }
 }
 
 /// Lenient base64: line breaks and spaces anywhere, padding optional.
 pub fn decode_base64(data: &[u8]) -> Result<Vec<u8>> {
-    let compact: Vec<u8> = data.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = data
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
             .with_decode_allow_trailing_bits(true),
     );
-    engine.decode(&compact).map_err(|e| As2Error::malformed(format!("invalid base64 body: {e}")))
+    engine
+        .decode(&compact)
+        .map_err(|e| As2Error::malformed(format!("invalid base64 body: {e}")))
 }
 
 /// Base64 with 76-character CRLF-terminated lines, as MIME writes it.
@@ -398,8 +483,15 @@ pub fn encode_base64_lines(data: &[u8]) -> Vec<u8> {
 /// base name: no directories, no `..`, no control characters.
 pub fn sanitize_file_name(raw: &str) -> Option<String> {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = base.chars().filter(|c| !c.is_control() && *c != ':').collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').trim().to_string();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && *c != ':')
+        .collect();
+    // Dots and spaces in any mix (". .x" included): no hidden or relative names.
+    let cleaned = cleaned
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end()
+        .to_string();
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
         None
     } else {
@@ -444,23 +536,38 @@ mod tests {
     #[test]
     fn entity_with_lf_and_crlf() {
         for sep in ["\n", "\r\n"] {
-            let raw = format!("Content-Type: text/plain{sep}X-Folded: a{sep}\tb{sep}{sep}body{sep}");
+            let raw =
+                format!("Content-Type: text/plain{sep}X-Folded: a{sep}\tb{sep}{sep}body{sep}");
             let e = parse_entity(raw.as_bytes()).expect("parses");
             assert_eq!(e.headers.get("content-type"), Some("text/plain"));
             assert_eq!(e.headers.get("x-folded"), Some("a b"));
             assert_eq!(e.body, format!("body{sep}").as_bytes());
-            assert_eq!(e.with_crlf_headers(), format!("Content-Type: text/plain\r\nX-Folded: a\r\n\tb\r\n\r\nbody{sep}").as_bytes());
+            assert_eq!(
+                e.with_crlf_headers(),
+                format!("Content-Type: text/plain\r\nX-Folded: a\r\n\tb\r\n\r\nbody{sep}")
+                    .as_bytes()
+            );
         }
     }
 
     #[test]
     fn entity_errors() {
-        assert_eq!(parse_entity(b"Content-Type: x/y\r\n").map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::Malformed));
+        assert_eq!(
+            parse_entity(b"Content-Type: x/y\r\n")
+                .map(|_| ())
+                .map_err(|e| e.kind()),
+            Err(ErrorKind::Malformed)
+        );
         assert!(parse_entity(b"no colon here\r\n\r\n").is_err());
         let huge = format!("X-Big: {}\r\n\r\n", "a".repeat(1 << 20));
-        let err = parse_entity(huge.as_bytes()).map(|_| ()).expect_err("huge header refused");
+        let err = parse_entity(huge.as_bytes())
+            .map(|_| ())
+            .expect_err("huge header refused");
         assert!(err.message().contains("longer than"), "{err}");
-        let many: String = (0..300).map(|i| format!("X-{i}: v\r\n")).collect::<String>() + "\r\n";
+        let many: String = (0..300)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect::<String>()
+            + "\r\n";
         assert!(parse_entity(many.as_bytes()).is_err());
         // No headers at all is a valid entity.
         let e = parse_entity(b"\r\nbody").expect("parses");
@@ -473,11 +580,23 @@ mod tests {
         for sep in ["\n", "\r\n"] {
             let body = format!("preamble{sep}--b1{sep}A: 1{sep}{sep}one{sep}{sep}--b1 {sep}two{sep}--b1--{sep}epilogue");
             let parts = split_multipart(body.as_bytes(), "b1").expect("splits");
-            assert_eq!(parts, vec![format!("A: 1{sep}{sep}one{sep}").as_bytes(), b"two".as_slice()]);
+            assert_eq!(
+                parts,
+                vec![
+                    format!("A: 1{sep}{sep}one{sep}").as_bytes(),
+                    b"two".as_slice()
+                ]
+            );
         }
-        assert!(split_multipart(b"--b1\r\nA: 1\r\n\r\none\r\n", "b1").is_err(), "truncated");
+        assert!(
+            split_multipart(b"--b1\r\nA: 1\r\n\r\none\r\n", "b1").is_err(),
+            "truncated"
+        );
         let tricky = b"--b1\r\nx\r\n--b1x\r\ny\r\n--b1--\r\n";
-        assert_eq!(split_multipart(tricky, "b1").expect("splits"), vec![b"x\r\n--b1x\r\ny".as_slice()]);
+        assert_eq!(
+            split_multipart(tricky, "b1").expect("splits"),
+            vec![b"x\r\n--b1x\r\ny".as_slice()]
+        );
     }
 
     #[test]
@@ -495,20 +614,55 @@ mod tests {
 
     #[test]
     fn file_names_are_sanitised() {
-        assert_eq!(disposition_file_name("attachment; filename=\"../../etc/passwd\"").as_deref(), Some("passwd"));
-        assert_eq!(disposition_file_name("attachment; filename=..\\..\\boot.ini").as_deref(), Some("boot.ini"));
-        assert_eq!(disposition_file_name("attachment; filename=\"..\"").as_deref(), None);
-        assert_eq!(disposition_file_name("attachment; filename=payload.txt").as_deref(), Some("payload.txt"));
-        assert_eq!(disposition_file_name("attachment; filename*=utf-8''caf%C3%A9.edi").as_deref(), Some("café.edi"));
+        assert_eq!(
+            disposition_file_name("attachment; filename=\"../../etc/passwd\"").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(
+            disposition_file_name("attachment; filename=..\\..\\boot.ini").as_deref(),
+            Some("boot.ini")
+        );
+        assert_eq!(
+            disposition_file_name("attachment; filename=\"..\"").as_deref(),
+            None
+        );
+        assert_eq!(
+            disposition_file_name("attachment; filename=payload.txt").as_deref(),
+            Some("payload.txt")
+        );
+        assert_eq!(
+            disposition_file_name("attachment; filename*=utf-8''caf%C3%A9.edi").as_deref(),
+            Some("café.edi")
+        );
         assert_eq!(disposition_file_name("attachment").as_deref(), None);
     }
 
     #[test]
     fn transfer_encodings() {
-        assert_eq!(decode_transfer_encoding("base64", b"aGVs\r\nbG8=").expect("b64").as_ref(), b"hello");
-        assert_eq!(decode_transfer_encoding("Quoted-Printable", b"a=3Db=\r\nc").expect("qp").as_ref(), b"a=bc");
-        assert_eq!(decode_transfer_encoding("binary", b"\x00\xff").expect("bin").as_ref(), b"\x00\xff");
-        assert_eq!(decode_transfer_encoding("x-uuencode", b"").map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::Unsupported));
+        assert_eq!(
+            decode_transfer_encoding("base64", b"aGVs\r\nbG8=")
+                .expect("b64")
+                .as_ref(),
+            b"hello"
+        );
+        assert_eq!(
+            decode_transfer_encoding("Quoted-Printable", b"a=3Db=\r\nc")
+                .expect("qp")
+                .as_ref(),
+            b"a=bc"
+        );
+        assert_eq!(
+            decode_transfer_encoding("binary", b"\x00\xff")
+                .expect("bin")
+                .as_ref(),
+            b"\x00\xff"
+        );
+        assert_eq!(
+            decode_transfer_encoding("x-uuencode", b"")
+                .map(|_| ())
+                .map_err(|e| e.kind()),
+            Err(ErrorKind::Unsupported)
+        );
         assert!(decode_base64(b"!!!!").is_err());
         assert_eq!(to_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
     }

@@ -60,14 +60,21 @@ pub fn split<'a>(content_type: &ContentType, body: &'a [u8]) -> Result<SignedPar
         .ok_or_else(|| As2Error::malformed("multipart/signed has no boundary parameter"))?;
     let parts = mime::split_multipart(body, boundary)?;
     if parts.len() != 2 {
-        return Err(As2Error::malformed(format!("multipart/signed must have 2 parts, found {}", parts.len())));
+        return Err(As2Error::malformed(format!(
+            "multipart/signed must have 2 parts, found {}",
+            parts.len()
+        )));
     }
-    let signature = mime::parse_entity(parts[1]).map_err(|e| e.context("reading the signature part"))?;
+    let signature =
+        mime::parse_entity(parts[1]).map_err(|e| e.context("reading the signature part"))?;
     let signature_type = signature.content_type()?;
     if !signature_type.is_pkcs7_signature() {
         return Err(As2Error::new(
             ErrorKind::Unsupported,
-            format!("signature part is {}, expected application/pkcs7-signature", signature_type.mime_type),
+            format!(
+                "signature part is {}, expected application/pkcs7-signature",
+                signature_type.mime_type
+            ),
         ));
     }
     let mut signature_der = signature.decoded_body()?.into_owned();
@@ -77,13 +84,17 @@ pub fn split<'a>(content_type: &ContentType, body: &'a [u8]) -> Result<SignedPar
             signature_der = decoded;
         }
     }
-    Ok(SignedParts { content: parts[0], signature_der })
+    Ok(SignedParts {
+        content: parts[0],
+        signature_der,
+    })
 }
 
 /// Verifies the signed part against the pinned certificates, trying the
 /// canonical forms described in the module documentation.
 pub fn verify(parts: &SignedParts<'_>, trusted: &[X509]) -> Result<VerifiedPart> {
-    let mut candidates: Vec<(Canonicalization, Vec<u8>)> = vec![(Canonicalization::AsReceived, parts.content.to_vec())];
+    let mut candidates: Vec<(Canonicalization, Vec<u8>)> =
+        vec![(Canonicalization::AsReceived, parts.content.to_vec())];
     if let Ok(entity) = mime::parse_entity(parts.content) {
         let crlf_headers = entity.with_crlf_headers();
         if crlf_headers != parts.content {
@@ -100,7 +111,12 @@ pub fn verify(parts: &SignedParts<'_>, trusted: &[X509]) -> Result<VerifiedPart>
     for (canonicalization, bytes) in candidates {
         match cms::verify_detached(&parts.signature_der, &bytes, trusted) {
             Ok(verified) => {
-                return Ok(VerifiedPart { signed_bytes: bytes, received: parts.content.to_vec(), canonicalization, verified })
+                return Ok(VerifiedPart {
+                    signed_bytes: bytes,
+                    received: parts.content.to_vec(),
+                    canonicalization,
+                    verified,
+                })
             }
             Err(e) => {
                 // A structural problem fails the same way for every form.
@@ -110,7 +126,8 @@ pub fn verify(parts: &SignedParts<'_>, trusted: &[X509]) -> Result<VerifiedPart>
             }
         }
     }
-    Err(first_error.unwrap_or_else(|| As2Error::new(ErrorKind::Integrity, "signature does not verify")))
+    Err(first_error
+        .unwrap_or_else(|| As2Error::new(ErrorKind::Integrity, "signature does not verify")))
 }
 
 /// A multipart/signed entity built by us.
@@ -123,7 +140,13 @@ pub struct SignedEntity {
 
 /// Signs a canonical MIME entity and wraps it in multipart/signed.
 /// `micalg` is the name written in the micalg parameter.
-pub fn build(entity: &[u8], signer: &KeyPair, digest: MicAlg, scheme: SignatureScheme, micalg: &str) -> Result<SignedEntity> {
+pub fn build(
+    entity: &[u8],
+    signer: &KeyPair,
+    digest: MicAlg,
+    scheme: SignatureScheme,
+    micalg: &str,
+) -> Result<SignedEntity> {
     let signature = cms::sign_detached(entity, signer, digest, scheme)?;
     let boundary = format!("----=_Part_{}", uuid::Uuid::new_v4().simple());
     let mut body = Vec::with_capacity(entity.len() + signature.len() * 2 + 512);

@@ -51,7 +51,8 @@ impl Default for ReceiveSettings {
             enforce_cert_validity: false,
             require_signed: false,
             require_encrypted: false,
-            max_decompressed_size: 1 << 30,
+            // A bomb costs a few times this in buffers; 512 MiB covers large EDI files.
+            max_decompressed_size: 512 << 20,
         }
     }
 }
@@ -107,7 +108,10 @@ struct Layer<'a> {
 impl Layer<'_> {
     fn from_owned_entity(bytes: Vec<u8>) -> Result<Layer<'static>> {
         let entity = mime::parse_entity(&bytes)?;
-        Ok(Layer { headers: entity.headers.clone(), body: Cow::Owned(entity.body.to_vec()) })
+        Ok(Layer {
+            headers: entity.headers.clone(),
+            body: Cow::Owned(entity.body.to_vec()),
+        })
     }
 }
 
@@ -115,9 +119,18 @@ impl Layer<'_> {
 ///
 /// `mic_alg` is the algorithm the partner asked for in
 /// Disposition-Notification-Options, if any.
-pub fn unwrap(http_headers: &Headers, body: &[u8], settings: &ReceiveSettings, mic_alg: Option<&ChosenMicAlg>) -> Result<Unwrapped> {
+pub fn unwrap(
+    http_headers: &Headers,
+    body: &[u8],
+    settings: &ReceiveSettings,
+    mic_alg: Option<&ChosenMicAlg>,
+) -> Result<Unwrapped> {
     let mut top = Headers::new();
-    for name in ["content-type", "content-transfer-encoding", "content-disposition"] {
+    for name in [
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+    ] {
         if let Some(v) = http_headers.get(name) {
             top.push(name, v);
         }
@@ -125,7 +138,10 @@ pub fn unwrap(http_headers: &Headers, body: &[u8], settings: &ReceiveSettings, m
     if top.get("content-type").is_none() {
         return Err(As2Error::malformed("request has no Content-Type"));
     }
-    let mut layer = Layer { headers: top, body: Cow::Borrowed(body) };
+    let mut layer = Layer {
+        headers: top,
+        body: Cow::Borrowed(body),
+    };
     let mut encryption = None;
     let mut signature: Option<SignatureInfo> = None;
     let mut compressed_at: Option<bool> = None; // Some(signed_already)
@@ -140,22 +156,39 @@ pub fn unwrap(http_headers: &Headers, body: &[u8], settings: &ReceiveSettings, m
         let content_type = entity.content_type()?;
         if content_type.is_pkcs7_mime() {
             let der = cms_body(&entity)?;
-            let kind = ber::content_info(&der).map(|(oid, _)| oid).unwrap_or_default();
-            let smime_type = content_type.param("smime-type").unwrap_or("").to_ascii_lowercase();
+            let kind = ber::content_info(&der)
+                .map(|(oid, _)| oid)
+                .unwrap_or_default();
+            let smime_type = content_type
+                .param("smime-type")
+                .unwrap_or("")
+                .to_ascii_lowercase();
             if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
                 if compressed_at.is_some() {
-                    return Err(As2Error::new(ErrorKind::Unsupported, "message is compressed twice"));
+                    return Err(As2Error::new(
+                        ErrorKind::Unsupported,
+                        "message is compressed twice",
+                    ));
                 }
                 compressed_at = Some(signature.is_some());
                 let inflated = compress::decompress(&der, settings.max_decompressed_size)?;
                 layer = inner_layer(inflated, "decompressed", &mut warnings)?;
-            } else if kind == ber::oid::ENVELOPED_DATA || kind == ber::oid::AUTH_ENVELOPED_DATA || smime_type.contains("enveloped") {
+            } else if kind == ber::oid::ENVELOPED_DATA
+                || kind == ber::oid::AUTH_ENVELOPED_DATA
+                || smime_type.contains("enveloped")
+            {
                 if encryption.is_some() {
-                    return Err(As2Error::new(ErrorKind::Unsupported, "message is encrypted twice"));
+                    return Err(As2Error::new(
+                        ErrorKind::Unsupported,
+                        "message is encrypted twice",
+                    ));
                 }
                 let decrypted = cms::decrypt(&der, &settings.decryption_keys)?;
                 encryption = Some(EncryptionInfo {
-                    algorithm: decrypted.algorithms.content_encryption.unwrap_or_else(|| "unknown".into()),
+                    algorithm: decrypted
+                        .algorithms
+                        .content_encryption
+                        .unwrap_or_else(|| "unknown".into()),
                     key_transport: decrypted.algorithms.key_transport,
                 });
                 if signature.is_none() {
@@ -175,12 +208,18 @@ pub fn unwrap(http_headers: &Headers, body: &[u8], settings: &ReceiveSettings, m
             }
         } else if content_type.is("multipart/signed") {
             if signature.is_some() {
-                return Err(As2Error::new(ErrorKind::Unsupported, "message is signed twice"));
+                return Err(As2Error::new(
+                    ErrorKind::Unsupported,
+                    "message is signed twice",
+                ));
             }
             let parts = signed::split(&content_type, &layer.body)?;
             let verified = signed::verify(&parts, &settings.partner_certs)?;
             if verified.verified.signer_expired {
-                let text = format!("signing certificate {} is outside its validity period", verified.verified.signer_subject);
+                let text = format!(
+                    "signing certificate {} is outside its validity period",
+                    verified.verified.signer_subject
+                );
                 if settings.enforce_cert_validity {
                     return Err(As2Error::new(ErrorKind::Authentication, text));
                 }
@@ -210,7 +249,10 @@ pub fn unwrap(http_headers: &Headers, body: &[u8], settings: &ReceiveSettings, m
             });
         }
     }
-    Err(As2Error::new(ErrorKind::Unsupported, format!("message nests more than {MAX_LAYERS} security layers")))
+    Err(As2Error::new(
+        ErrorKind::Unsupported,
+        format!("message nests more than {MAX_LAYERS} security layers"),
+    ))
 }
 
 /// The DER inside an application/pkcs7-mime entity, whatever its transfer
@@ -220,21 +262,29 @@ fn cms_body(entity: &Entity<'_>) -> Result<Vec<u8>> {
     if decoded.first() == Some(&0x30) {
         return Ok(decoded);
     }
-    mime::decode_base64(&decoded).map_err(|_| As2Error::malformed("application/pkcs7-mime body is neither DER nor base64"))
+    mime::decode_base64(&decoded)
+        .map_err(|_| As2Error::malformed("application/pkcs7-mime body is neither DER nor base64"))
 }
 
 /// Parses the MIME entity a decryption or decompression produced. Some
 /// products encrypt the bare payload without MIME headers; we accept it as
 /// an application/octet-stream payload and say so.
 fn inner_layer(bytes: Vec<u8>, what: &str, warnings: &mut Vec<String>) -> Result<Layer<'static>> {
-    let looks_like_mime = mime::parse_entity(&bytes).map(|e| e.headers.get("content-type").is_some()).unwrap_or(false);
+    let looks_like_mime = mime::parse_entity(&bytes)
+        .map(|e| e.headers.get("content-type").is_some())
+        .unwrap_or(false);
     if looks_like_mime {
         return Layer::from_owned_entity(bytes);
     }
-    warnings.push(format!("{what} content has no MIME headers; treated as application/octet-stream"));
+    warnings.push(format!(
+        "{what} content has no MIME headers; treated as application/octet-stream"
+    ));
     let mut headers = Headers::new();
     headers.push("Content-Type", "application/octet-stream");
-    Ok(Layer { headers, body: Cow::Owned(bytes) })
+    Ok(Layer {
+        headers,
+        body: Cow::Owned(bytes),
+    })
 }
 
 struct FinishInput<'a, 'b> {
@@ -266,14 +316,24 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
         warnings,
     } = input;
     if settings.require_encrypted && encryption.is_none() {
-        return Err(As2Error::new(ErrorKind::InsufficientSecurity, "the partner agreement requires encryption; message was not encrypted"));
+        return Err(As2Error::new(
+            ErrorKind::InsufficientSecurity,
+            "the partner agreement requires encryption; message was not encrypted",
+        ));
     }
     if settings.require_signed && signature.is_none() {
-        return Err(As2Error::new(ErrorKind::InsufficientSecurity, "the partner agreement requires a signature; message was not signed"));
+        return Err(As2Error::new(
+            ErrorKind::InsufficientSecurity,
+            "the partner agreement requires a signature; message was not signed",
+        ));
     }
     let entity = mime::entity_from_parts(layer.headers.clone(), &layer.body);
     let payload = entity.decoded_body()?.into_owned();
-    let content_type = layer.headers.get("content-type").unwrap_or("application/octet-stream").to_string();
+    let content_type = layer
+        .headers
+        .get("content-type")
+        .unwrap_or("application/octet-stream")
+        .to_string();
     let file_name = layer
         .headers
         .get("content-disposition")
@@ -289,7 +349,12 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
         });
     let (alg, spelling) = match (mic_alg, &signature) {
         (Some(chosen), _) => (chosen.alg, chosen.spelling.clone()),
-        (None, Some(SignatureInfo { digest: Some(d), .. })) => (*d, d.compact_name().to_string()),
+        (
+            None,
+            Some(SignatureInfo {
+                digest: Some(d), ..
+            }),
+        ) => (*d, d.compact_name().to_string()),
         _ => (MicAlg::Sha256, MicAlg::Sha256.compact_name().to_string()),
     };
     let mic_source: &[u8] = match (&signed_mic_source, &decrypted_mic_source) {
@@ -303,5 +368,14 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
         (false, Some(_)) => Compression::AfterSigning,
         (false, None) => Compression::Unsigned,
     });
-    Ok(Unwrapped { payload, content_type, file_name, encryption, signature, compression, mic, warnings })
+    Ok(Unwrapped {
+        payload,
+        content_type,
+        file_name,
+        encryption,
+        signature,
+        compression,
+        mic,
+        warnings,
+    })
 }

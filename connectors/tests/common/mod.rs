@@ -15,7 +15,11 @@ pub fn interop_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
     let dir = shared.join("interop");
-    assert!(dir.join("README.md").is_file(), "interop vectors not found at {} (set ATOM_SHARED_DIR)", dir.display());
+    assert!(
+        dir.join("README.md").is_file(),
+        "interop vectors not found at {} (set ATOM_SHARED_DIR)",
+        dir.display()
+    );
     dir
 }
 
@@ -29,7 +33,11 @@ pub fn split_capture(raw: &[u8]) -> (Headers, Vec<u8>) {
     let mut headers = Headers::new();
     let mut pos = 0;
     loop {
-        let nl = raw[pos..].iter().position(|&b| b == b'\n').expect("header line ends") + pos;
+        let nl = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("header line ends")
+            + pos;
         let line = &raw[pos..nl];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         pos = nl + 1;
@@ -39,7 +47,11 @@ pub fn split_capture(raw: &[u8]) -> (Headers, Vec<u8>) {
         let text = String::from_utf8_lossy(line).to_string();
         if text.starts_with([' ', '\t']) {
             // A folded header: append to the previous one.
-            let (name, value) = headers.iter().last().map(|(n, v)| (n.to_string(), v.to_string())).expect("fold follows a header");
+            let (name, value) = headers
+                .iter()
+                .last()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .expect("fold follows a header");
             headers.set(&name, format!("{value} {}", text.trim()));
             continue;
         }
@@ -51,9 +63,12 @@ pub fn split_capture(raw: &[u8]) -> (Headers, Vec<u8>) {
 
 /// The receiver key of the vectors, opened from the RC2-40 PKCS#12.
 pub fn receiver_key() -> KeyPair {
-    keys::pkcs12_from_bytes(&read_vector("cert_test.p12"), "test", "cert_test.p12").expect("cert_test.p12 opens")
+    keys::pkcs12_from_bytes(&read_vector("cert_test.p12"), "test", "cert_test.p12")
+        .expect("cert_test.p12 opens")
 }
 
 pub fn cert(name: &str) -> X509 {
-    keys::certificates_from_bytes(&read_vector(name), name).expect("certificate loads").remove(0)
+    keys::certificates_from_bytes(&read_vector(name), name)
+        .expect("certificate loads")
+        .remove(0)
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# End-to-end receive throughput of `atom run`, driven by `atom send`, beside
+# `openssl speed rsa2048` measured in the same run.
+#
+#   bash benches/runtime.sh                  # 2000 messages, concurrency 32, 10 KiB
+#   COUNT=500 CONCURRENCY=8 SIZE=1024 bash benches/runtime.sh
+#
+# Each message is signed (sha256) and encrypted (aes256-cbc) with a signed
+# synchronous MDN: two RSA-2048 private-key operations on the receiver
+# (unwrap the content key, sign the MDN), so the receiver's bound is
+# rsa2048 private ops/s / 2 per core. The sender builds the message once and
+# varies only the Message-ID; its own CPU time is printed. Both run on this
+# machine, so they share its cores.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+COUNT=${COUNT:-2000}
+CONCURRENCY=${CONCURRENCY:-32}
+SIZE=${SIZE:-10240}
+cd "$ROOT"
+cargo build --release --quiet
+ATOM=$ROOT/target/release/atom
+WORK=$(mktemp -d)
+PID=""
+trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HTTP=$(port); ADMIN=$(port)
+mkdir -p "$WORK/processes/bench" "$WORK/sender"
+cat > "$WORK/atom.yaml" <<YAML
+atom: { name: bench, account_id: bench }
+data_dir: data
+processes_dir: processes
+shared_web_server: { bind_address: 127.0.0.1, http_port: $HTTP }
+admin: { address: "127.0.0.1:$ADMIN" }
+YAML
+cat > "$WORK/processes/bench/process.yaml" <<YAML
+start:
+  as2:
+    as2_from: { id: BENCH-PARTNER, signing_certificate: keystore:partner }
+    as2_to: { id: BENCH-ATOM, decryption_key: keystore:ours, mdn_signing_key: keystore:ours }
+    security: { require_signed: true, require_encrypted: true }
+YAML
+A() { "$ATOM" -c "$WORK/atom.yaml" "$@"; }
+S() { "$ATOM" --data-dir "$WORK/sender" "$@"; }
+A certs generate ours >/dev/null
+S certs generate partner >/dev/null
+A certs export ours --out "$WORK/ours.pem"
+S certs export partner --out "$WORK/partner.pem"
+A certs import partner "$WORK/partner.pem" >/dev/null
+S certs import ours "$WORK/ours.pem" >/dev/null
+head -c "$SIZE" /dev/urandom | base64 -w 79 | head -c "$SIZE" > "$WORK/payload.edi"
+
+echo "== openssl speed rsa2048 (this machine, this run)"
+openssl speed -seconds 3 rsa2048 2>/dev/null | grep -E '^rsa 2048' | tee "$WORK/speed"
+PRIV=$(awk '{print $6}' "$WORK/speed")
+CORES=$(nproc)
+
+"$ATOM" -c "$WORK/atom.yaml" run > "$WORK/ready" 2> "$WORK/atom.log" &
+PID=$!
+for _ in $(seq 100); do grep -q "atom ready" "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
+echo "== atom send: $COUNT x $SIZE B, signed+encrypted, signed sync MDN, concurrency $CONCURRENCY"
+S send "$WORK/payload.edi" --url "http://127.0.0.1:$HTTP/as2/bench" --from BENCH-PARTNER --to BENCH-ATOM \
+  --sign partner --encrypt ours --count "$COUNT" --concurrency "$CONCURRENCY" --json > "$WORK/summary.json"
+cat "$WORK/summary.json"; echo
+SERVER_CPU=$(awk '{print ($14+$15)/100}' "/proc/$PID/stat")
+PEAK=$(awk '/VmHWM/{print $2/1024}' "/proc/$PID/status")
+python3 - "$WORK/summary.json" "$PRIV" "$CORES" "$SERVER_CPU" "$PEAK" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); priv = float(sys.argv[2]); cores = int(sys.argv[3])
+rate = s["ok_per_s"]
+bound = priv * cores / 2
+print(f"receiver bound (rsa2048 private ops/s {priv:.0f} x {cores} cores / 2 per message): {bound:.0f} msg/s")
+print(f"measured: {rate:.0f} msg/s = {100*rate/bound:.0f}% of the bound (sender shares the same cores)")
+print(f"server CPU {float(sys.argv[4]):.1f} s, server peak RSS {float(sys.argv[5]):.0f} MiB")
+PY

@@ -19,10 +19,11 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::peer_python;
 use common::{interop, Site};
 use serde_json::{json, Value};
 
@@ -60,20 +61,6 @@ const PAYLOADS: [(&str, &str, &str, &str); 2] = [
         "payload.bin",
     ),
 ];
-
-fn peer_python() -> PathBuf {
-    let venv = std::env::var_os("ATOM_PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peer-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "pyas2lib peer venv not found at {}: run `bash .ci/setup-peers` from the repository root first \
-         (it creates the venv with pyas2lib 1.4.4; set ATOM_PEER_VENV to use another location)",
-        venv.display()
-    );
-    python
-}
 
 /// Runs `pyas2_sender.py DIR` with a deadline and returns its JSON output.
 fn run_sender(python: &Path, dir: &Path, site: &Site) -> Value {

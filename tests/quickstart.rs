@@ -14,7 +14,10 @@ fn readme_walkthrough_with_the_shipped_sample_bundle() {
     let site = Site::new("");
     // The shipped bundle, with its relative key paths, from the repository.
     let config = std::fs::read_to_string(site.config()).expect("config");
-    let config = config.replace("processes_dir: processes", &format!("processes_dir: {}", repo.join("processes").display()));
+    let config = config.replace(
+        "processes_dir: processes",
+        &format!("processes_dir: {}", repo.join("processes").display()),
+    );
     let config = config.replace("account_id: acme", "account_id: atom-local");
     std::fs::write(site.config(), config).expect("config");
     let atom = site.start();
@@ -22,19 +25,47 @@ fn readme_walkthrough_with_the_shipped_sample_bundle() {
     let out = Command::new(env!("CARGO_BIN_EXE_atom"))
         .current_dir(repo)
         .args(["-c", site.config().to_str().expect("utf-8")])
-        .args(["send", "examples/demo/order-850.x12", "--url", &url, "--from", "DEMO-PARTNER", "--to", "ATOM-LOCAL"])
-        .args(["--sign", "examples/demo-keys/demo-partner.pem", "--encrypt", "examples/demo-keys/atom-local.cert.pem"])
+        .args([
+            "send",
+            "examples/demo/order-850.x12",
+            "--url",
+            &url,
+            "--from",
+            "DEMO-PARTNER",
+            "--to",
+            "ATOM-LOCAL",
+        ])
+        .args([
+            "--sign",
+            "examples/demo-keys/demo-partner.pem",
+            "--encrypt",
+            "examples/demo-keys/atom-local.cert.pem",
+        ])
         .output()
         .expect("atom send runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("signed receipt verified") && stdout.contains("MIC verified"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("signed receipt verified") && stdout.contains("MIC verified"),
+        "{stdout}"
+    );
     let messages = site.messages();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["listener"], "demo-partner");
     assert_eq!(messages[0]["disposition"], "processed");
-    let stored = std::fs::read(messages[0]["payload_path"].as_str().expect("path")).expect("payload");
-    assert_eq!(stored, std::fs::read(repo.join("examples/demo/order-850.x12")).expect("sample"));
+    let stored =
+        std::fs::read(messages[0]["payload_path"].as_str().expect("path")).expect("payload");
+    assert_eq!(
+        stored,
+        std::fs::read(repo.join("examples/demo/order-850.x12")).expect("sample")
+    );
     let listeners = site.atom_ok(&["listeners"]);
-    assert!(listeners.contains("demo-partner") && listeners.contains("listening"), "{listeners}");
+    assert!(
+        listeners.contains("demo-partner") && listeners.contains("listening"),
+        "{listeners}"
+    );
 }

@@ -8,6 +8,9 @@
 //! Each test has its own data directory (keys made by `atom certs
 //! generate`, PEMs for Python by `atom certs export`) and its own server.
 
+mod common;
+
+use common::peer_python;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -30,20 +33,6 @@ PO1*1*10*EA*9.95**VP*WIDGET-1~\nCTT*1~\nSE*6*0001~\nGE*1*1~\nIEA*1*000000001~\n"
         .to_vec();
     data.extend((0u8..=255).cycle().take(1000));
     data
-}
-
-fn peer_python() -> PathBuf {
-    let venv = std::env::var_os("ATOM_PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peer-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "pyas2lib peer venv not found at {}: run `bash .ci/setup-peers` from the repository root first \
-         (it creates the venv with pyas2lib 1.4.4; set ATOM_PEER_VENV to use another location)",
-        venv.display()
-    );
-    python
 }
 
 fn atom(data_dir: &Path, args: &[&str]) -> Output {

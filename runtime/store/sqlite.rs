@@ -82,6 +82,18 @@ impl SqliteStore {
     }
 }
 
+/// Columns: id, mdn_mode, mdn_url, mdn_headers, mdn_body.
+fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
+    let headers: String = row.get(3)?;
+    Ok(StoredReceipt {
+        record_id: row.get(0)?,
+        mdn_mode: row.get(1)?,
+        mdn_url: row.get(2)?,
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        body: row.get(4)?,
+    })
+}
+
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     let headers_json: String = row.get("mdn_headers")?;
     Ok(MessageRow {
@@ -135,16 +147,7 @@ impl Store for SqliteStore {
              WHERE as2_from = ?1 AND message_id = ?2 AND id > ?3 AND error IS NULL
              ORDER BY id ASC LIMIT 1",
             params![as2_from, message_id, oldest],
-            |row| {
-                let headers: String = row.get(3)?;
-                Ok(StoredReceipt {
-                    record_id: row.get(0)?,
-                    mdn_mode: row.get(1)?,
-                    mdn_url: row.get(2)?,
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                    body: row.get(4)?,
-                })
-            },
+            row_to_receipt,
         )
         .optional()
         .map_err(err("looking up duplicates"))
@@ -217,19 +220,7 @@ impl Store for SqliteStore {
             .prepare("SELECT id, mdn_mode, mdn_url, mdn_headers, mdn_body FROM messages WHERE mdn_mode = 'async' AND mdn_status = 'pending' ORDER BY id")
             .map_err(err("reading pending MDNs"))?;
         let rows = stmt
-            .query_map([], |row| {
-                let headers: String = row.get(3)?;
-                Ok((
-                    row.get(0)?,
-                    StoredReceipt {
-                        record_id: row.get(0)?,
-                        mdn_mode: row.get(1)?,
-                        mdn_url: row.get(2)?,
-                        headers: serde_json::from_str(&headers).unwrap_or_default(),
-                        body: row.get(4)?,
-                    },
-                ))
-            })
+            .query_map([], |row| row_to_receipt(row).map(|r| (r.record_id, r)))
             .map_err(err("reading pending MDNs"))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(err("reading pending MDNs"))

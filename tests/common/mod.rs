@@ -355,3 +355,18 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(String, String)]) -> Respon
     let _ = stream.read_to_end(&mut raw);
     parse_response(&raw)
 }
+
+/// The Python of the pyas2lib peer venv made by `.ci/setup-peers`.
+pub fn peer_python() -> PathBuf {
+    let venv = std::env::var_os("ATOM_PEER_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peer-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "pyas2lib peer venv not found at {}: run `bash .ci/setup-peers` from the repository root first \
+         (it creates the venv with pyas2lib 1.4.4; set ATOM_PEER_VENV to use another location)",
+        venv.display()
+    );
+    python
+}

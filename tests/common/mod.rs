@@ -218,10 +218,21 @@ impl Response {
 
 /// POSTs raw bytes with the given headers over plain HTTP/1.1.
 pub fn post(addr: SocketAddr, path: &str, headers: &[(String, String)], body: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(addr).expect("connect");
+    try_post(addr, path, headers, body).unwrap_or_else(|e| panic!("POST {path} to {addr}: {e}"))
+}
+
+/// Like [`post`], but a refused connection or a cut answer is an error,
+/// as a sender sees it while the server is down.
+pub fn try_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Response, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
+        .map_err(|e| e.to_string())?;
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -230,12 +241,17 @@ pub fn post(addr: SocketAddr, path: &str, headers: &[(String, String)], body: &[
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("write headers");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
     // A server may answer (413, 401) before reading the body; ignore a reset here.
     let _ = stream.write_all(body);
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err("connection closed without a complete answer".into());
+    }
+    Ok(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {

@@ -1,0 +1,213 @@
+//! Durability of receipts: an acknowledged message is never lost, a resent
+//! one is never stored twice, an asynchronous MDN survives a restart.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The Mendelson signed+encrypted vector with its own Message-ID and a signed sync MDN request.
+fn message(id: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    let (mut headers, body) = capture("mecas2_signed_encrypted.as2");
+    request_signed_mdn(&mut headers);
+    set_header(&mut headers, "Message-ID", id);
+    (headers, body)
+}
+
+/// Reads one HTTP request from a socket; answers 200.
+fn accept_one(listener: &TcpListener) -> Vec<u8> {
+    let (mut stream, _) = listener.accept().expect("accept");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    data
+}
+
+#[test]
+fn async_mdn_reaches_a_receiver_that_was_down_across_a_runtime_restart() {
+    let site = Site::new("");
+    site.import_interop_keys();
+    site.deploy("mendelson", MENDELSON_BUNDLE);
+    let receiver_port = free_port(); // nothing listens here yet
+    let atom = site.start();
+    let (mut headers, body) = message("<async-restart@mecas2>");
+    set_header(
+        &mut headers,
+        "Receipt-Delivery-Option",
+        &format!("http://127.0.0.1:{receiver_port}/mdn"),
+    );
+    let response = post(atom.http(), "/as2", &headers, &body);
+    assert_eq!(
+        (response.status, response.body.len()),
+        (200, 0),
+        "async: 200 at once, no body"
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // a first failed attempt
+    assert_eq!(site.messages()[0]["mdn_status"], "pending");
+    assert_eq!(atom.stop(), Some(0));
+
+    // The receiver comes up while the Atom is down; the restarted Atom delivers.
+    let listener = TcpListener::bind(("127.0.0.1", receiver_port)).expect("receiver binds");
+    let atom = site.start();
+    let request = accept_one(&listener);
+    let text = String::from_utf8_lossy(&request);
+    assert!(text.starts_with("POST /mdn"), "{text}");
+    assert!(
+        text.contains("<async-restart@mecas2>"),
+        "the MDN names the original message"
+    );
+    assert!(
+        text.contains("G6PhshLOERWJEIfypIh6Q3sno6cBUWJBDky1igJvDMo="),
+        "with its MIC"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while site.messages()[0]["mdn_status"] != "delivered" {
+        assert!(Instant::now() < deadline, "status never became delivered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(atom);
+}
+
+/// Concurrent senders keep sending until the runtime has been SIGKILLed
+/// at pseudo-random moments and restarted several times; senders retry
+/// whatever got no positive MDN. Afterwards every acknowledged message is
+/// stored once, with the right bytes, and nothing else is.
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_message_and_stores_none_twice() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const SENDERS: usize = 4;
+    const KILLS: usize = 5;
+    let site = Site::new("");
+    site.import_interop_keys();
+    site.deploy("mendelson", MENDELSON_BUNDLE);
+    let atom = Arc::new(Mutex::new(site.start()));
+    let http = atom.lock().map(|a| a.http()).expect("lock");
+    // Keep the HTTP port across restarts.
+    let config = std::fs::read_to_string(site.config())
+        .expect("config")
+        .replace("http_port: 0", &format!("http_port: {}", http.port()));
+    std::fs::write(site.config(), config).expect("config");
+
+    let acknowledged: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let retries = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for s in 0..SENDERS {
+        let (acknowledged, retries, stop) = (acknowledged.clone(), retries.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let id = format!("<crash-{s}-{n}@mecas2>");
+                n += 1;
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    assert!(Instant::now() < deadline, "{id} never acknowledged");
+                    let (headers, body) = message(&id);
+                    match try_post(http, "/as2", &headers, &body) {
+                        Ok(r) if r.status == 200 && r.text().contains("; processed\r\n") => {
+                            *acknowledged
+                                .lock()
+                                .expect("lock")
+                                .entry(id.clone())
+                                .or_default() += 1;
+                            break;
+                        }
+                        _ => {
+                            // Down, cut off or refused: retry, as an AS2 product does.
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut seed: u64 = 0x5eed;
+    let mut acknowledged_at_kill = Vec::new();
+    for _ in 0..KILLS {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 300));
+        let mut running = atom.lock().expect("lock");
+        acknowledged_at_kill.push(acknowledged.lock().expect("lock").len());
+        let _ = running.child.kill(); // SIGKILL
+        let _ = running.child.wait();
+        *running = site.start();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("sender thread");
+    }
+
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let total = acknowledged.len();
+    // Every kill landed while senders were sending, and they had to retry.
+    assert!(
+        acknowledged_at_kill.windows(2).all(|w| w[0] < w[1]) && acknowledged_at_kill[0] > 0,
+        "{acknowledged_at_kill:?}"
+    );
+    assert!(
+        *acknowledged_at_kill.last().unwrap_or(&0) < total,
+        "{acknowledged_at_kill:?} of {total}"
+    );
+    assert!(
+        retries.load(Ordering::Relaxed) > 0,
+        "no sender ever had to retry"
+    );
+    assert!(acknowledged.values().all(|&count| count == 1));
+
+    let payload = std::fs::read(interop("payload.txt")).expect("payload");
+    let messages = site.messages();
+    let mut seen = HashSet::new();
+    for m in &messages {
+        let id = m["message_id"].as_str().expect("id").to_string();
+        assert!(seen.insert(id.clone()), "{id} stored twice");
+        assert_eq!(m["disposition"], "processed");
+        let stored =
+            std::fs::read(m["payload_path"].as_str().expect("path")).expect("payload file exists");
+        assert_eq!(stored, payload, "{id}: stored bytes");
+    }
+    for id in acknowledged.keys() {
+        assert!(
+            seen.contains(id),
+            "{id} was acknowledged but is not in the store"
+        );
+    }
+    assert_eq!(
+        messages.len(),
+        total,
+        "nothing stored that no sender holds a receipt for"
+    );
+    eprintln!(
+        "crash test: {total} acknowledged, kills at {acknowledged_at_kill:?}, {} retries",
+        retries.load(Ordering::Relaxed)
+    );
+}

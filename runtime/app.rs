@@ -14,6 +14,7 @@ use crate::keystore::Keystore;
 use crate::listeners::Registry;
 use crate::server::mdn_delivery::{Delivery, MdnSender, RetryPolicy};
 use crate::server::{self, AppState};
+use crate::store::group_commit::GroupCommitter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -54,13 +55,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mdn_sender = MdnSender::start(store.clone(), metrics.clone(), RetryPolicy::default());
     requeue_pending_mdns(&store, &mdn_sender);
 
+    let committer = GroupCommitter::start(store.clone(), config.data_dir.clone())
+        .map_err(|e| StartError(format!("starting the group committer: {e}")))?;
     let state = web::Data::new(AppState {
         config: config.clone(),
         registry: registry.clone(),
         store: store.clone(),
+        committer,
         metrics: metrics.clone(),
         mdn_sender,
         reporting_ua: format!("Atom AS2 {} ({})", env!("CARGO_PKG_VERSION"), config.name),
+        in_flight: Default::default(),
     });
     let app_state = state.clone();
     let mut web_server = HttpServer::new(move || {

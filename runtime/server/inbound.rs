@@ -445,7 +445,7 @@ impl Work {
             None
         };
 
-        // Durable first: the raw request and the payload, then the log row.
+        // Durable first: the raw request, the payload and the log row; then the MDN.
         let dir = files::message_dir(&self.state.config.data_dir);
         let raw_headers = render_headers(&self.headers);
         let mut parts: Vec<(&str, &[&[u8]])> = Vec::with_capacity(2);
@@ -458,9 +458,10 @@ impl Work {
         if opened.is_ok() {
             parts.push(("payload", &payload_chunks));
         }
-        let written = files::write_durably(&dir, &parts)?;
+        let written = files::write(&dir, &parts)?;
         let record = self.record(body.len(), &opened, &disposition, built.as_ref(), &written);
-        let id = store.insert_message(&record)?;
+        // Blocks until the files and the row are durable (shared with concurrent receipts).
+        let id = self.state.committer.commit(record)?;
         tracing::info!(
             listener = %self.spec.id, record = id, as2_from = %self.from, message_id = %self.message_id,
             disposition = %disposition.render(), mdn = self.request.mode(), bytes = body.len(), "message received"

@@ -18,6 +18,7 @@ use actix_web::{web, HttpResponse};
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::listeners::Registry;
+use crate::store::group_commit::GroupCommitter;
 use crate::store::Store;
 use mdn_delivery::MdnSender;
 
@@ -26,10 +27,42 @@ pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
+    /// Makes receipts durable in groups (files + rows) before MDNs leave.
+    pub committer: GroupCommitter,
     pub metrics: Arc<Metrics>,
     pub mdn_sender: MdnSender,
     /// Reporting-UA of our MDNs.
     pub reporting_ua: String,
+    /// (AS2-From, Message-ID) pairs being received right now, so that two
+    /// concurrent copies of one message are never both stored.
+    pub in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+/// Holds a message's place in [`AppState::in_flight`] until dropped.
+pub struct InFlight<'a> {
+    state: &'a AppState,
+    key: (String, String),
+}
+
+impl AppState {
+    /// Claims (from, message id); `None` if another request holds it.
+    pub fn claim(&self, from: &str, message_id: &str) -> Option<InFlight<'_>> {
+        let key = (from.to_string(), message_id.to_string());
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.clone())
+            .then_some(InFlight { state: self, key })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut set = self
+            .state
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.key);
+    }
 }
 
 impl AppState {

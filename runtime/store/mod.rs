@@ -4,6 +4,7 @@
 //! ([`files`]); the store holds their paths.
 
 pub mod files;
+pub mod group_commit;
 pub mod sqlite;
 
 use serde::Serialize;
@@ -96,7 +97,13 @@ pub trait Store: Send + Sync {
         window: u64,
     ) -> Result<Option<StoredReceipt>>;
     /// Logs a message; returns its id. Committed durably when it returns.
-    fn insert_message(&self, record: &MessageRecord) -> Result<i64>;
+    fn insert_message(&self, record: &MessageRecord) -> Result<i64> {
+        self.insert_messages(std::slice::from_ref(record))?
+            .pop()
+            .ok_or_else(|| StoreError::new("logging message", "no id returned"))
+    }
+    /// Logs several messages in one durable transaction; ids in order.
+    fn insert_messages(&self, records: &[MessageRecord]) -> Result<Vec<i64>>;
     /// Updates the delivery status of an asynchronous MDN.
     fn set_mdn_status(&self, id: i64, status: &str) -> Result<()>;
     /// The newest messages first.

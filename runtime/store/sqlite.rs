@@ -153,43 +153,53 @@ impl Store for SqliteStore {
         .map_err(err("looking up duplicates"))
     }
 
-    fn insert_message(&self, r: &MessageRecord) -> Result<i64> {
-        let conn = self.lock();
-        let headers = serde_json::to_string(&r.mdn_headers)
-            .map_err(|e| StoreError::new("encoding MDN headers", e))?;
-        conn.execute(
-            "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject, file_name, mime_type,
-                request_size, payload_size, encryption, signature, compression, mic, disposition, mdn_mode,
-                mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-            params![
-                r.listener,
-                r.as2_from,
-                r.as2_to,
-                r.message_id,
-                r.subject,
-                r.file_name,
-                r.mime_type,
-                i64::try_from(r.request_size).unwrap_or(i64::MAX),
-                r.payload_size.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-                r.encryption,
-                r.signature,
-                r.compression,
-                r.mic,
-                r.disposition,
-                r.mdn_mode,
-                r.mdn_status,
-                r.mdn_url,
-                headers,
-                r.mdn_body,
-                r.raw_path,
-                r.payload_path,
-                r.error,
-                r.received_at,
-            ],
-        )
-        .map_err(err("logging message"))?;
-        Ok(conn.last_insert_rowid())
+    fn insert_messages(&self, records: &[MessageRecord]) -> Result<Vec<i64>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting transaction"))?;
+        let mut ids = Vec::with_capacity(records.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject, file_name, mime_type,
+                        request_size, payload_size, encryption, signature, compression, mic, disposition, mdn_mode,
+                        mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                )
+                .map_err(err("logging message"))?;
+            for r in records {
+                let headers = serde_json::to_string(&r.mdn_headers)
+                    .map_err(|e| StoreError::new("encoding MDN headers", e))?;
+                stmt.execute(params![
+                    r.listener,
+                    r.as2_from,
+                    r.as2_to,
+                    r.message_id,
+                    r.subject,
+                    r.file_name,
+                    r.mime_type,
+                    i64::try_from(r.request_size).unwrap_or(i64::MAX),
+                    r.payload_size.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                    r.encryption,
+                    r.signature,
+                    r.compression,
+                    r.mic,
+                    r.disposition,
+                    r.mdn_mode,
+                    r.mdn_status,
+                    r.mdn_url,
+                    headers,
+                    r.mdn_body,
+                    r.raw_path,
+                    r.payload_path,
+                    r.error,
+                    r.received_at,
+                ])
+                .map_err(err("logging message"))?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit().map_err(err("committing messages"))?;
+        Ok(ids)
     }
 
     fn set_mdn_status(&self, id: i64, status: &str) -> Result<()> {

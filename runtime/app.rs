@@ -52,7 +52,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             admin::token_path(&config.data_dir).display()
         ))
     })?;
-    let mdn_sender = MdnSender::start(store.clone(), metrics.clone(), RetryPolicy::default());
+    let policy = RetryPolicy {
+        first_delay: std::time::Duration::from_secs(config.async_mdn.first_retry_seconds),
+        max_delay: std::time::Duration::from_secs(config.async_mdn.max_retry_seconds),
+        give_up_after: std::time::Duration::from_secs(config.async_mdn.give_up_after_hours * 3600),
+    };
+    let mdn_sender = MdnSender::start(store.clone(), metrics.clone(), policy);
+    crate::store::retention::start(
+        store.clone(),
+        config.retention_days,
+        std::time::Duration::from_secs(u64::from(config.purge_interval_minutes) * 60),
+    )
+    .map_err(|e| StartError(format!("starting the retention thread: {e}")))?;
     requeue_pending_mdns(&store, &mdn_sender);
 
     let committer = GroupCommitter::start(store.clone(), config.data_dir.clone())

@@ -151,10 +151,18 @@ fn sigkill_under_load_loses_no_acknowledged_message_and_stores_none_twice() {
     let mut seed: u64 = 0x5eed;
     let mut acknowledged_at_kill = Vec::new();
     for _ in 0..KILLS {
+        // Kill only once senders made progress since the last restart, so
+        // every kill lands in the middle of the stream, however slow the machine.
+        let before = acknowledged_at_kill.last().copied().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acknowledged.lock().expect("lock").len() <= before {
+            assert!(Instant::now() < deadline, "no progress after a restart");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 300));
+        std::thread::sleep(Duration::from_millis(50 + (seed >> 33) % 250));
         let mut running = atom.lock().expect("lock");
         acknowledged_at_kill.push(acknowledged.lock().expect("lock").len());
         let _ = running.child.kill(); // SIGKILL

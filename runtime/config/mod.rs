@@ -58,6 +58,20 @@ pub struct Config {
     pub web: WebServerConfig,
     /// Admin API address (loopback).
     pub admin_address: SocketAddr,
+    /// Payloads, MDNs and history older than this are purged.
+    pub retention_days: u32,
+    /// How often the purge runs.
+    pub purge_interval_minutes: u32,
+    /// Asynchronous MDN retries.
+    pub async_mdn: AsyncMdnConfig,
+}
+
+/// Retry policy of asynchronous MDN delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncMdnConfig {
+    pub first_retry_seconds: u64,
+    pub max_retry_seconds: u64,
+    pub give_up_after_hours: u64,
 }
 
 /// A configuration error that names the file and the key.
@@ -111,6 +125,13 @@ fn unreachable_default() -> Config {
             worker_threads: 0,
         },
         admin_address: SocketAddr::from(([127, 0, 0, 1], 9190)),
+        retention_days: 30,
+        purge_interval_minutes: 60,
+        async_mdn: AsyncMdnConfig {
+            first_retry_seconds: 1,
+            max_retry_seconds: 300,
+            give_up_after_hours: 24,
+        },
     }
 }
 
@@ -269,6 +290,41 @@ impl Config {
                 ),
             ));
         }
+        let store = raw.store.unwrap_or_default();
+        let retention_days = store.retention_days.unwrap_or(30);
+        if !(1..=36_500).contains(&retention_days) {
+            return Err(invalid(
+                "store.retention_days",
+                format!("{retention_days} is outside 1 to 36500"),
+            ));
+        }
+        let purge_interval_minutes = store.purge_interval_minutes.unwrap_or(60);
+        if !(1..=10_080).contains(&purge_interval_minutes) {
+            return Err(invalid(
+                "store.purge_interval_minutes",
+                format!("{purge_interval_minutes} is outside 1 to 10080"),
+            ));
+        }
+        let mdn = raw.async_mdn.unwrap_or_default();
+        let async_mdn = AsyncMdnConfig {
+            first_retry_seconds: mdn.first_retry_seconds.unwrap_or(1),
+            max_retry_seconds: mdn.max_retry_seconds.unwrap_or(300),
+            give_up_after_hours: mdn.give_up_after_hours.unwrap_or(24),
+        };
+        if async_mdn.first_retry_seconds == 0
+            || async_mdn.first_retry_seconds > async_mdn.max_retry_seconds
+        {
+            return Err(invalid(
+                "async_mdn.first_retry_seconds",
+                "must be at least 1 and at most max_retry_seconds".into(),
+            ));
+        }
+        if async_mdn.give_up_after_hours == 0 || async_mdn.give_up_after_hours > 24 * 30 {
+            return Err(invalid(
+                "async_mdn.give_up_after_hours",
+                format!("{} is outside 1 to 720", async_mdn.give_up_after_hours),
+            ));
+        }
         Ok(Config {
             source: None,
             name,
@@ -284,6 +340,9 @@ impl Config {
                 worker_threads,
             },
             admin_address,
+            retention_days,
+            purge_interval_minutes,
+            async_mdn,
         })
     }
 }
@@ -338,6 +397,14 @@ mod tests {
         let err = Config::parse("shared_web_server:\n  http_port: null\n", path)
             .expect_err("nothing to serve");
         assert!(err.to_string().contains("both HTTP"), "{err}");
+        let err = Config::parse("store:\n  retention_days: 0\n", path).expect_err("zero retention");
+        assert!(err.to_string().contains("store.retention_days"), "{err}");
+        let err = Config::parse("async_mdn:\n  first_retry_seconds: 600\n", path)
+            .expect_err("first > max");
+        assert!(
+            err.to_string().contains("async_mdn.first_retry_seconds"),
+            "{err}"
+        );
         let ok = Config::parse("data_dir: /var/lib/atom\n", path).expect("absolute path");
         assert_eq!(ok.data_dir, PathBuf::from("/var/lib/atom"));
         let ok = Config::parse("{}\n", path).expect("defaults");

@@ -13,6 +13,23 @@ pub struct RawConfig {
     pub processes_dir: Option<PathBuf>,
     pub shared_web_server: Option<RawWebServer>,
     pub admin: Option<RawAdmin>,
+    pub store: Option<RawStore>,
+    pub async_mdn: Option<RawAsyncMdn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub retention_days: Option<u32>,
+    pub purge_interval_minutes: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAsyncMdn {
+    pub first_retry_seconds: Option<u64>,
+    pub max_retry_seconds: Option<u64>,
+    pub give_up_after_hours: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,6 +5,7 @@
 
 pub mod files;
 pub mod group_commit;
+pub mod retention;
 pub mod sqlite;
 
 use serde::Serialize;
@@ -110,6 +111,10 @@ pub trait Store: Send + Sync {
     fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRow>>;
     /// Asynchronous receipts not yet delivered (to queue again at start).
     fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>>;
+    /// Deletes up to `limit` messages received before `cutoff` (RFC 3339),
+    /// except receipts still waiting for asynchronous delivery; returns the
+    /// file paths they referenced, for the caller to remove.
+    fn purge_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>>;
     /// Listener IDs an operator paused.
     fn paused_listeners(&self) -> Result<Vec<String>>;
     fn set_paused(&self, listener: &str, paused: bool) -> Result<()>;

@@ -236,6 +236,45 @@ impl Store for SqliteStore {
             .map_err(err("reading pending MDNs"))
     }
 
+    fn purge_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting purge"))?;
+        let mut paths = Vec::new();
+        let mut ids = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, raw_path, payload_path FROM messages
+                     WHERE received_at < ?1 AND NOT (mdn_mode = 'async' AND mdn_status = 'pending')
+                     ORDER BY id LIMIT ?2",
+                )
+                .map_err(err("selecting old messages"))?;
+            let rows = stmt
+                .query_map(params![cutoff, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })
+                .map_err(err("selecting old messages"))?;
+            for row in rows {
+                let (id, raw, payload) = row.map_err(err("selecting old messages"))?;
+                ids.push(id);
+                paths.extend(raw);
+                paths.extend(payload);
+            }
+            let mut delete = tx
+                .prepare("DELETE FROM messages WHERE id = ?1")
+                .map_err(err("purging"))?;
+            for id in &ids {
+                delete.execute(params![id]).map_err(err("purging"))?;
+            }
+        }
+        tx.commit().map_err(err("committing purge"))?;
+        Ok(paths)
+    }
+
     fn paused_listeners(&self) -> Result<Vec<String>> {
         let conn = self.lock();
         let mut stmt = conn

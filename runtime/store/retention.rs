@@ -1,0 +1,128 @@
+//! Retention: payloads, MDNs and history older than `store.retention_days`
+//! are purged by a background thread, in small batches so that it never
+//! holds the store for long and never blocks receiving. Rows go first, then
+//! their files: a crash in between leaves orphaned files, never a row
+//! pointing at nothing. Receipts still waiting for asynchronous delivery
+//! are kept.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Result, Store};
+
+/// Messages deleted per batch.
+const BATCH: u32 = 500;
+
+/// Purges everything received before `cutoff` (RFC 3339). Returns how many
+/// files were removed.
+pub fn purge(store: &dyn Store, cutoff: &str) -> Result<usize> {
+    let mut removed = 0;
+    loop {
+        let paths = store.purge_before(cutoff, BATCH)?;
+        if paths.is_empty() {
+            return Ok(removed);
+        }
+        for path in &paths {
+            let path = Path::new(path);
+            match std::fs::remove_file(path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "retention: cannot remove file")
+                }
+            }
+            // The message folder goes once empty.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        // Give receiving the store between batches.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The cutoff for `days` of retention, as RFC 3339.
+pub fn cutoff(days: u32) -> String {
+    let then = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
+    then.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Starts the purge thread.
+pub fn start(store: Arc<dyn Store>, days: u32, interval: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("atom-retention".into())
+        .spawn(move || loop {
+            let cutoff = cutoff(days);
+            match purge(store.as_ref(), &cutoff) {
+                Ok(0) => {}
+                Ok(files) => tracing::info!(files, %cutoff, "retention: purged old messages"),
+                Err(e) => tracing::error!(error = %e, "retention purge failed; will retry"),
+            }
+            std::thread::sleep(interval);
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{files, MessageRecord};
+
+    #[test]
+    fn old_messages_and_their_files_go_recent_and_pending_ones_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("store");
+        let mut keep = Vec::new();
+        let mut gone = Vec::new();
+        for (i, (received_at, mode, status)) in [
+            ("2020-01-01T00:00:00Z", "sync", "sent"),
+            ("2020-01-02T00:00:00Z", "async", "pending"),
+            ("2020-01-03T00:00:00Z", "async", "delivered"),
+            ("2099-01-01T00:00:00Z", "sync", "sent"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let msg_dir = files::message_dir(dir.path());
+            let chunk: &[u8] = b"data";
+            let written = files::write(&msg_dir, &[("request", &[chunk]), ("payload", &[chunk])])
+                .expect("files");
+            let record = MessageRecord {
+                as2_from: "P".into(),
+                as2_to: "U".into(),
+                message_id: format!("<{i}@p>"),
+                disposition: "processed".into(),
+                mdn_mode: mode.into(),
+                mdn_status: status.into(),
+                raw_path: Some(written[0].display().to_string()),
+                payload_path: Some(written[1].display().to_string()),
+                received_at: received_at.into(),
+                ..MessageRecord::default()
+            };
+            store.insert_message(&record).expect("insert");
+            if i == 1 || i == 3 {
+                keep.push(msg_dir)
+            } else {
+                gone.push(msg_dir)
+            }
+        }
+        let removed = purge(&store, "2026-01-01T00:00:00Z").expect("purge");
+        assert_eq!(removed, 4, "two messages, two files each");
+        for d in &gone {
+            assert!(!d.exists(), "{} purged", d.display());
+        }
+        for d in &keep {
+            assert!(d.join("payload").is_file(), "{} kept", d.display());
+        }
+        let left: Vec<String> = store
+            .recent_messages(10)
+            .expect("list")
+            .into_iter()
+            .map(|m| m.record.message_id)
+            .collect();
+        assert_eq!(left, vec!["<3@p>".to_string(), "<1@p>".to_string()]);
+    }
+}

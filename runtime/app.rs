@@ -45,6 +45,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
     ));
     registry.load_all().map_err(StartError)?;
+    let _watcher = crate::listeners::watcher::start(registry.clone(), config.processes_dir.clone())
+        .map_err(StartError)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError(format!("metrics: {e}")))?);
     let token = admin::ensure_token(&config.data_dir).map_err(|e| {
         StartError(format!(

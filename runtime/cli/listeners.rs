@@ -35,6 +35,7 @@ struct Listener {
     as2_to: Option<String>,
     received: u64,
     refused: u64,
+    pending_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +97,9 @@ fn list(client: &AdminClient) -> Result<(), CliError> {
         );
         if let Some(error) = l.error {
             println!("    error: {error}");
+        }
+        if let Some(error) = l.pending_error {
+            println!("    new version refused (previous version serving): {error}");
         }
     }
     Ok(())

@@ -4,9 +4,11 @@
 //! - [`bundle`]: reads a bundle's start step into a [`bundle::ListenerSpec`].
 //! - [`ip_filter`]: the per-partner IP filter.
 //! - [`registry`]: the routing table and the listener states.
+//! - [`watcher`]: hot reload of the processes folder.
 
 pub mod bundle;
 pub mod ip_filter;
 pub mod registry;
+pub mod watcher;
 
 pub use registry::{ListenerInfo, ListenerState, Registry};

@@ -42,7 +42,11 @@ pub struct Counters {
 }
 
 struct Entry {
-    spec: Result<Arc<ListenerSpec>, String>,
+    /// The version serving requests, if any loaded successfully.
+    spec: Option<Arc<ListenerSpec>>,
+    /// Why the bundle on disk could not be loaded. With `spec` set, the
+    /// previous version keeps serving (hot reload refused the new one).
+    load_error: Option<String>,
     /// Set when another listener already claims this route.
     route_error: Option<String>,
     paused: bool,
@@ -52,9 +56,27 @@ struct Entry {
 impl Entry {
     fn state(&self) -> ListenerState {
         match (&self.spec, &self.route_error) {
-            (Err(e), _) | (Ok(_), Some(e)) => ListenerState::Errored(e.clone()),
-            (Ok(_), None) if self.paused => ListenerState::Paused,
-            (Ok(_), None) => ListenerState::Listening,
+            (_, Some(e)) => ListenerState::Errored(e.clone()),
+            (None, None) => ListenerState::Errored(
+                self.load_error
+                    .clone()
+                    .unwrap_or_else(|| "not loaded".into()),
+            ),
+            (Some(_), None) if self.paused => ListenerState::Paused,
+            (Some(_), None) => ListenerState::Listening,
+        }
+    }
+
+    fn set_loaded(&mut self, loaded: Result<Arc<ListenerSpec>, String>) {
+        match loaded {
+            Ok(spec) => {
+                self.spec = Some(spec);
+                self.load_error = None;
+            }
+            Err(e) => {
+                self.spec = None;
+                self.load_error = Some(e);
+            }
         }
     }
 }
@@ -69,6 +91,9 @@ pub struct ListenerInfo {
     pub as2_to: Option<String>,
     pub received: u64,
     pub refused: u64,
+    /// A newer bundle version that was refused; the listed version serves on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_error: Option<String>,
 }
 
 /// What routing found for a request.
@@ -104,7 +129,7 @@ impl Inner {
         self.routes.clear();
         for (id, entry) in self.listeners.iter_mut() {
             entry.route_error = None;
-            let Ok(spec) = &entry.spec else { continue };
+            let Some(spec) = &entry.spec else { continue };
             let key = (spec.our_id.clone(), spec.partner_id.clone());
             match self.routes.get(&key) {
                 Some(owner) => {
@@ -173,12 +198,14 @@ impl Registry {
             if let Err(e) = &spec {
                 tracing::error!(listener = %name, error = %e, "listener errored");
             }
-            let entry = Entry {
-                spec,
+            let mut entry = Entry {
+                spec: None,
+                load_error: None,
                 route_error: None,
                 paused: paused.contains(&name),
                 counters: Arc::default(),
             };
+            entry.set_loaded(spec);
             inner.listeners.insert(name, entry);
         }
         inner.rebuild_routes();
@@ -195,7 +222,7 @@ impl Registry {
             .routes
             .get(&(as2_to.to_string(), as2_from.to_string()))?;
         let entry = inner.listeners.get(id)?;
-        let spec = entry.spec.as_ref().ok()?.clone();
+        let spec = entry.spec.as_ref()?.clone();
         Some(Routed {
             spec,
             state: entry.state(),
@@ -211,10 +238,11 @@ impl Registry {
             .map(|(id, e)| ListenerInfo {
                 id: id.clone(),
                 state: e.state(),
-                as2_from: e.spec.as_ref().ok().map(|s| s.partner_id.clone()),
-                as2_to: e.spec.as_ref().ok().map(|s| s.our_id.clone()),
+                as2_from: e.spec.as_ref().map(|s| s.partner_id.clone()),
+                as2_to: e.spec.as_ref().map(|s| s.our_id.clone()),
                 received: e.counters.received.load(Ordering::Relaxed),
                 refused: e.counters.refused.load(Ordering::Relaxed),
+                pending_error: e.spec.as_ref().and(e.load_error.clone()),
             })
             .collect()
     }
@@ -260,6 +288,57 @@ impl Registry {
             .collect()
     }
 
+    /// Hot reload of one bundle folder after it changed on disk: a new
+    /// bundle is deployed, a removed one undeployed, a changed one swapped
+    /// in only if it loads completely (an invalid version leaves the
+    /// previous one serving, with the error shown). Requests already
+    /// routed keep the version they started with (they hold its `Arc`).
+    pub fn reload(&self, name: &str) {
+        let path = self.processes_dir.join(name);
+        if !path.join(PROCESS_FILE).is_file() {
+            let mut inner = self.write();
+            if inner.listeners.remove(name).is_some() {
+                inner.rebuild_routes();
+                tracing::info!(listener = %name, "bundle removed: listener undeployed");
+            }
+            return;
+        }
+        let loaded = bundle::load(&path, &self.keystore)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        let paused = self
+            .store
+            .paused_listeners()
+            .map(|p| p.iter().any(|id| id == name))
+            .unwrap_or(false);
+        let mut inner = self.write();
+        let entry = inner
+            .listeners
+            .entry(name.to_string())
+            .or_insert_with(|| Entry {
+                spec: None,
+                load_error: None,
+                route_error: None,
+                paused,
+                counters: Arc::default(),
+            });
+        match loaded {
+            Ok(spec) => {
+                entry.set_loaded(Ok(spec));
+                tracing::info!(listener = %name, "bundle deployed");
+            }
+            Err(e) if entry.spec.is_some() => {
+                tracing::error!(listener = %name, error = %e, "new bundle version refused; the previous version keeps serving");
+                entry.load_error = Some(e);
+            }
+            Err(e) => {
+                tracing::error!(listener = %name, error = %e, "bundle refused");
+                entry.set_loaded(Err(e));
+            }
+        }
+        inner.rebuild_routes();
+    }
+
     /// Re-creates listeners from their bundles (re-reading keys); clears
     /// errors that are gone; a paused listener stays paused.
     pub fn restart(&self, ids: &[String]) -> Vec<ActionResult> {
@@ -284,7 +363,7 @@ impl Registry {
                         message: format!("no listener named {id:?}"),
                     };
                 };
-                entry.spec = spec;
+                entry.set_loaded(spec);
                 inner.rebuild_routes();
                 let state = inner.listeners.get(id).map(Entry::state);
                 tracing::info!(listener = %id, state = ?state, "listener restarted");

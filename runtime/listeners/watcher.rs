@@ -1,0 +1,102 @@
+//! Hot reload: watches the processes folder and reloads the bundles that
+//! changed. Deployers write temporary files and rename them; events are
+//! debounced so one deployment is one reload, and names starting with a
+//! dot (temporary folders) are ignored until they are renamed into place.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+
+use super::Registry;
+
+/// Quiet time after the last change before a bundle is reloaded.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Keeps the watcher alive; dropping it stops hot reload.
+pub struct Watcher {
+    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+}
+
+/// The bundle folder name an event path belongs to.
+fn bundle_name(processes_dir: &Path, path: &Path) -> Option<String> {
+    let relative = path.strip_prefix(processes_dir).ok()?;
+    let first = relative
+        .components()
+        .next()?
+        .as_os_str()
+        .to_str()?
+        .to_string();
+    (!first.starts_with('.')).then_some(first)
+}
+
+/// Starts watching `processes_dir` (created if missing).
+pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher, String> {
+    std::fs::create_dir_all(&processes_dir)
+        .map_err(|e| format!("{}: {e}", processes_dir.display()))?;
+    // Events carry canonical paths on some platforms.
+    let root = processes_dir
+        .canonicalize()
+        .unwrap_or_else(|_| processes_dir.clone());
+    let handler_root = root.clone();
+    let mut debouncer =
+        new_debouncer(
+            DEBOUNCE,
+            None,
+            move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    let names: BTreeSet<String> = events
+                        .iter()
+                        .flat_map(|event| event.paths.iter())
+                        .filter_map(|path| bundle_name(&handler_root, path))
+                        .collect();
+                    for name in names {
+                        registry.reload(&name);
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::error!(error = %e, "watching the processes folder");
+                    }
+                }
+            },
+        )
+        .map_err(|e| format!("starting the processes watcher: {e}"))?;
+    debouncer
+        .watch(&root, RecursiveMode::Recursive)
+        .map_err(|e| format!("watching {}: {e}", root.display()))?;
+    tracing::info!(dir = %root.display(), "hot reload: watching the processes folder");
+    Ok(Watcher {
+        _debouncer: debouncer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_bundle_names() {
+        let root = Path::new("/srv/atom/processes");
+        assert_eq!(
+            bundle_name(root, Path::new("/srv/atom/processes/acme/process.yaml")).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            bundle_name(root, Path::new("/srv/atom/processes/acme")).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            bundle_name(
+                root,
+                Path::new("/srv/atom/processes/.acme.tmp/process.yaml")
+            ),
+            None
+        );
+        assert_eq!(bundle_name(root, Path::new("/srv/atom/other/x")), None);
+        assert_eq!(bundle_name(root, root), None);
+    }
+}

@@ -14,26 +14,13 @@ ATOM=$ROOT/target/release/atom
 WORK=$(mktemp -d)
 PID=""
 trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-HTTP=$(port); ADMIN=$(port)
-mkdir -p "$WORK/processes/bench"
-cat > "$WORK/atom.yaml" <<YAML
-atom: { name: bench, account_id: bench }
-data_dir: data
-processes_dir: processes
-shared_web_server: { bind_address: 127.0.0.1, http_port: $HTTP }
-admin: { address: "127.0.0.1:$ADMIN" }
-YAML
-cat > "$WORK/processes/bench/process.yaml" <<YAML
-start:
+source "$ROOT/benches/lib.sh"
+bench_site "$WORK" "start:
   as2:
     as2_from: { id: BENCH-PARTNER }
-    as2_to: { id: BENCH-ATOM }
-YAML
+    as2_to: { id: BENCH-ATOM }"
 head -c 1024 /dev/urandom | base64 -w 76 | head -c 1024 > "$WORK/payload.edi"
-"$ATOM" -c "$WORK/atom.yaml" run > "$WORK/ready" 2> "$WORK/atom.log" &
-PID=$!
-for _ in $(seq 100); do grep -q "atom ready" "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
+start_atom "$ATOM" "$WORK"
 df -h "$WORK" | tail -1 | awk '{print "filesystem: " $1 " (" $6 ")"}'
 printf '%-12s %10s %10s %10s %10s %14s\n' concurrency msg/s p50_ms p99_ms failed fsyncs/msg
 for C in 1 8 64; do

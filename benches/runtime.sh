@@ -22,23 +22,13 @@ ATOM=$ROOT/target/release/atom
 WORK=$(mktemp -d)
 PID=""
 trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-HTTP=$(port); ADMIN=$(port)
-mkdir -p "$WORK/processes/bench" "$WORK/sender"
-cat > "$WORK/atom.yaml" <<YAML
-atom: { name: bench, account_id: bench }
-data_dir: data
-processes_dir: processes
-shared_web_server: { bind_address: 127.0.0.1, http_port: $HTTP }
-admin: { address: "127.0.0.1:$ADMIN" }
-YAML
-cat > "$WORK/processes/bench/process.yaml" <<YAML
-start:
+source "$ROOT/benches/lib.sh"
+bench_site "$WORK" "start:
   as2:
     as2_from: { id: BENCH-PARTNER, signing_certificate: keystore:partner }
     as2_to: { id: BENCH-ATOM, decryption_key: keystore:ours, mdn_signing_key: keystore:ours }
-    security: { require_signed: true, require_encrypted: true }
-YAML
+    security: { require_signed: true, require_encrypted: true }"
+mkdir -p "$WORK/sender"
 A() { "$ATOM" -c "$WORK/atom.yaml" "$@"; }
 S() { "$ATOM" --data-dir "$WORK/sender" "$@"; }
 A certs generate ours >/dev/null
@@ -54,9 +44,7 @@ openssl speed -seconds 3 rsa2048 2>/dev/null | grep -E '^rsa 2048' | tee "$WORK/
 PRIV=$(awk '{print $6}' "$WORK/speed")
 CORES=$(nproc)
 
-"$ATOM" -c "$WORK/atom.yaml" run > "$WORK/ready" 2> "$WORK/atom.log" &
-PID=$!
-for _ in $(seq 100); do grep -q "atom ready" "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
+start_atom "$ATOM" "$WORK"
 echo "== atom send: $COUNT x $SIZE B, signed+encrypted, signed sync MDN, concurrency $CONCURRENCY"
 S send "$WORK/payload.edi" --url "http://127.0.0.1:$HTTP/as2/bench" --from BENCH-PARTNER --to BENCH-ATOM \
   --sign partner --encrypt ours --count "$COUNT" --concurrency "$CONCURRENCY" --json > "$WORK/summary.json"

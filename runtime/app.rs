@@ -41,7 +41,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let keystore = Keystore::open(&config.data_dir);
     let registry = Arc::new(Registry::new(
         config.processes_dir.clone(),
-        Keystore::open(&config.data_dir),
+        keystore.clone(),
         store.clone(),
     ));
     registry.load_all().map_err(StartError)?;

@@ -47,6 +47,7 @@ pub struct Entry {
 }
 
 /// A keystore rooted at a directory.
+#[derive(Debug, Clone)]
 pub struct Keystore {
     dir: PathBuf,
 }

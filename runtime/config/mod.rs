@@ -102,36 +102,12 @@ pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9190";
 pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 1 << 30;
 
 impl Default for Config {
+    /// The documented defaults: what an empty `atom.yaml` means. They are
+    /// constants that validate (the tests load an empty file), so this
+    /// cannot fail on anything a user wrote.
     fn default() -> Self {
         Config::from_raw(raw::RawConfig::default(), Path::new("atom.yaml"))
-            .unwrap_or_else(|_| unreachable_default())
-    }
-}
-
-/// The defaults are constants that always validate; this is never reached.
-fn unreachable_default() -> Config {
-    Config {
-        source: None,
-        name: "atom".into(),
-        account_id: "atom".into(),
-        instance_suffix: None,
-        data_dir: PathBuf::from("data"),
-        processes_dir: PathBuf::from("processes"),
-        web: WebServerConfig {
-            bind_address: IpAddr::from([0, 0, 0, 0]),
-            http_port: Some(DEFAULT_HTTP_PORT),
-            https: None,
-            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
-            worker_threads: 0,
-        },
-        admin_address: SocketAddr::from(([127, 0, 0, 1], 9190)),
-        retention_days: 30,
-        purge_interval_minutes: 60,
-        async_mdn: AsyncMdnConfig {
-            first_retry_seconds: 1,
-            max_retry_seconds: 300,
-            give_up_after_hours: 24,
-        },
+            .expect("built-in defaults are valid")
     }
 }
 

@@ -21,22 +21,12 @@ pub struct Delivery {
     pub body: Vec<u8>,
 }
 
-/// Retry policy.
+/// Retry policy (from `async_mdn` in atom.yaml).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub first_delay: Duration,
     pub max_delay: Duration,
     pub give_up_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            first_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(300),
-            give_up_after: Duration::from_secs(24 * 3600),
-        }
-    }
 }
 
 /// Hands receipts to the delivery task.

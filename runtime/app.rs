@@ -10,8 +10,13 @@ use actix_web::{web, App, HttpServer};
 
 use crate::admin::{self, metrics::Metrics, AdminState};
 use crate::config::Config;
+use crate::engine::wasmtime_engine::{EngineSettings, WasmtimeEngine};
+use crate::engine::ProcessEngine;
 use crate::keystore::Keystore;
 use crate::listeners::Registry;
+use crate::process::execution::Runner;
+use crate::process::history::HistoryWriter;
+use crate::process::workers::Executor;
 use crate::server::mdn_delivery::{Delivery, MdnSender, RetryPolicy};
 use crate::server::{self, AppState};
 use crate::store::group_commit::GroupCommitter;
@@ -34,17 +39,48 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
+/// The wasmtime engine, sized for every worker that may run a guest at once.
+fn start_engine(config: &Config) -> Result<Arc<dyn ProcessEngine>, StartError> {
+    let quotas = &config.quotas;
+    let max_instances =
+        (quotas.general_workers + quotas.low_latency.max_running_executions + 4) as u32;
+    let engine = WasmtimeEngine::new(EngineSettings {
+        max_instances,
+        max_memory: config.engine_max_memory,
+        cache_dir: Some(config.data_dir.join("cache").join("modules")),
+    })
+    .map_err(StartError)?;
+    Ok(engine)
+}
+
 /// Runs the Atom until a shutdown signal.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?);
     let keystore = Keystore::open(&config.data_dir);
+    let engine = start_engine(&config)?;
     let registry = Arc::new(Registry::new(
         config.processes_dir.clone(),
         keystore.clone(),
+        engine,
+        config.data_dir.clone(),
         store.clone(),
     ));
     registry.load_all().map_err(StartError)?;
+    let history = HistoryWriter::start(store.clone())
+        .map_err(|e| StartError(format!("starting the history writer: {e}")))?;
+    let runner = Arc::new(Runner::new(config.data_dir.clone(), history));
+    let executor = Executor::start(runner, config.quotas)
+        .map_err(|e| StartError(format!("starting the workers: {e}")))?;
+    let recovered = executor
+        .recover(store.as_ref(), &registry)
+        .map_err(|e| StartError(format!("recovering executions: {e}")))?;
+    if recovered > 0 {
+        tracing::info!(
+            executions = recovered,
+            "interrupted executions queued again"
+        );
+    }
     let _watcher = crate::listeners::watcher::start(registry.clone(), config.processes_dir.clone())
         .map_err(StartError)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError(format!("metrics: {e}")))?);
@@ -75,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         registry: registry.clone(),
         store: store.clone(),
         committer,
+        executor,
         metrics: metrics.clone(),
         mdn_sender,
         reporting_ua: format!("Atom AS2 {} ({})", env!("CARGO_PKG_VERSION"), config.name),
@@ -123,6 +160,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         registry,
         store,
         metrics,
+        default_mode: config.quotas.default_as2_workload,
     });
     let admin_server = HttpServer::new(move || {
         App::new()

@@ -10,19 +10,24 @@
 //! - [`server`]: the shared web server and the AS2 receive path.
 //! - [`cli`]: the command line, one module per command group.
 //! - [`config`]: `atom.yaml`, parsed raw then validated.
+//! - [`engine`]: the process engine (wasmtime) behind a small trait, and the guest ABI.
+//! - [`process`]: process steps, executions, the General and Low_Latency_Debug workers, history.
 //! - [`keystore`]: keys and certificates kept in the data directory.
 //! - [`listeners`]: AS2 listeners from process bundles, their routing and states.
 //! - [`store`]: the message log, duplicate index and listener states (trait + SQLite).
 //!
 //! # Data flow
-//! HTTP request -> listener routing -> AS2 unwrap -> durable store -> MDN.
+//! HTTP request -> listener routing -> (Low_Latency_Debug quota) -> AS2 unwrap
+//! -> durable store (message + queued execution) -> MDN -> workers -> steps -> history.
 
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod engine;
 pub mod keystore;
 pub mod listeners;
+pub mod process;
 pub mod server;
 pub mod store;

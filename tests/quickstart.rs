@@ -63,6 +63,35 @@ fn readme_walkthrough_with_the_shipped_sample_bundle() {
         stored,
         std::fs::read(repo.join("examples/demo/order-850.x12")).expect("sample")
     );
+    // The sample process ran: the WAT transform split the segments onto
+    // lines, and the disk step wrote the result under data/out/demo-partner/.
+    let executions = site.wait_for_executions(1);
+    assert_eq!(executions[0]["status"], "COMPLETE", "{executions:?}");
+    assert_eq!(executions[0]["process"], "demo-partner");
+    let document = &executions[0]["documents"][0];
+    let delivered = document["delivered"][0].as_str().expect("delivered path");
+    assert!(
+        delivered.contains("/data/out/demo-partner/DEMO-PARTNER/"),
+        "{delivered}"
+    );
+    let written = std::fs::read_to_string(delivered).expect("output file");
+    let original =
+        std::fs::read_to_string(repo.join("examples/demo/order-850.x12")).expect("sample");
+    assert_eq!(written, original.replace('~', "~\n"));
+    assert!(executions[0]["log"]
+        .as_str()
+        .is_some_and(|l| l.contains("x12-pretty: segments split")));
+    let id = executions[0]["id"].as_str().expect("id");
+    let shown = site.atom_ok(&["executions", "show", id]);
+    assert!(
+        shown.contains("COMPLETE") && shown.contains(delivered),
+        "{shown}"
+    );
+    let processes = site.atom_ok(&["processes"]);
+    assert!(
+        processes.contains("demo-partner") && processes.contains("wasm x12-pretty.wat"),
+        "{processes}"
+    );
     let listeners = site.atom_ok(&["listeners"]);
     assert!(
         listeners.contains("demo-partner") && listeners.contains("listening"),

@@ -1,6 +1,6 @@
 //! `atom-connectors`: the protocol and delivery connectors of the Atom runtime.
 //!
-//! This crate knows AS2 (RFC 4130) and nothing of the runtime: no HTTP server,
+//! This crate knows AS2 (RFC 4130), delivery targets, and nothing of the runtime: no HTTP server,
 //! no store, no process engine. The runtime hands it bytes and keys and gets
 //! back payloads, MICs, MDNs and typed errors. Cargo enforces that direction:
 //! this crate never depends on `atom`.
@@ -17,10 +17,12 @@
 //! - [`as2::build`]: the sending side: compress, sign, encrypt.
 //! - [`as2::error`]: errors whose kinds are the MDN disposition modifiers.
 //! - [`keys`]: PEM, DER and PKCS#12 loading, key and certificate generation.
+//! - [`delivery`]: the disk and http delivery connectors and their property templates.
 //! - [`crypto_init`]: loads OpenSSL's legacy provider once (RC2, RC2-40 PKCS#12).
 
 pub mod as2;
 pub mod crypto_init;
+pub mod delivery;
 pub mod keys;
 
 pub use as2::error::{As2Error, ErrorKind};

@@ -1,6 +1,6 @@
 //! The admin API, on a loopback address only, for the `atom` CLI:
-//! listeners (list, pause, resume, restart), the message log, and
-//! Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
+//! listeners (list, pause, resume, restart), processes, executions, the
+//! message log, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
 //! the token the runtime writes to `<data_dir>/admin.token` (mode 0600).
 
 pub mod metrics;
@@ -14,8 +14,10 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use crate::config::WorkerMode;
 use crate::listeners::{ListenerState, Registry};
 use crate::store::Store;
+use crate::store::{status, ExecutionFilter};
 use metrics::Metrics;
 
 /// The token file inside the data directory.
@@ -27,6 +29,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    /// `quotas.default_as2_workload`, for bundles without their own mode.
+    pub default_mode: WorkerMode,
 }
 
 /// Reads the token, creating it (owner-only) when missing.
@@ -92,6 +96,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/api/listeners", web::get().to(list_listeners))
             .route("/api/listeners/{action}", web::post().to(listener_action))
             .route("/api/messages", web::get().to(list_messages))
+            .route("/api/processes", web::get().to(list_processes))
+            .route("/api/executions", web::get().to(list_executions))
+            .route("/api/executions/{id}", web::get().to(show_execution))
             .route("/metrics", web::get().to(render_metrics)),
     );
 }
@@ -149,6 +156,73 @@ async fn list_messages(
     let limit = query.limit.unwrap_or(50).min(10_000);
     match web::block(move || store.recent_messages(limit)).await {
         Ok(Ok(rows)) => HttpResponse::Ok().json(rows),
+        Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+/// A deployed process with the mode it runs in.
+#[derive(Debug, serde::Serialize)]
+struct ProcessView {
+    #[serde(flatten)]
+    info: crate::listeners::registry::ProcessInfo,
+    effective_mode: WorkerMode,
+}
+
+async fn list_processes(state: web::Data<AdminState>) -> HttpResponse {
+    let views: Vec<ProcessView> = state
+        .registry
+        .processes()
+        .into_iter()
+        .map(|info| ProcessView {
+            effective_mode: info.mode.unwrap_or(state.default_mode),
+            info,
+        })
+        .collect();
+    HttpResponse::Ok().json(views)
+}
+
+#[derive(Debug, Deserialize)]
+struct ExecutionsQuery {
+    process: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_executions(
+    state: web::Data<AdminState>,
+    query: web::Query<ExecutionsQuery>,
+) -> HttpResponse {
+    let query = query.into_inner();
+    let status = query.status.map(|s| s.to_ascii_uppercase());
+    if let Some(s) = &status {
+        if !status::ALL.contains(&s.as_str()) {
+            return HttpResponse::BadRequest().body(format!(
+                "unknown status {s:?}; use one of {}",
+                status::ALL.join(", ")
+            ));
+        }
+    }
+    let filter = ExecutionFilter {
+        process: query.process,
+        status,
+        limit: query.limit.unwrap_or(50).min(100_000),
+    };
+    let store = state.store.clone();
+    match web::block(move || store.list_executions(&filter)).await {
+        Ok(Ok(rows)) => HttpResponse::Ok().json(rows),
+        Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+async fn show_execution(state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
+    let store = state.store.clone();
+    let id = id.into_inner();
+    let wanted = id.clone();
+    match web::block(move || store.execution(&wanted)).await {
+        Ok(Ok(Some(row))) => HttpResponse::Ok().json(row),
+        Ok(Ok(None)) => HttpResponse::NotFound().body(format!("no execution {id}")),
         Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }

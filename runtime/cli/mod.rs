@@ -2,8 +2,10 @@
 
 pub mod admin_client;
 pub mod certs;
+pub mod executions;
 pub mod listeners;
 pub mod messages;
+pub mod processes;
 pub mod send;
 
 use std::path::PathBuf;
@@ -47,6 +49,44 @@ pub enum Command {
     /// The AS2 message log with MDN status, newest first.
     Messages {
         /// How many messages.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deployed process bundles: versions, modes, steps, errors.
+    Processes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a bundle folder and deploy it into the processes folder (hot-reloaded).
+    Deploy {
+        /// The bundle folder (process.yaml and its modules); its name is the process name.
+        dir: PathBuf,
+        /// Seconds to wait for the running Atom to serve the new version.
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+    },
+    /// Remove a bundle from the processes folder; its listener is undeployed.
+    Undeploy {
+        name: String,
+        /// Seconds to wait for the running Atom to undeploy it.
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+    },
+    /// Execution history, newest first; `show ID` for one execution's log and documents.
+    Executions {
+        #[command(subcommand)]
+        action: Option<executions::ExecutionsCommand>,
+        /// Only this process.
+        #[arg(long)]
+        process: Option<String>,
+        /// Only this status (STARTED, INPROCESS, COMPLETE, COMPLETE_WARN, ERROR, ABORTED).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many executions.
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Print JSON.
@@ -141,6 +181,29 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             limit,
             json,
         ),
+        Command::Processes { json } => processes::list(
+            &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
+            json,
+        ),
+        Command::Deploy { dir, wait } => processes::deploy(&config, &data_dir, &dir, wait),
+        Command::Undeploy { name, wait } => processes::undeploy(&config, &data_dir, &name, wait),
+        Command::Executions {
+            action,
+            process,
+            status,
+            limit,
+            json,
+        } => {
+            let client = admin_client::AdminClient::connect(config.admin_address, &data_dir)?;
+            match action {
+                Some(executions::ExecutionsCommand::Show { id, json }) => {
+                    executions::show(&client, &id, json)
+                }
+                None => {
+                    executions::list(&client, process.as_deref(), status.as_deref(), limit, json)
+                }
+            }
+        }
         Command::Certs(cmd) => certs::run(&data_dir, cmd),
         Command::Send(args) => send::run(&data_dir, args),
     }

@@ -64,6 +64,56 @@ pub struct Config {
     pub purge_interval_minutes: u32,
     /// Asynchronous MDN retries.
     pub async_mdn: AsyncMdnConfig,
+    /// Worker modes and their limits.
+    pub quotas: QuotasConfig,
+    /// The most linear memory any guest may be given, in bytes.
+    pub engine_max_memory: usize,
+}
+
+/// Which workers run a listener's executions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerMode {
+    /// Queued durably, run by the pool of general workers.
+    General,
+    /// Straight to pre-warmed workers, bounded by the Atom Worker quotas.
+    LowLatencyDebug,
+}
+
+impl WorkerMode {
+    pub fn parse(text: &str) -> Option<WorkerMode> {
+        match text {
+            "general" => Some(WorkerMode::General),
+            "low_latency_debug" => Some(WorkerMode::LowLatencyDebug),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerMode::General => "general",
+            WorkerMode::LowLatencyDebug => "low_latency_debug",
+        }
+    }
+}
+
+/// `quotas:` of atom.yaml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotasConfig {
+    pub default_as2_workload: WorkerMode,
+    /// Threads of the general worker pool.
+    pub general_workers: usize,
+    /// Atom Worker quotas of Low_Latency_Debug mode.
+    pub low_latency: LowLatencyQuotas,
+}
+
+/// Atom Worker quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowLatencyQuotas {
+    pub max_running_executions: usize,
+    pub max_queued_executions: usize,
+    pub queued_execution_timeout: std::time::Duration,
+    pub max_execution_time: std::time::Duration,
 }
 
 /// Retry policy of asynchronous MDN delivery.
@@ -301,6 +351,15 @@ impl Config {
                 format!("{} is outside 1 to 720", async_mdn.give_up_after_hours),
             ));
         }
+        let quotas =
+            quotas_from_raw(raw.quotas.unwrap_or_default()).map_err(|(k, r)| invalid(k, r))?;
+        let engine_max_memory_mb = raw.engine.unwrap_or_default().max_memory_mb.unwrap_or(512);
+        if !(1..=4096).contains(&engine_max_memory_mb) {
+            return Err(invalid(
+                "engine.max_memory_mb",
+                format!("{engine_max_memory_mb} is outside 1 to 4096"),
+            ));
+        }
         Ok(Config {
             source: None,
             name,
@@ -319,8 +378,64 @@ impl Config {
             retention_days,
             purge_interval_minutes,
             async_mdn,
+            quotas,
+            engine_max_memory: engine_max_memory_mb << 20,
         })
     }
+}
+
+fn quotas_from_raw(raw: raw::RawQuotas) -> Result<QuotasConfig, (&'static str, String)> {
+    let default_as2_workload = match raw.default_as2_workload.as_deref() {
+        None => WorkerMode::General,
+        Some(text) => WorkerMode::parse(text).ok_or((
+            "quotas.default_as2_workload",
+            format!("{text:?} is not one of general, low_latency_debug"),
+        ))?,
+    };
+    let general_workers = raw.general_workers.unwrap_or(8);
+    if !(1..=256).contains(&general_workers) {
+        return Err((
+            "quotas.general_workers",
+            format!("{general_workers} is outside 1 to 256"),
+        ));
+    }
+    let lld = raw.low_latency_debug.unwrap_or_default();
+    let low_latency = LowLatencyQuotas {
+        max_running_executions: lld.max_running_executions.unwrap_or(20),
+        max_queued_executions: lld.max_queued_executions.unwrap_or(10),
+        queued_execution_timeout: std::time::Duration::from_secs(
+            lld.queued_execution_timeout_seconds.unwrap_or(10),
+        ),
+        max_execution_time: std::time::Duration::from_secs(
+            lld.max_execution_time_seconds.unwrap_or(30),
+        ),
+    };
+    if !(1..=1024).contains(&low_latency.max_running_executions) {
+        return Err((
+            "quotas.low_latency_debug.max_running_executions",
+            format!(
+                "{} is outside 1 to 1024",
+                low_latency.max_running_executions
+            ),
+        ));
+    }
+    if low_latency.max_queued_executions > 10_000 {
+        return Err((
+            "quotas.low_latency_debug.max_queued_executions",
+            format!("{} is above 10000", low_latency.max_queued_executions),
+        ));
+    }
+    if low_latency.max_execution_time.is_zero() {
+        return Err((
+            "quotas.low_latency_debug.max_execution_time_seconds",
+            "must be at least 1".into(),
+        ));
+    }
+    Ok(QuotasConfig {
+        default_as2_workload,
+        general_workers,
+        low_latency,
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,32 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub store: Option<RawStore>,
     pub async_mdn: Option<RawAsyncMdn>,
+    pub quotas: Option<RawQuotas>,
+    pub engine: Option<RawEngine>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    /// `general` or `low_latency_debug`.
+    pub default_as2_workload: Option<String>,
+    pub general_workers: Option<usize>,
+    pub low_latency_debug: Option<RawLowLatency>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLowLatency {
+    pub max_running_executions: Option<usize>,
+    pub max_queued_executions: Option<usize>,
+    pub queued_execution_timeout_seconds: Option<u64>,
+    pub max_execution_time_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    pub max_memory_mb: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,7 +35,9 @@ use openssl::x509::X509;
 use serde::Deserialize;
 
 use super::ip_filter::IpFilter;
+use crate::engine::ProcessEngine;
 use crate::keystore::Keystore;
+use crate::process::definition::{self, ProcessDefinition, RawDefinition};
 
 /// The file every bundle has.
 pub const PROCESS_FILE: &str = "process.yaml";
@@ -45,6 +47,10 @@ pub const PROCESS_FILE: &str = "process.yaml";
 struct RawProcess {
     description: Option<String>,
     start: RawStart,
+    mode: Option<String>,
+    limits: Option<definition::RawLimits>,
+    settings: Option<std::collections::BTreeMap<String, String>>,
+    steps: Option<Vec<definition::RawStep>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +129,19 @@ pub struct ListenerSpec {
     pub reject_duplicates: bool,
     pub duplicate_window: u64,
     pub max_request_size: Option<u64>,
+    /// The steps after the start step, and how they run.
+    pub process: ProcessDefinition,
+    /// A short hash of process.yaml and the modules: which version runs.
+    pub version: String,
+}
+
+/// What loading a bundle needs from the runtime.
+#[derive(Clone, Copy)]
+pub struct BundleContext<'a> {
+    pub keystore: &'a Keystore,
+    pub engine: &'a dyn ProcessEngine,
+    /// Relative disk step directories are resolved against it.
+    pub data_dir: &'a Path,
 }
 
 /// Why a bundle could not be loaded.
@@ -135,7 +154,8 @@ pub struct BundleError {
 }
 
 /// Loads and validates a bundle folder.
-pub fn load(bundle_dir: &Path, keystore: &Keystore) -> Result<ListenerSpec, BundleError> {
+pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpec, BundleError> {
+    let keystore = context.keystore;
     let file = bundle_dir.join(PROCESS_FILE);
     let err = |key: &str, reason: String| BundleError {
         file: file.clone(),
@@ -156,6 +176,19 @@ pub fn load(bundle_dir: &Path, keystore: &Keystore) -> Result<ListenerSpec, Bund
     let text =
         std::fs::read_to_string(&file).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
     let raw: RawProcess = serde_yaml::from_str(&text).map_err(|e| err("(yaml)", e.to_string()))?;
+    let process = definition::load(
+        RawDefinition {
+            mode: raw.mode,
+            limits: raw.limits,
+            settings: raw.settings,
+            steps: raw.steps,
+        },
+        bundle_dir,
+        context.data_dir,
+        context.engine,
+    )
+    .map_err(|(key, reason)| err(&key, reason))?;
+    let version = bundle_version(bundle_dir, &text, &process);
     let as2 = raw.start.as2;
     let partner_id = parse_as2_id(&as2.as2_from.id).map_err(|e| err("start.as2.as2_from.id", e))?;
     let our_id = parse_as2_id(&as2.as2_to.id).map_err(|e| err("start.as2.as2_to.id", e))?;
@@ -272,7 +305,27 @@ pub fn load(bundle_dir: &Path, keystore: &Keystore) -> Result<ListenerSpec, Bund
         reject_duplicates: as2.as2_from.reject_duplicates.unwrap_or(true),
         duplicate_window,
         max_request_size: as2.max_request_size,
+        process,
+        version,
     })
+}
+
+/// The first 12 hex digits of SHA-256 over process.yaml and every module.
+fn bundle_version(bundle_dir: &Path, text: &str, process: &ProcessDefinition) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(text.as_bytes());
+    for step in &process.steps {
+        if let definition::Step::Wasm { file, .. } = step {
+            if let Ok(bytes) = std::fs::read(bundle_dir.join(file)) {
+                digest.update(&bytes);
+            }
+        }
+    }
+    digest.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `keystore:NAME` or a path (relative to the bundle) of a PEM/DER certificate.

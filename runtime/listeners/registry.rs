@@ -21,7 +21,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use super::bundle::{self, ListenerSpec, PROCESS_FILE};
+use super::bundle::{self, BundleContext, ListenerSpec, PROCESS_FILE};
+use crate::engine::ProcessEngine;
 use crate::keystore::Keystore;
 use crate::store::Store;
 
@@ -96,6 +97,23 @@ pub struct ListenerInfo {
     pub pending_error: Option<String>,
 }
 
+/// A deployed bundle as `atom processes` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub name: String,
+    /// The version serving, if one loaded.
+    pub version: Option<String>,
+    /// The bundle's own mode, if it overrides the runtime default.
+    pub mode: Option<crate::config::WorkerMode>,
+    pub steps: Vec<String>,
+    pub max_concurrent_executions: Option<usize>,
+    #[serde(flatten)]
+    pub state: ListenerState,
+    /// A newer version that was refused; the listed one serves on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_error: Option<String>,
+}
+
 /// What routing found for a request.
 pub struct Routed {
     pub spec: Arc<ListenerSpec>,
@@ -114,6 +132,8 @@ pub struct ActionResult {
 pub struct Registry {
     processes_dir: PathBuf,
     keystore: Keystore,
+    engine: Arc<dyn ProcessEngine>,
+    data_dir: PathBuf,
     store: Arc<dyn Store>,
     inner: RwLock<Inner>,
 }
@@ -147,12 +167,28 @@ impl Inner {
 }
 
 impl Registry {
-    pub fn new(processes_dir: PathBuf, keystore: Keystore, store: Arc<dyn Store>) -> Registry {
+    pub fn new(
+        processes_dir: PathBuf,
+        keystore: Keystore,
+        engine: Arc<dyn ProcessEngine>,
+        data_dir: PathBuf,
+        store: Arc<dyn Store>,
+    ) -> Registry {
         Registry {
             processes_dir,
             keystore,
+            engine,
+            data_dir,
             store,
             inner: RwLock::new(Inner::default()),
+        }
+    }
+
+    fn context(&self) -> BundleContext<'_> {
+        BundleContext {
+            keystore: &self.keystore,
+            engine: self.engine.as_ref(),
+            data_dir: &self.data_dir,
         }
     }
 
@@ -192,7 +228,7 @@ impl Registry {
         let mut inner = self.write();
         inner.listeners.clear();
         for (name, path) in bundles {
-            let spec = bundle::load(&path, &self.keystore)
+            let spec = bundle::load(&path, self.context())
                 .map(Arc::new)
                 .map_err(|e| e.to_string());
             if let Err(e) = &spec {
@@ -242,6 +278,35 @@ impl Registry {
                 as2_to: e.spec.as_ref().map(|s| s.our_id.clone()),
                 received: e.counters.received.load(Ordering::Relaxed),
                 refused: e.counters.refused.load(Ordering::Relaxed),
+                pending_error: e.spec.as_ref().and(e.load_error.clone()),
+            })
+            .collect()
+    }
+
+    /// The version of a listener serving now, if any.
+    pub fn spec(&self, name: &str) -> Option<Arc<ListenerSpec>> {
+        self.read().listeners.get(name)?.spec.clone()
+    }
+
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let inner = self.read();
+        inner
+            .listeners
+            .iter()
+            .map(|(name, e)| ProcessInfo {
+                name: name.clone(),
+                version: e.spec.as_ref().map(|s| s.version.clone()),
+                mode: e.spec.as_ref().and_then(|s| s.process.mode),
+                steps: e
+                    .spec
+                    .as_ref()
+                    .map(|s| s.process.steps.iter().map(|st| st.describe()).collect())
+                    .unwrap_or_default(),
+                max_concurrent_executions: e
+                    .spec
+                    .as_ref()
+                    .map(|s| s.process.limits.max_concurrent_executions),
+                state: e.state(),
                 pending_error: e.spec.as_ref().and(e.load_error.clone()),
             })
             .collect()
@@ -303,7 +368,7 @@ impl Registry {
             }
             return;
         }
-        let loaded = bundle::load(&path, &self.keystore)
+        let loaded = bundle::load(&path, self.context())
             .map(Arc::new)
             .map_err(|e| e.to_string());
         let paused = self
@@ -324,8 +389,9 @@ impl Registry {
             });
         match loaded {
             Ok(spec) => {
+                let version = spec.version.clone();
                 entry.set_loaded(Ok(spec));
-                tracing::info!(listener = %name, "bundle deployed");
+                tracing::info!(listener = %name, %version, "bundle deployed");
             }
             Err(e) if entry.spec.is_some() => {
                 tracing::error!(listener = %name, error = %e, "new bundle version refused; the previous version keeps serving");
@@ -352,7 +418,7 @@ impl Registry {
                         message: format!("no listener named {id:?}"),
                     };
                 }
-                let spec = bundle::load(&path, &self.keystore)
+                let spec = bundle::load(&path, self.context())
                     .map(Arc::new)
                     .map_err(|e| e.to_string());
                 let mut inner = self.write();

@@ -48,8 +48,10 @@ pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher,
             None,
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
+                    // Reads (our own, while loading) are not changes.
                     let names: BTreeSet<String> = events
                         .iter()
+                        .filter(|event| !event.kind.is_access())
                         .flat_map(|event| event.paths.iter())
                         .filter_map(|path| bundle_name(&handler_root, path))
                         .collect();

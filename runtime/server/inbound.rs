@@ -38,7 +38,8 @@ use super::AppState;
 use crate::listeners::bundle::ListenerSpec;
 use crate::listeners::registry::Routed;
 use crate::listeners::ListenerState;
-use crate::store::{files, MessageRecord, StoredReceipt};
+use crate::process::execution::{new_execution_id, Job, TrackedProperties};
+use crate::store::{files, status, ExecutionRecord, MessageRecord, Receipt, StoredReceipt};
 
 /// How long a sender should wait before retrying a paused listener.
 const RETRY_AFTER_SECONDS: &str = "60";
@@ -205,6 +206,24 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
             );
         }
     }
+    // Low_Latency_Debug quotas are checked before anything is stored, so a
+    // refusal is a plain 503 the sender retries.
+    let admission = match state.executor.admit(&spec).await {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            tracing::warn!(listener = %spec.id, %message_id, reason = %refusal, "refused by Atom Worker quota");
+            let mut out = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "quota",
+                refusal.to_string(),
+            );
+            out.response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("5"),
+            );
+            return out;
+        }
+    };
     let body = match body::read(payload, limit, &state.config.data_dir.join("spool")).await {
         Ok(body) => body,
         Err(BodyError::TooLarge { limit }) => {
@@ -240,6 +259,9 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
                 counters.received.fetch_add(1, Ordering::Relaxed);
             } else {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(job) = reply.execution {
+                state.executor.submit(job, admission);
             }
             if let Some(delivery) = reply.delivery {
                 state.mdn_sender.send(delivery);
@@ -375,6 +397,8 @@ struct Reply {
     response: ReplyBody,
     label: &'static str,
     delivery: Option<Delivery>,
+    /// The execution queued with the receipt, to hand to the workers.
+    execution: Option<Job>,
 }
 
 enum ReplyBody {
@@ -460,18 +484,36 @@ impl Work {
         }
         let written = files::write(&dir, &parts)?;
         let record = self.record(body.len(), &opened, &disposition, built.as_ref(), &written);
-        // Blocks until the files and the row are durable (shared with concurrent receipts).
-        let id = self.state.committer.commit(record)?;
+        let execution = match (&opened, written.get(1)) {
+            (Ok(u), Some(payload)) if !self.spec.process.steps.is_empty() => {
+                Some(self.queued_execution(&record, u, payload))
+            }
+            _ => None,
+        };
+        // Blocks until the files, the row and the queued execution are
+        // durable (shared with concurrent receipts).
+        let id = self.state.committer.commit(Receipt {
+            message: record,
+            execution: execution.clone(),
+        })?;
+        let execution = execution.map(|mut record| {
+            record.message_row = id;
+            Job {
+                spec: self.spec.clone(),
+                record,
+            }
+        });
         tracing::info!(
             listener = %self.spec.id, record = id, as2_from = %self.from, message_id = %self.message_id,
             disposition = %disposition.render(), mdn = self.request.mode(), bytes = body.len(), "message received"
         );
         let label = if opened.is_ok() { "processed" } else { "error" };
-        Ok(match (built, &self.request.async_url) {
+        let mut reply = match (built, &self.request.async_url) {
             (Some(mdn), None) => Reply {
                 response: ReplyBody::Mdn(mdn.headers, mdn.body),
                 label,
                 delivery: None,
+                execution: None,
             },
             (Some(mdn), Some(url)) => Reply {
                 response: ReplyBody::Empty,
@@ -482,20 +524,60 @@ impl Work {
                     headers: header_pairs(&mdn.headers),
                     body: mdn.body,
                 }),
+                execution: None,
             },
             (None, _) => match &opened {
                 Ok(_) => Reply {
                     response: ReplyBody::Empty,
                     label,
                     delivery: None,
+                    execution: None,
                 },
                 Err(e) => Reply {
                     response: ReplyBody::Refused(format!("{}: {e}\n", e.modifier())),
                     label,
                     delivery: None,
+                    execution: None,
                 },
             },
-        })
+        };
+        reply.execution = execution;
+        Ok(reply)
+    }
+
+    /// The execution that goes into the store with the receipt.
+    fn queued_execution(
+        &self,
+        record: &MessageRecord,
+        opened: &Unwrapped,
+        payload: &std::path::Path,
+    ) -> ExecutionRecord {
+        let mut tracked = TrackedProperties::new();
+        tracked.insert("as2_from".into(), record.as2_from.clone());
+        tracked.insert("as2_to".into(), record.as2_to.clone());
+        tracked.insert("message_id".into(), record.message_id.clone());
+        tracked.insert("mime_type".into(), opened.content_type.clone());
+        // Always present (empty when the sender gave none), so templates can rely on them.
+        tracked.insert("subject".into(), record.subject.clone().unwrap_or_default());
+        tracked.insert(
+            "file_name".into(),
+            opened.file_name.clone().unwrap_or_default(),
+        );
+        let now = time::OffsetDateTime::now_utc();
+        ExecutionRecord {
+            id: new_execution_id(),
+            process: self.spec.id.clone(),
+            version: self.spec.version.clone(),
+            mode: self.state.executor.mode_of(&self.spec).as_str().into(),
+            status: status::STARTED.into(),
+            properties_json: serde_json::to_string(&tracked).unwrap_or_default(),
+            payload_path: payload.display().to_string(),
+            queued_at: record.received_at.clone(),
+            queued_at_us: (now.unix_timestamp_nanos() / 1000) as i64,
+            input_documents: 1,
+            input_bytes: opened.payload.len() as u64,
+            ..ExecutionRecord::default()
+        }
     }
 
     fn build_mdn(
@@ -609,11 +691,13 @@ impl Work {
             ("sync", _) => Reply {
                 response: ReplyBody::Mdn(headers, receipt.body),
                 label: "duplicate",
+                execution: None,
                 delivery: None,
             },
             ("async", Some(url)) => Reply {
                 response: ReplyBody::Empty,
                 label: "duplicate",
+                execution: None,
                 delivery: Some(Delivery {
                     record_id: receipt.record_id,
                     url,
@@ -624,6 +708,7 @@ impl Work {
             _ => Reply {
                 response: ReplyBody::Empty,
                 label: "duplicate",
+                execution: None,
                 delivery: None,
             },
         }

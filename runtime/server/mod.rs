@@ -33,6 +33,8 @@ pub struct AppState {
     pub mdn_sender: MdnSender,
     /// Reporting-UA of our MDNs.
     pub reporting_ua: String,
+    /// Runs the processes of received documents.
+    pub executor: Arc<crate::process::workers::Executor>,
     /// (AS2-From, Message-ID) pairs being received right now, so that two
     /// concurrent copies of one message are never both stored.
     pub in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,

@@ -15,13 +15,13 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use super::{files, MessageRecord, Result, Store, StoreError};
+use super::{files, Receipt, Result, Store, StoreError};
 
 /// At most this many receipts per batch.
 const MAX_BATCH: usize = 512;
 
 struct Job {
-    record: MessageRecord,
+    receipt: Receipt,
     reply: mpsc::SyncSender<Result<i64>>,
 }
 
@@ -41,11 +41,12 @@ impl GroupCommitter {
         Ok(GroupCommitter { queue })
     }
 
-    /// Makes the files written so far and `record` durable; returns the row id.
-    pub fn commit(&self, record: MessageRecord) -> Result<i64> {
+    /// Makes the files written so far and `receipt` (message row and
+    /// queued execution) durable; returns the message row id.
+    pub fn commit(&self, receipt: Receipt) -> Result<i64> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.queue
-            .send(Job { record, reply })
+            .send(Job { receipt, reply })
             .map_err(|_| StoreError::new("committing", "the committer thread has stopped"))?;
         answer
             .recv()
@@ -62,9 +63,9 @@ fn run(store: Arc<dyn Store>, data_dir: PathBuf, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let records: Vec<MessageRecord> = batch.iter().map(|j| j.record.clone()).collect();
+        let receipts: Vec<Receipt> = batch.iter().map(|j| j.receipt.clone()).collect();
         let outcome =
-            files::sync_filesystem(&data_dir).and_then(|()| store.insert_messages(&records));
+            files::sync_filesystem(&data_dir).and_then(|()| store.insert_receipts(&receipts));
         tracing::trace!(batch = batch.len(), ok = outcome.is_ok(), "group commit");
         match outcome {
             Ok(ids) => {

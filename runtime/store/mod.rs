@@ -87,6 +87,88 @@ pub struct MessageRow {
     pub record: MessageRecord,
 }
 
+/// Execution statuses (Boomi's names).
+pub mod status {
+    /// Queued durably, not yet picked up by a worker.
+    pub const STARTED: &str = "STARTED";
+    pub const INPROCESS: &str = "INPROCESS";
+    pub const COMPLETE: &str = "COMPLETE";
+    /// Completed, with warnings in the log.
+    pub const COMPLETE_WARN: &str = "COMPLETE_WARN";
+    pub const ERROR: &str = "ERROR";
+    /// Not run to the end: its process was undeployed before it could run.
+    pub const ABORTED: &str = "ABORTED";
+    pub const ALL: [&str; 6] = [STARTED, INPROCESS, COMPLETE, COMPLETE_WARN, ERROR, ABORTED];
+    /// True when the execution will not run again.
+    pub fn is_final(status: &str) -> bool {
+        matches!(status, COMPLETE | COMPLETE_WARN | ERROR | ABORTED)
+    }
+}
+
+/// One document an execution kept.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KeptDocument {
+    pub path: String,
+    pub size: u64,
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Where the delivery steps put it (files written, URLs posted to).
+    #[serde(default)]
+    pub delivered: Vec<String>,
+}
+
+/// One execution of a process on one received document: its queue entry
+/// and its history.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExecutionRecord {
+    /// `execution-<uuid>-YYYY.MM.DD`.
+    pub id: String,
+    /// The message log row of the document it runs on.
+    pub message_row: i64,
+    pub process: String,
+    /// The bundle version that runs (or ran) it.
+    pub version: String,
+    /// `general` or `low_latency_debug`.
+    pub mode: String,
+    pub status: String,
+    /// Runs started (more than 1 after a crash interrupted it).
+    pub attempts: u32,
+    /// The tracked properties, as JSON.
+    #[serde(skip)]
+    pub properties_json: String,
+    pub payload_path: String,
+    /// RFC 3339 and microseconds since the epoch (for latency figures).
+    pub queued_at: String,
+    pub queued_at_us: i64,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub finished_at_us: Option<i64>,
+    /// Time inside the engine: instantiate, run, collect (all guests).
+    pub engine_us: Option<i64>,
+    pub instantiate_us: Option<i64>,
+    pub input_documents: u32,
+    pub input_bytes: u64,
+    pub output_documents: u32,
+    pub output_bytes: u64,
+    pub error: Option<String>,
+    pub log: String,
+    pub documents: Vec<KeptDocument>,
+}
+
+/// A message row and, when its process runs steps, its queued execution.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub message: MessageRecord,
+    pub execution: Option<ExecutionRecord>,
+}
+
+/// Which executions to list.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub process: Option<String>,
+    pub status: Option<String>,
+    pub limit: u32,
+}
+
 /// What the runtime needs from a store.
 pub trait Store: Send + Sync {
     /// The receipt of a positively acknowledged earlier message with the
@@ -99,12 +181,26 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<StoredReceipt>>;
     /// Logs a message; returns its id. Committed durably when it returns.
     fn insert_message(&self, record: &MessageRecord) -> Result<i64> {
-        self.insert_messages(std::slice::from_ref(record))?
-            .pop()
-            .ok_or_else(|| StoreError::new("logging message", "no id returned"))
+        self.insert_receipts(&[Receipt {
+            message: record.clone(),
+            execution: None,
+        }])?
+        .pop()
+        .ok_or_else(|| StoreError::new("logging message", "no id returned"))
     }
-    /// Logs several messages in one durable transaction; ids in order.
-    fn insert_messages(&self, records: &[MessageRecord]) -> Result<Vec<i64>>;
+    /// Logs several messages, with their queued executions, in one durable
+    /// transaction; message ids in order.
+    fn insert_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>>;
+    /// Writes the state of executions (status, timings, log, documents).
+    fn update_executions(&self, executions: &[ExecutionRecord]) -> Result<()>;
+    /// Executions queued or running when the runtime stopped, oldest first.
+    fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>>;
+    /// Newest first.
+    fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>>;
+    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+    /// Deletes up to `limit` finished executions queued before `cutoff`;
+    /// returns the paths of the documents they kept.
+    fn purge_executions_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>>;
     /// Updates the delivery status of an asynchronous MDN.
     fn set_mdn_status(&self, id: i64, status: &str) -> Result<()>;
     /// The newest messages first.

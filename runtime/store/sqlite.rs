@@ -7,7 +7,10 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{MessageRecord, MessageRow, Result, Store, StoreError, StoredReceipt};
+use super::{
+    status, ExecutionFilter, ExecutionRecord, MessageRecord, MessageRow, Receipt, Result, Store,
+    StoreError, StoredReceipt,
+};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -41,6 +44,33 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_dedupe ON messages (as2_from, message_id);
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY,
+    message_row INTEGER NOT NULL,
+    process TEXT NOT NULL,
+    version TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    properties TEXT NOT NULL,
+    payload_path TEXT NOT NULL,
+    queued_at TEXT NOT NULL,
+    queued_at_us INTEGER NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    finished_at_us INTEGER,
+    engine_us INTEGER,
+    instantiate_us INTEGER,
+    input_documents INTEGER NOT NULL,
+    input_bytes INTEGER NOT NULL,
+    output_documents INTEGER NOT NULL,
+    output_bytes INTEGER NOT NULL,
+    error TEXT,
+    log TEXT NOT NULL,
+    documents TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_status ON executions (status);
+CREATE INDEX IF NOT EXISTS executions_process ON executions (process, queued_at_us);
 CREATE TABLE IF NOT EXISTS listener_state (
     listener TEXT PRIMARY KEY,
     paused INTEGER NOT NULL
@@ -128,6 +158,36 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     })
 }
 
+fn row_to_execution(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+    let documents: String = row.get("documents")?;
+    let non_negative = |v: i64| v.max(0) as u64;
+    Ok(ExecutionRecord {
+        id: row.get("id")?,
+        message_row: row.get("message_row")?,
+        process: row.get("process")?,
+        version: row.get("version")?,
+        mode: row.get("mode")?,
+        status: row.get("status")?,
+        attempts: row.get("attempts")?,
+        properties_json: row.get("properties")?,
+        payload_path: row.get("payload_path")?,
+        queued_at: row.get("queued_at")?,
+        queued_at_us: row.get("queued_at_us")?,
+        started_at: row.get("started_at")?,
+        finished_at: row.get("finished_at")?,
+        finished_at_us: row.get("finished_at_us")?,
+        engine_us: row.get("engine_us")?,
+        instantiate_us: row.get("instantiate_us")?,
+        input_documents: row.get("input_documents")?,
+        input_bytes: non_negative(row.get("input_bytes")?),
+        output_documents: row.get("output_documents")?,
+        output_bytes: non_negative(row.get("output_bytes")?),
+        error: row.get("error")?,
+        log: row.get("log")?,
+        documents: serde_json::from_str(&documents).unwrap_or_default(),
+    })
+}
+
 impl Store for SqliteStore {
     fn find_receipt(
         &self,
@@ -153,10 +213,10 @@ impl Store for SqliteStore {
         .map_err(err("looking up duplicates"))
     }
 
-    fn insert_messages(&self, records: &[MessageRecord]) -> Result<Vec<i64>> {
+    fn insert_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err("starting transaction"))?;
-        let mut ids = Vec::with_capacity(records.len());
+        let mut ids = Vec::with_capacity(receipts.len());
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -166,7 +226,16 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
                 )
                 .map_err(err("logging message"))?;
-            for r in records {
+            let mut queue = tx
+                .prepare_cached(
+                    "INSERT INTO executions (id, message_row, process, version, mode, status, attempts, properties,
+                        payload_path, queued_at, queued_at_us, input_documents, input_bytes, output_documents,
+                        output_bytes, log, documents)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, 0, '', '[]')",
+                )
+                .map_err(err("queueing execution"))?;
+            for receipt in receipts {
+                let r = &receipt.message;
                 let headers = serde_json::to_string(&r.mdn_headers)
                     .map_err(|e| StoreError::new("encoding MDN headers", e))?;
                 stmt.execute(params![
@@ -195,7 +264,27 @@ impl Store for SqliteStore {
                     r.received_at,
                 ])
                 .map_err(err("logging message"))?;
-                ids.push(tx.last_insert_rowid());
+                let row = tx.last_insert_rowid();
+                ids.push(row);
+                if let Some(e) = &receipt.execution {
+                    queue
+                        .execute(params![
+                            e.id,
+                            row,
+                            e.process,
+                            e.version,
+                            e.mode,
+                            e.status,
+                            e.attempts,
+                            e.properties_json,
+                            e.payload_path,
+                            e.queued_at,
+                            e.queued_at_us,
+                            e.input_documents,
+                            i64::try_from(e.input_bytes).unwrap_or(i64::MAX),
+                        ])
+                        .map_err(err("queueing execution"))?;
+                }
             }
         }
         tx.commit().map_err(err("committing messages"))?;
@@ -269,6 +358,127 @@ impl Store for SqliteStore {
                 .map_err(err("purging"))?;
             for id in &ids {
                 delete.execute(params![id]).map_err(err("purging"))?;
+            }
+        }
+        tx.commit().map_err(err("committing purge"))?;
+        Ok(paths)
+    }
+
+    fn update_executions(&self, executions: &[ExecutionRecord]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting transaction"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE executions SET version = ?2, mode = ?3, status = ?4, attempts = ?5, started_at = ?6,
+                        finished_at = ?7, finished_at_us = ?8, engine_us = ?9, instantiate_us = ?10,
+                        output_documents = ?11, output_bytes = ?12, error = ?13, log = ?14, documents = ?15
+                     WHERE id = ?1",
+                )
+                .map_err(err("recording execution"))?;
+            for e in executions {
+                let documents = serde_json::to_string(&e.documents)
+                    .map_err(|x| StoreError::new("encoding documents", x))?;
+                stmt.execute(params![
+                    e.id,
+                    e.version,
+                    e.mode,
+                    e.status,
+                    e.attempts,
+                    e.started_at,
+                    e.finished_at,
+                    e.finished_at_us,
+                    e.engine_us,
+                    e.instantiate_us,
+                    e.output_documents,
+                    i64::try_from(e.output_bytes).unwrap_or(i64::MAX),
+                    e.error,
+                    e.log,
+                    documents,
+                ])
+                .map_err(err("recording execution"))?;
+            }
+        }
+        tx.commit().map_err(err("committing execution states"))
+    }
+
+    fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT * FROM executions WHERE status IN ('STARTED', 'INPROCESS') ORDER BY queued_at_us",
+            )
+            .map_err(err("reading unfinished executions"))?;
+        let rows = stmt
+            .query_map([], row_to_execution)
+            .map_err(err("reading unfinished executions"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("reading unfinished executions"))
+    }
+
+    fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT * FROM executions WHERE (?1 IS NULL OR process = ?1) AND (?2 IS NULL OR status = ?2)
+                 ORDER BY queued_at_us DESC LIMIT ?3",
+            )
+            .map_err(err("listing executions"))?;
+        let rows = stmt
+            .query_map(
+                params![filter.process, filter.status, filter.limit],
+                row_to_execution,
+            )
+            .map_err(err("listing executions"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("listing executions"))
+    }
+
+    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
+        self.lock()
+            .query_row(
+                "SELECT * FROM executions WHERE id = ?1",
+                params![id],
+                row_to_execution,
+            )
+            .optional()
+            .map_err(err("reading execution"))
+    }
+
+    fn purge_executions_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting purge"))?;
+        let mut paths = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, documents, status FROM executions WHERE queued_at < ?1 ORDER BY queued_at_us LIMIT ?2",
+                )
+                .map_err(err("selecting old executions"))?;
+            let rows = stmt
+                .query_map(params![cutoff, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(err("selecting old executions"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(err("selecting old executions"))?;
+            let mut delete = tx
+                .prepare("DELETE FROM executions WHERE id = ?1")
+                .map_err(err("purging executions"))?;
+            for (id, documents, state) in rows {
+                if !status::is_final(&state) {
+                    continue;
+                }
+                let kept: Vec<super::KeptDocument> =
+                    serde_json::from_str(&documents).unwrap_or_default();
+                paths.extend(kept.into_iter().map(|d| d.path));
+                delete
+                    .execute(params![id])
+                    .map_err(err("purging executions"))?;
             }
         }
         tx.commit().map_err(err("committing purge"))?;

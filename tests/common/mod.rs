@@ -153,6 +153,45 @@ impl Site {
         std::fs::read_to_string(self.path().join("atom.log")).unwrap_or_default()
     }
 
+    /// The execution history as JSON, newest first.
+    pub fn executions(&self) -> Vec<serde_json::Value> {
+        let out = self.atom_ok(&["executions", "--json", "--limit", "100000"]);
+        serde_json::from_str(&out).expect("executions JSON")
+    }
+
+    /// Waits until `count` executions have a final status; returns them all.
+    pub fn wait_for_executions(&self, count: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let all = self.executions();
+            let done = all
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e["status"].as_str(),
+                        Some("COMPLETE" | "COMPLETE_WARN" | "ERROR" | "ABORTED")
+                    )
+                })
+                .count();
+            if done >= count {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{done} of {count} executions finished; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Writes a module file into a bundle folder.
+    pub fn deploy_file(&self, name: &str, file: &str, content: &[u8]) {
+        let dir = self.path().join("processes").join(name);
+        std::fs::create_dir_all(&dir).expect("bundle dir");
+        std::fs::write(dir.join(file), content).expect("write module");
+    }
+
     /// The message log as JSON, newest first.
     pub fn messages(&self) -> Vec<serde_json::Value> {
         let out = self.atom_ok(&["messages", "--json", "--limit", "10000"]);

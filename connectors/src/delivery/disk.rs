@@ -1,0 +1,256 @@
+//! The disk connector: writes a document into a directory under a file
+//! name made from a template over its properties, atomically (temporary
+//! file, fsync, rename, fsync of the directory), and never outside the
+//! directory: property values cannot carry path separators or `..`, the
+//! rendered path is checked component by component, and a symbolic link
+//! inside the directory that points outside is refused.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use super::template::{Template, TemplateError};
+
+/// What to do when the target file exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    /// Replace it (atomically). Reruns of an execution rewrite the same file.
+    Overwrite,
+    /// Keep it and write `name-1`, `name-2`, ...
+    Unique,
+    /// Fail the step.
+    Error,
+}
+
+/// A configured disk step.
+#[derive(Debug, Clone)]
+pub struct DiskTarget {
+    pub directory: PathBuf,
+    pub file_name: Template,
+    pub if_exists: IfExists,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("file name template {template:?}: {source}")]
+    Template {
+        template: String,
+        source: TemplateError,
+    },
+    #[error("file name {0:?} is not a safe relative path inside the directory")]
+    Unsafe(String),
+    #[error("{path}: resolves outside the target directory {directory}")]
+    Escapes { path: PathBuf, directory: PathBuf },
+    #[error("{0}: already exists")]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Makes a property value safe as (part of) one path component.
+pub fn escape_value(value: &str) -> String {
+    let replaced: String = value
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    if replaced.trim_matches('.').is_empty() {
+        // "", "." and ".." would name the directory itself or its parent.
+        replaced.replace('.', "_") + "_"
+    } else {
+        replaced
+    }
+}
+
+/// Checks a template at deploy time: its literal text must not climb out.
+pub fn check_template(template: &Template) -> Result<(), String> {
+    if template.source().starts_with(['/', '\\']) {
+        return Err("file_name must be relative to the directory".into());
+    }
+    if template
+        .literal_text()
+        .any(|text| text.split(['/', '\\']).any(|c| c == ".."))
+    {
+        return Err("file_name must not contain '..'".into());
+    }
+    Ok(())
+}
+
+impl DiskTarget {
+    /// The relative path for a document with these properties.
+    pub fn relative_path<'a>(
+        &self,
+        lookup: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<PathBuf, DiskError> {
+        let rendered = self
+            .file_name
+            .render(lookup, escape_value)
+            .map_err(|source| DiskError::Template {
+                template: self.file_name.source().to_string(),
+                source,
+            })?;
+        let relative = PathBuf::from(&rendered);
+        let safe = !rendered.is_empty()
+            && relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+            && !rendered.ends_with('/');
+        if !safe {
+            return Err(DiskError::Unsafe(rendered));
+        }
+        Ok(relative)
+    }
+
+    /// Writes one document; returns where it went.
+    pub fn write<'a>(
+        &self,
+        bytes: &[u8],
+        lookup: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<PathBuf, DiskError> {
+        let relative = self.relative_path(lookup)?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DiskError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.directory).map_err(io(&self.directory))?;
+        let base = self.directory.canonicalize().map_err(io(&self.directory))?;
+        let mut target = base.join(&relative);
+        let parent = target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| base.clone());
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let real_parent = parent.canonicalize().map_err(io(&parent))?;
+        if !real_parent.starts_with(&base) {
+            return Err(DiskError::Escapes {
+                path: target,
+                directory: base,
+            });
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(&target) {
+            if meta.file_type().is_symlink() || meta.is_dir() {
+                return Err(DiskError::Escapes {
+                    path: target,
+                    directory: base,
+                });
+            }
+            match self.if_exists {
+                IfExists::Overwrite => {}
+                IfExists::Error => return Err(DiskError::Exists(target)),
+                IfExists::Unique => target = unique_name(&target),
+            }
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let tmp = real_parent.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &target)?;
+            std::fs::File::open(&real_parent)?.sync_all()
+        })();
+        if let Err(source) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(DiskError::Io {
+                path: target,
+                source,
+            });
+        }
+        Ok(target)
+    }
+}
+
+fn unique_name(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (1u64..)
+        .map(|n| path.with_file_name(format!("{stem}-{n}{ext}")))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(dir: &Path, template: &str, if_exists: IfExists) -> DiskTarget {
+        DiskTarget {
+            directory: dir.to_path_buf(),
+            file_name: Template::parse(template).expect("template"),
+            if_exists,
+        }
+    }
+
+    #[test]
+    fn writes_inside_and_escapes_hostile_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let t = target(&out, "{from}/{name}", IfExists::Overwrite);
+        for hostile in ["../../etc/passwd", "..", "/etc/passwd", "a\\..\\b", ".", ""] {
+            let path = t
+                .write(b"doc", |n| match n {
+                    "from" => Some(hostile),
+                    _ => Some("x"),
+                })
+                .expect("written");
+            assert!(
+                path.starts_with(out.canonicalize().expect("canon")),
+                "{hostile:?} -> {path:?}"
+            );
+            assert_eq!(std::fs::read(&path).expect("read"), b"doc");
+        }
+        assert!(!dir.path().join("etc").exists());
+    }
+
+    #[test]
+    fn refuses_symlinks_out_and_literal_parents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, out.join("link")).expect("symlink");
+        let t = target(&out, "link/{name}", IfExists::Overwrite);
+        let err = t.write(b"doc", |_| Some("f")).expect_err("escapes");
+        assert!(matches!(err, DiskError::Escapes { .. }), "{err}");
+        assert!(std::fs::read_dir(&outside).expect("ls").next().is_none());
+        assert!(check_template(&Template::parse("../{name}").expect("t")).is_err());
+        assert!(check_template(&Template::parse("/abs/{name}").expect("t")).is_err());
+        assert!(check_template(&Template::parse("a/{name}").expect("t")).is_ok());
+    }
+
+    #[test]
+    fn if_exists_policies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unique = target(dir.path(), "{n}.txt", IfExists::Unique);
+        let a = unique.write(b"1", |_| Some("f")).expect("first");
+        let b = unique.write(b"2", |_| Some("f")).expect("second");
+        assert_ne!(a, b);
+        assert!(b.ends_with("f-1.txt"));
+        let strict = target(dir.path(), "{n}.txt", IfExists::Error);
+        assert!(matches!(
+            strict.write(b"3", |_| Some("f")),
+            Err(DiskError::Exists(_))
+        ));
+        let over = target(dir.path(), "{n}.txt", IfExists::Overwrite);
+        let c = over.write(b"4", |_| Some("f")).expect("overwrite");
+        assert_eq!(std::fs::read(c).expect("read"), b"4");
+    }
+}

@@ -1,0 +1,172 @@
+//! `atom executions [--process P] [--status S]` and `atom executions show ID`.
+
+use clap::Subcommand;
+use serde::Deserialize;
+
+use super::admin_client::AdminClient;
+use super::CliError;
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCommand {
+    /// One execution: timings, documents, process log.
+    Show {
+        /// `execution-<uuid>-YYYY.MM.DD`.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Document {
+    path: String,
+    size: u64,
+    properties: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    delivered: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    id: String,
+    message_row: i64,
+    process: String,
+    version: String,
+    mode: String,
+    status: String,
+    attempts: u32,
+    queued_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    queued_at_us: i64,
+    finished_at_us: Option<i64>,
+    engine_us: Option<i64>,
+    input_documents: u32,
+    input_bytes: u64,
+    output_documents: u32,
+    output_bytes: u64,
+    error: Option<String>,
+    log: String,
+    documents: Vec<Document>,
+}
+
+impl Row {
+    fn duration(&self) -> String {
+        self.finished_at_us
+            .map(|f| format!("{:.1} ms", (f - self.queued_at_us) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into())
+    }
+}
+
+fn query_path(process: Option<&str>, status: Option<&str>, limit: u32) -> String {
+    let mut path = format!("/api/executions?limit={limit}");
+    for (key, value) in [("process", process), ("status", status)] {
+        if let Some(v) = value {
+            let encoded: String = v
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            path.push_str(&format!("&{key}={encoded}"));
+        }
+    }
+    path
+}
+
+/// `atom executions`.
+pub fn list(
+    client: &AdminClient,
+    process: Option<&str>,
+    status: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> Result<(), CliError> {
+    let path = query_path(process, status, limit);
+    if json {
+        let rows: serde_json::Value = client.get(&path)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let rows: Vec<Row> = client.get(&path)?;
+    if rows.is_empty() {
+        println!("no executions");
+        return Ok(());
+    }
+    println!(
+        "{:<56} {:<20} {:<14} {:<18} {:>4} {:>10} {:>7} RECEIVED",
+        "ID", "PROCESS", "STATUS", "MODE", "DOCS", "BYTES", "TIME"
+    );
+    for r in &rows {
+        println!(
+            "{:<56} {:<20} {:<14} {:<18} {:>4} {:>10} {:>7} {}",
+            r.id,
+            r.process,
+            r.status,
+            r.mode,
+            r.output_documents,
+            r.output_bytes,
+            r.duration(),
+            r.queued_at.get(..19).unwrap_or(&r.queued_at)
+        );
+        if let Some(e) = &r.error {
+            println!("    error: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// `atom executions show ID`.
+pub fn show(client: &AdminClient, id: &str, json: bool) -> Result<(), CliError> {
+    let path = format!("/api/executions/{id}");
+    if json {
+        let row: serde_json::Value = client.get(&path)?;
+        println!("{}", serde_json::to_string_pretty(&row).unwrap_or_default());
+        return Ok(());
+    }
+    let r: Row = client.get(&path)?;
+    println!("execution   {}", r.id);
+    println!(
+        "process     {} version {} ({})",
+        r.process, r.version, r.mode
+    );
+    println!("status      {} (attempts: {})", r.status, r.attempts);
+    println!("message     #{} in `atom messages`", r.message_row);
+    println!("queued      {}", r.queued_at);
+    println!("started     {}", r.started_at.as_deref().unwrap_or("-"));
+    println!("finished    {}", r.finished_at.as_deref().unwrap_or("-"));
+    println!(
+        "timings     receipt to end {}, in the engine {}",
+        r.duration(),
+        r.engine_us
+            .map(|u| format!("{u} µs"))
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "documents   {} in ({} bytes), {} out ({} bytes)",
+        r.input_documents, r.input_bytes, r.output_documents, r.output_bytes
+    );
+    if let Some(e) = &r.error {
+        println!("error       {e}");
+    }
+    for (i, d) in r.documents.iter().enumerate() {
+        println!("document {}  {} ({} bytes)", i + 1, d.path, d.size);
+        for (k, v) in &d.properties {
+            println!("    property {k} = {v}");
+        }
+        for place in &d.delivered {
+            println!("    delivered to {place}");
+        }
+    }
+    println!("--- process log ---");
+    print!("{}", r.log);
+    Ok(())
+}

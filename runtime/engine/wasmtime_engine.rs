@@ -1,0 +1,325 @@
+//! The wasmtime engine: one `Engine` for the runtime, modules compiled once
+//! per deploy (precompiled artifacts cached on disk, keyed by the module's
+//! hash and the engine's compatibility hash), an `InstancePre` per module,
+//! the pooling allocator, epoch interruption driven by one ticker thread,
+//! a resource limiter for memory and capped output pipes.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use super::host_abi::{self, HostState};
+use super::{GuestFailure, GuestInput, GuestRun, OutputDocument, PreparedModule, ProcessEngine};
+
+/// How often the ticker advances the epoch: the granularity of time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The process log of one run is cut here.
+const MAX_STDERR: usize = 1 << 20;
+/// Table elements a guest may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Settings of the engine as a whole.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Guests that may be instantiated at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// The most linear memory any guest may have.
+    pub max_memory: usize,
+    /// Where precompiled modules are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub struct WasmtimeEngine {
+    engine: Engine,
+    linker: Arc<Linker<GuestState>>,
+    settings: EngineSettings,
+}
+
+/// Store data of one guest run.
+struct GuestState {
+    wasi: WasiP1Ctx,
+    host: HostState,
+    limiter: MemoryLimiter,
+}
+
+/// Refuses memory growth past the limit and remembers the attempt, so the
+/// execution's error says what happened rather than "trap".
+struct MemoryLimiter {
+    max_memory: usize,
+    refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.refused = Some(desired);
+            // An error (not `false`) traps: guests rarely handle a failed grow.
+            return Err(wasmtime::Error::msg("memory limit exceeded"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl WasmtimeEngine {
+    /// Builds the engine and starts its epoch ticker thread.
+    pub fn new(settings: EngineSettings) -> Result<Arc<WasmtimeEngine>, String> {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_core_instances(settings.max_instances)
+            .total_memories(settings.max_instances)
+            .total_tables(settings.max_instances)
+            .max_memory_size(settings.max_memory);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(|e| format!("starting wasmtime: {e:#}"))?;
+        let mut linker: Linker<GuestState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut GuestState| &mut s.wasi)
+            .map_err(|e| format!("linking WASI: {e:#}"))?;
+        host_abi::add_to_linker(&mut linker, |s: &mut GuestState| &mut s.host)
+            .map_err(|e| format!("linking the atom module: {e:#}"))?;
+        if let Some(dir) = &settings.cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("creating module cache {}: {e}", dir.display()))?;
+        }
+        start_ticker(engine.weak());
+        Ok(Arc::new(WasmtimeEngine {
+            engine,
+            linker: Arc::new(linker),
+            settings,
+        }))
+    }
+
+    /// The module for these bytes: from the cache when it was compiled
+    /// before by a compatible engine, else compiled (and cached).
+    fn module(&self, bytes: &[u8]) -> Result<Module, String> {
+        let Some(dir) = &self.settings.cache_dir else {
+            return compile(&self.engine, bytes);
+        };
+        let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if path.is_file() {
+            // SAFETY: the file is one we serialised ourselves into the
+            // runtime's own data directory, under a name that includes the
+            // engine's compatibility hash; wasmtime also checks its header.
+            match unsafe { Module::deserialize_file(&self.engine, &path) } {
+                Ok(module) => return Ok(module),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cached module unusable; compiling again")
+                }
+            }
+        }
+        let module = compile(&self.engine, bytes)?;
+        if let Err(e) = module
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|artifact| write_atomically(&path, &artifact).map_err(|e| e.to_string()))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled module");
+        }
+        Ok(module)
+    }
+
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compat);
+        let mut digest = Sha256::new();
+        digest.update(compat.finish().to_le_bytes());
+        digest.update(bytes);
+        digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Module, String> {
+    Module::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// One thread advances every engine's epoch; it ends with the engine.
+fn start_ticker(engine: wasmtime::EngineWeak) {
+    let spawned = std::thread::Builder::new()
+        .name("atom-epoch-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match engine.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the epoch ticker; guests will not be time-limited");
+    }
+}
+
+impl ProcessEngine for WasmtimeEngine {
+    fn prepare(&self, bytes: &[u8]) -> Result<Arc<dyn PreparedModule>, String> {
+        let module = self.module(bytes)?;
+        match module.get_export("_start") {
+            Some(wasmtime::ExternType::Func(_)) => {}
+            _ => {
+                return Err(
+                    "exports no _start function; build it as a WASI command (a program with main)"
+                        .into(),
+                )
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| format!("imports something Atom does not provide: {e:#}"))?;
+        Ok(Arc::new(WasmtimeModule {
+            engine: self.engine.clone(),
+            pre,
+        }))
+    }
+
+    fn max_memory(&self) -> usize {
+        self.settings.max_memory
+    }
+}
+
+struct WasmtimeModule {
+    engine: Engine,
+    pre: InstancePre<GuestState>,
+}
+
+impl PreparedModule for WasmtimeModule {
+    fn run(&self, input: GuestInput<'_>) -> GuestRun {
+        let started = Instant::now();
+        let limits = input.limits;
+        let stdout = MemoryOutputPipe::new(limits.max_output);
+        let stderr = MemoryOutputPipe::new(MAX_STDERR);
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(input.document.to_vec()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(input.env)
+            .arg("process")
+            .build_p1();
+        let state = GuestState {
+            wasi,
+            host: HostState {
+                properties: input.properties.clone(),
+                max_output: limits.max_output,
+                ..HostState::default()
+            },
+            limiter: MemoryLimiter {
+                max_memory: limits.max_memory,
+                refused: None,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (limits.max_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let instance = self.pre.instantiate(&mut store);
+        let instantiate = started.elapsed();
+        let called = instance.and_then(|instance| {
+            instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .and_then(|start| start.call(&mut store, ()))
+        });
+        let state = store.into_data();
+        let outcome = match called {
+            Ok(()) => Ok(()),
+            // proc_exit(0), as Rust's std calls it: a normal end.
+            Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|x| x.0 == 0) => Ok(()),
+            Err(e) => Err(classify(e, &state, limits)),
+        }
+        .and_then(|()| collect(state.host, &stdout, limits.max_output));
+        GuestRun {
+            outcome,
+            stderr: stderr.contents().to_vec(),
+            instantiate,
+            total: started.elapsed(),
+        }
+    }
+}
+
+/// Turns a wasmtime error into the reason a user reads.
+fn classify(
+    error: wasmtime::Error,
+    state: &GuestState,
+    limits: super::GuestLimits,
+) -> GuestFailure {
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return GuestFailure::Exit(exit.0);
+    }
+    if let Some(requested) = state.limiter.refused {
+        return GuestFailure::MemoryLimit {
+            limit: limits.max_memory,
+            requested,
+        };
+    }
+    if state.host.output_limit_hit {
+        return GuestFailure::OutputLimit(limits.max_output);
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return GuestFailure::TimeLimit(limits.max_time);
+    }
+    let text = format!("{error:#}");
+    if text.contains("beyond capacity") {
+        return GuestFailure::OutputLimit(limits.max_output);
+    }
+    if text.contains("instance") && text.contains("limit") {
+        return GuestFailure::Instantiate(text);
+    }
+    GuestFailure::Trap(text)
+}
+
+/// Emitted documents, then stdout as the last one when not empty.
+fn collect(
+    host: HostState,
+    stdout: &MemoryOutputPipe,
+    max_output: usize,
+) -> Result<Vec<OutputDocument>, GuestFailure> {
+    let mut documents = host.documents;
+    let out = stdout.contents();
+    if host.emitted_bytes + out.len() > max_output {
+        return Err(GuestFailure::OutputLimit(max_output));
+    }
+    if !out.is_empty() {
+        documents.push(OutputDocument {
+            bytes: out.to_vec(),
+            properties: host.properties,
+        });
+    }
+    Ok(documents)
+}

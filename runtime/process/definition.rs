@@ -1,0 +1,318 @@
+//! The process part of `process.yaml`: what runs after the start step.
+//!
+//! ```yaml
+//! mode: low_latency_debug          # optional; else quotas.default_as2_workload
+//! limits:
+//!   max_execution_time_seconds: 60
+//!   max_memory_mb: 64
+//!   max_output_mb: 100
+//!   max_concurrent_executions: 10  # Maximum Concurrent Executions per Listener
+//! settings:                        # environment variables of every guest
+//!   ERP_PLANT: "1000"
+//! steps:
+//!   - wasm: transform.wat          # a module file in the bundle (.wasm or .wat)
+//!   - disk:
+//!       directory: out/orders      # relative to data_dir
+//!       file_name: "{as2_from}/{file_name}"
+//!       if_exists: overwrite       # overwrite | unique | error
+//!   - http:
+//!       url: http://erp.internal/orders
+//!       headers: { X-Partner: "{as2_from}" }
+//!       retries: 3
+//!       retry_backoff_ms: 1000
+//!       timeout_seconds: 30
+//! ```
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atom_connectors::delivery::disk::{self, DiskTarget, IfExists};
+use atom_connectors::delivery::http::HttpTarget;
+use atom_connectors::delivery::template::Template;
+use serde::Deserialize;
+
+use crate::config::WorkerMode;
+use crate::engine::{GuestLimits, PreparedModule, ProcessEngine};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    max_execution_time_seconds: Option<u64>,
+    max_memory_mb: Option<usize>,
+    max_output_mb: Option<usize>,
+    max_concurrent_executions: Option<usize>,
+}
+
+/// One list item of `steps:`; exactly one key is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    wasm: Option<String>,
+    disk: Option<RawDisk>,
+    http: Option<RawHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    directory: PathBuf,
+    file_name: String,
+    if_exists: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    url: String,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    retries: Option<u32>,
+    retry_backoff_ms: Option<u64>,
+    timeout_seconds: Option<u64>,
+}
+
+/// The raw process keys of process.yaml (beside `start`).
+#[derive(Debug, Default)]
+pub struct RawDefinition {
+    pub mode: Option<String>,
+    pub limits: Option<RawLimits>,
+    pub settings: Option<std::collections::BTreeMap<String, String>>,
+    pub steps: Option<Vec<RawStep>>,
+}
+
+/// Limits of every execution of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessLimits {
+    pub guest: GuestLimits,
+    pub max_concurrent_executions: usize,
+}
+
+pub const DEFAULT_MAX_EXECUTION_TIME: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_MEMORY_MB: usize = 64;
+pub const DEFAULT_MAX_OUTPUT_MB: usize = 100;
+pub const DEFAULT_MAX_CONCURRENT_EXECUTIONS: usize = 10;
+
+/// One step after the start step.
+#[derive(Clone)]
+pub enum Step {
+    Wasm {
+        /// The module file, relative to the bundle.
+        file: String,
+        module: Arc<dyn PreparedModule>,
+    },
+    Disk(DiskTarget),
+    Http(HttpTarget),
+}
+
+impl Step {
+    /// How `atom processes` and logs name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Wasm { file, .. } => format!("wasm {file}"),
+            Step::Disk(d) => format!("disk {}/{}", d.directory.display(), d.file_name),
+            Step::Http(h) => format!("http {}", h.url),
+        }
+    }
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// A validated process: modules compiled and linked, templates parsed.
+#[derive(Debug, Clone)]
+pub struct ProcessDefinition {
+    /// `None`: the runtime's default workload.
+    pub mode: Option<WorkerMode>,
+    pub limits: ProcessLimits,
+    /// Passed to every guest as environment variables.
+    pub settings: Vec<(String, String)>,
+    pub steps: Vec<Step>,
+}
+
+/// Environment names a setting may not take: the runtime sets them.
+const RESERVED_PREFIXES: [&str; 3] = ["AS2_", "ATOM_", "DDP_"];
+
+/// Validates the process keys; errors are `(key, reason)`.
+pub fn load(
+    raw: RawDefinition,
+    bundle_dir: &Path,
+    data_dir: &Path,
+    engine: &dyn ProcessEngine,
+) -> Result<ProcessDefinition, (String, String)> {
+    let mode = raw
+        .mode
+        .as_deref()
+        .map(|m| {
+            WorkerMode::parse(m).ok_or_else(|| {
+                (
+                    "mode".to_string(),
+                    format!("{m:?} is not one of general, low_latency_debug"),
+                )
+            })
+        })
+        .transpose()?;
+    let limits = limits(raw.limits.unwrap_or_default(), engine)?;
+    let mut settings = Vec::new();
+    for (name, value) in raw.settings.unwrap_or_default() {
+        let key = format!("settings.{name}");
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err((key, "not a valid environment variable name".into()));
+        }
+        if RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            return Err((
+                key,
+                "names starting AS2_, ATOM_ or DDP_ are set by the runtime".into(),
+            ));
+        }
+        settings.push((name, value));
+    }
+    let mut steps = Vec::new();
+    for (index, raw_step) in raw.steps.unwrap_or_default().into_iter().enumerate() {
+        let key = |field: &str| format!("steps[{index}].{field}");
+        let step = match (raw_step.wasm, raw_step.disk, raw_step.http) {
+            (Some(file), None, None) => {
+                let path = inside_bundle(bundle_dir, &file).map_err(|r| (key("wasm"), r))?;
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| (key("wasm"), format!("{}: {e}", path.display())))?;
+                let module = engine
+                    .prepare(&bytes)
+                    .map_err(|r| (key("wasm"), format!("{file}: {r}")))?;
+                Step::Wasm { file, module }
+            }
+            (None, Some(d), None) => {
+                let file_name = Template::parse(&d.file_name)
+                    .map_err(|e| (key("disk.file_name"), e.to_string()))?;
+                disk::check_template(&file_name).map_err(|r| (key("disk.file_name"), r))?;
+                let if_exists = match d.if_exists.as_deref().unwrap_or("overwrite") {
+                    "overwrite" => IfExists::Overwrite,
+                    "unique" => IfExists::Unique,
+                    "error" => IfExists::Error,
+                    other => {
+                        return Err((
+                            key("disk.if_exists"),
+                            format!("{other:?} is not one of overwrite, unique, error"),
+                        ))
+                    }
+                };
+                Step::Disk(DiskTarget {
+                    directory: data_dir.join(&d.directory),
+                    file_name,
+                    if_exists,
+                })
+            }
+            (None, None, Some(h)) => {
+                let url = Template::parse(&h.url).map_err(|e| (key("http.url"), e.to_string()))?;
+                if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+                    return Err((
+                        key("http.url"),
+                        "must start with http:// or https://".into(),
+                    ));
+                }
+                let mut headers = Vec::new();
+                for (name, value) in h.headers {
+                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err((
+                            key("http.headers"),
+                            format!("{name:?} is not a header name"),
+                        ));
+                    }
+                    let template = Template::parse(&value)
+                        .map_err(|e| (key(&format!("http.headers.{name}")), e.to_string()))?;
+                    headers.push((name, template));
+                }
+                let retries = h.retries.unwrap_or(3);
+                if retries > 20 {
+                    return Err((key("http.retries"), format!("{retries} is above 20")));
+                }
+                Step::Http(HttpTarget {
+                    url,
+                    headers,
+                    retries,
+                    first_backoff: Duration::from_millis(h.retry_backoff_ms.unwrap_or(1000)),
+                    timeout: Duration::from_secs(h.timeout_seconds.unwrap_or(30).max(1)),
+                })
+            }
+            _ => {
+                return Err((
+                    format!("steps[{index}]"),
+                    "give exactly one of wasm, disk, http".into(),
+                ))
+            }
+        };
+        steps.push(step);
+    }
+    Ok(ProcessDefinition {
+        mode,
+        limits,
+        settings,
+        steps,
+    })
+}
+
+fn limits(raw: RawLimits, engine: &dyn ProcessEngine) -> Result<ProcessLimits, (String, String)> {
+    let time = raw
+        .max_execution_time_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_MAX_EXECUTION_TIME);
+    if time.is_zero() || time > Duration::from_secs(24 * 3600) {
+        return Err((
+            "limits.max_execution_time_seconds".into(),
+            "must be 1 to 86400".into(),
+        ));
+    }
+    let memory_mb = raw.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB);
+    let engine_mb = engine.max_memory() >> 20;
+    if memory_mb == 0 || memory_mb > engine_mb {
+        return Err((
+            "limits.max_memory_mb".into(),
+            format!("{memory_mb} is outside 1 to {engine_mb} (engine.max_memory_mb in atom.yaml)"),
+        ));
+    }
+    let output_mb = raw.max_output_mb.unwrap_or(DEFAULT_MAX_OUTPUT_MB);
+    if output_mb == 0 || output_mb > 4096 {
+        return Err(("limits.max_output_mb".into(), "must be 1 to 4096".into()));
+    }
+    let concurrent = raw
+        .max_concurrent_executions
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_EXECUTIONS);
+    if !(1..=1000).contains(&concurrent) {
+        return Err((
+            "limits.max_concurrent_executions".into(),
+            "must be 1 to 1000".into(),
+        ));
+    }
+    Ok(ProcessLimits {
+        guest: GuestLimits {
+            max_time: time,
+            max_memory: memory_mb << 20,
+            max_output: output_mb << 20,
+        },
+        max_concurrent_executions: concurrent,
+    })
+}
+
+/// A module path must name a file inside the bundle.
+fn inside_bundle(bundle_dir: &Path, file: &str) -> Result<PathBuf, String> {
+    let relative = Path::new(file);
+    if file.is_empty()
+        || !relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(format!(
+            "{file:?} must be a relative path inside the bundle"
+        ));
+    }
+    let lower = file.to_ascii_lowercase();
+    if !(lower.ends_with(".wasm") || lower.ends_with(".wat")) {
+        return Err(format!("{file:?} is not a .wasm or .wat module"));
+    }
+    Ok(bundle_dir.join(relative))
+}

@@ -1,0 +1,11 @@
+//! What a bundle runs after its start step, and how it runs.
+//!
+//! - [`definition`]: `steps`, `mode`, `limits` and `settings` of process.yaml, validated.
+//! - [`execution`]: one execution of a process on one received document.
+//! - [`workers`]: the General pool and the Low_Latency_Debug workers with their quotas.
+//! - [`history`]: writes execution states to the store off the workers' path.
+
+pub mod definition;
+pub mod execution;
+pub mod history;
+pub mod workers;

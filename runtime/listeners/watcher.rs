@@ -49,12 +49,21 @@ pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher,
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
                     // Reads (our own, while loading) are not changes.
-                    let names: BTreeSet<String> = events
+                    let mut names: BTreeSet<String> = events
                         .iter()
                         .filter(|event| !event.kind.is_access())
                         .flat_map(|event| event.paths.iter())
                         .filter_map(|path| bundle_name(&handler_root, path))
                         .collect();
+                    // A folder renamed away and deleted can reach us as a
+                    // removal of the new (hidden) name only: check every
+                    // deployed bundle is still there.
+                    names.extend(registry.resolve_ids(&[], true).into_iter().filter(|id| {
+                        !handler_root
+                            .join(id)
+                            .join(super::bundle::PROCESS_FILE)
+                            .is_file()
+                    }));
                     for name in names {
                         registry.reload(&name);
                     }

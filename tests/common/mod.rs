@@ -425,3 +425,23 @@ pub fn peer_python() -> PathBuf {
     );
     python
 }
+
+/// Headers of an unsigned, unencrypted AS2 message asking for a sync MDN.
+pub fn plain_headers(from: &str, to: &str, message_id: &str) -> Vec<(String, String)> {
+    [
+        ("AS2-Version", "1.2"),
+        ("AS2-From", from),
+        ("AS2-To", to),
+        ("Message-ID", message_id),
+        ("Content-Type", "application/edi-x12"),
+        ("Disposition-Notification-To", "edi@example.com"),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A bundle's start step for an unsecured partner `from` sending to `to`.
+pub fn plain_start(from: &str, to: &str) -> String {
+    format!("start:\n  as2:\n    as2_from:\n      id: {from}\n    as2_to:\n      id: {to}\n")
+}

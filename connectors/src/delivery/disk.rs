@@ -59,11 +59,15 @@ pub fn escape_value(value: &str) -> String {
             c => c,
         })
         .collect();
-    if replaced.trim_matches('.').is_empty() {
-        // "", "." and ".." would name the directory itself or its parent.
-        replaced.replace('.', "_") + "_"
+    // "", "." and ".." would name the directory itself or its parent, and
+    // a leading dot would hide the file.
+    let visible = replaced.trim_start_matches('.');
+    let hidden = replaced.len() - visible.len();
+    let escaped = "_".repeat(hidden) + visible;
+    if escaped.is_empty() {
+        "_".into()
     } else {
-        replaced
+        escaped
     }
 }
 

@@ -119,12 +119,69 @@ fn deploy_refuse_swap_and_undeploy_while_running() {
     );
 }
 
+/// A bundle whose guest answers with its version number, then writes the
+/// result to `out/swaps/<message id>.txt`.
+fn versioned_bundle(root: &std::path::Path, version: usize) -> std::path::PathBuf {
+    let dir = root.join("swaps");
+    std::fs::create_dir_all(&dir).expect("bundle dir");
+    std::fs::write(
+        dir.join("guest.wat"),
+        format!(
+            r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "v{version:02}")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 3))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+        ),
+    )
+    .expect("guest");
+    std::fs::write(
+        dir.join("process.yaml"),
+        format!(
+            "{}steps:\n  - wasm: guest.wat\n  - disk:\n      directory: out/swaps\n      file_name: \"{{message_id}}.txt\"\n",
+            plain_start("SWAPPER", "US")
+        ),
+    )
+    .expect("process.yaml");
+    dir
+}
+
+fn execution_for(site: &Site, file: &str) -> Option<serde_json::Value> {
+    site.executions().into_iter().find(|e| {
+        e["documents"][0]["delivered"][0]
+            .as_str()
+            .is_some_and(|p| p.ends_with(file))
+    })
+}
+
 #[test]
-fn twenty_swaps_under_load_fail_no_request() {
+fn twenty_swaps_under_load_fail_no_request_and_each_document_runs_on_one_version() {
     let site = Site::new("");
-    site.import_interop_keys();
-    site.deploy("mendelson", MENDELSON_BUNDLE);
+    let staging = tempfile::tempdir().expect("staging");
+    let deploy = |version: usize| -> String {
+        let dir = versioned_bundle(staging.path(), version);
+        let run = site.atom(&["deploy", dir.to_str().expect("utf-8")]);
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            run.status.success(),
+            "deploy {version}: {out}{}\nlog:\n{}",
+            String::from_utf8_lossy(&run.stderr),
+            site.log()
+        );
+        // "deployed swaps version <hash> to ..." and it waited until served.
+        assert!(out.contains("the running Atom serves swaps"), "{out}");
+        out.split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .expect("version in output")
+            .to_string()
+    };
     let atom = site.start();
+    let mut versions = std::collections::HashMap::new();
+    versions.insert(deploy(0), 0);
     let http = atom.http();
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -134,15 +191,9 @@ fn twenty_swaps_under_load_fail_no_request() {
         senders.push(std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
-                let (mut headers, body) = capture("mecas2_signed_encrypted.as2");
-                request_signed_mdn(&mut headers);
-                set_header(
-                    &mut headers,
-                    "Message-ID",
-                    &format!("<swap-{s}-{n}@mecas2>"),
-                );
+                let headers = plain_headers("SWAPPER", "US", &format!("<swap-{s}-{n}@x>"));
                 n += 1;
-                match try_post(http, "/as2", &headers, &body) {
+                match try_post(http, "/as2", &headers, b"ST*850~") {
                     Ok(r) if processed(&r) => ok.fetch_add(1, Ordering::Relaxed),
                     Ok(r) => {
                         eprintln!("failed: {} {}", r.status, r.text());
@@ -156,17 +207,32 @@ fn twenty_swaps_under_load_fail_no_request() {
             }
         }));
     }
-    for swap in 0..20 {
-        // Two valid versions that differ (the duplicate window), alternately.
-        let window = if swap % 2 == 0 { 1000 } else { 2000 };
-        let yaml = MENDELSON_BUNDLE.replace(
-            "      signing_certificate: keystore:mecas2\n",
-            &format!(
-                "      signing_certificate: keystore:mecas2\n      duplicate_window: {window}\n"
-            ),
+    let mut probes = 0;
+    for version in 1..=20 {
+        let hash = deploy(version);
+        versions.insert(hash.clone(), version);
+        // The new version serves the next document.
+        let probe = format!("<probe-{version}@x>");
+        let r = post(
+            http,
+            "/as2",
+            &plain_headers("SWAPPER", "US", &probe),
+            b"probe",
         );
-        deploy_atomically(&site, "mendelson", &yaml);
-        std::thread::sleep(Duration::from_millis(400));
+        assert!(processed(&r), "{}", r.text());
+        probes += 1;
+        let file = format!("_probe-{version}@x_.txt");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let run = loop {
+            match execution_for(&site, &file) {
+                Some(e) if e["status"] == "COMPLETE" => break e,
+                _ => {
+                    assert!(Instant::now() < deadline, "probe {version} never ran");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        assert_eq!(run["version"], hash.as_str(), "probe after swap {version}");
     }
     stop.store(true, Ordering::SeqCst);
     for s in senders {
@@ -176,13 +242,24 @@ fn twenty_swaps_under_load_fail_no_request() {
     eprintln!("swaps under load: {ok} processed, {failed} failed");
     assert_eq!(failed, 0);
     assert!(ok > 40, "senders kept sending during the swaps ({ok})");
-    assert!(
-        site.log().matches("bundle deployed").count() >= 10,
-        "the swaps were seen by the watcher"
-    );
     assert_eq!(
         site.messages().len(),
-        ok,
-        "every processed message stored once"
+        ok + probes,
+        "every message stored once"
     );
+    // Every document ran exactly once, on the one version its history names.
+    let executions = site.wait_for_executions(ok + probes);
+    assert_eq!(executions.len(), ok + probes);
+    let mut files = std::collections::HashSet::new();
+    for e in &executions {
+        assert_eq!(e["status"], "COMPLETE", "{e}");
+        assert_eq!(e["attempts"], 1);
+        let version = versions[e["version"].as_str().expect("version")];
+        let path = e["documents"][0]["delivered"][0]
+            .as_str()
+            .expect("delivered");
+        assert!(files.insert(path.to_string()), "{path} written twice");
+        let written = std::fs::read_to_string(path).expect("output");
+        assert_eq!(written, format!("v{version:02}"), "{path}");
+    }
 }

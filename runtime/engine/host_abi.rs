@@ -7,8 +7,9 @@
 //!
 //! - `set_property(name_ptr, name_len, value_ptr, value_len)` sets a
 //!   dynamic document property (UTF-8; names `[A-Za-z0-9_.-]`, at most 64
-//!   bytes; values at most 4 KiB) on the documents emitted after it and on
-//!   the stdout document.
+//!   bytes, not one of the tracked or built-in names in [`RESERVED_NAMES`];
+//!   values at most 4 KiB) on the documents emitted after it and on the
+//!   stdout document.
 //! - `emit(ptr, len)` emits one output document with the properties in
 //!   force. A guest that emits documents may still write stdout: a
 //!   non-empty stdout becomes the last document.
@@ -23,7 +24,7 @@ use super::{OutputDocument, Properties};
 pub const OK: i32 = 0;
 /// The pointer and length do not lie inside the guest's memory.
 pub const BAD_POINTER: i32 = -1;
-/// The property name is empty, too long, or has characters outside `[A-Za-z0-9_.-]`.
+/// The property name is empty, too long, reserved, or has characters outside `[A-Za-z0-9_.-]`.
 pub const BAD_NAME: i32 = -2;
 /// The property value is not UTF-8 or is longer than 4 KiB.
 pub const BAD_VALUE: i32 = -3;
@@ -44,9 +45,25 @@ pub struct HostState {
     pub output_limit_hit: bool,
 }
 
+/// Names the runtime sets (tracked properties and built-ins); a guest
+/// cannot override them, so templates always mean the same thing.
+pub const RESERVED_NAMES: [&str; 10] = [
+    "as2_from",
+    "as2_to",
+    "subject",
+    "message_id",
+    "file_name",
+    "mime_type",
+    "process",
+    "execution_id",
+    "date",
+    "document_index",
+];
+
 /// True for a property name a guest may set.
 pub fn valid_property_name(name: &str) -> bool {
-    !name.is_empty()
+    !RESERVED_NAMES.contains(&name)
+        && !name.is_empty()
         && name.len() <= MAX_NAME
         && name
             .bytes()
@@ -134,5 +151,9 @@ mod tests {
         assert!(!valid_property_name("a/b"));
         assert!(!valid_property_name("with space"));
         assert!(!valid_property_name(&"x".repeat(65)));
+        assert!(
+            !valid_property_name("as2_from"),
+            "tracked names are the runtime's"
+        );
     }
 }

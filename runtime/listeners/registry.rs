@@ -52,6 +52,8 @@ struct Entry {
     route_error: Option<String>,
     paused: bool,
     counters: Arc<Counters>,
+    /// The bundle folder as last loaded (see [`fingerprint`]).
+    fingerprint: u64,
 }
 
 impl Entry {
@@ -228,6 +230,7 @@ impl Registry {
         let mut inner = self.write();
         inner.listeners.clear();
         for (name, path) in bundles {
+            let fingerprint = fingerprint(&path);
             let spec = bundle::load(&path, self.context())
                 .map(Arc::new)
                 .map_err(|e| e.to_string());
@@ -240,6 +243,7 @@ impl Registry {
                 route_error: None,
                 paused: paused.contains(&name),
                 counters: Arc::default(),
+                fingerprint,
             };
             entry.set_loaded(spec);
             inner.listeners.insert(name, entry);
@@ -368,6 +372,7 @@ impl Registry {
             }
             return;
         }
+        let fingerprint = fingerprint(&path);
         let loaded = bundle::load(&path, self.context())
             .map(Arc::new)
             .map_err(|e| e.to_string());
@@ -386,7 +391,9 @@ impl Registry {
                 route_error: None,
                 paused,
                 counters: Arc::default(),
+                fingerprint,
             });
+        entry.fingerprint = fingerprint;
         match loaded {
             Ok(spec) => {
                 let version = spec.version.clone();
@@ -405,6 +412,42 @@ impl Registry {
         inner.rebuild_routes();
     }
 
+    /// Compares the processes folder with what is deployed and reloads
+    /// every bundle that appeared, changed or disappeared. The watcher calls
+    /// it on every batch of events, so coalesced or oddly reported renames
+    /// (atomic folder exchanges among them) cannot be missed.
+    pub fn rescan(&self) {
+        let mut on_disk: Vec<(String, u64)> = Vec::new();
+        if let Ok(read) = std::fs::read_dir(&self.processes_dir) {
+            for item in read.flatten() {
+                let name = item.file_name().to_string_lossy().to_string();
+                let path = item.path();
+                if !name.starts_with('.') && path.join(PROCESS_FILE).is_file() {
+                    on_disk.push((name, fingerprint(&path)));
+                }
+            }
+        }
+        let changed: Vec<String> = {
+            let inner = self.read();
+            let mut changed: Vec<String> = on_disk
+                .iter()
+                .filter(|(name, fp)| inner.listeners.get(name).map(|e| e.fingerprint) != Some(*fp))
+                .map(|(name, _)| name.clone())
+                .collect();
+            changed.extend(
+                inner
+                    .listeners
+                    .keys()
+                    .filter(|name| !on_disk.iter().any(|(n, _)| n == *name))
+                    .cloned(),
+            );
+            changed
+        };
+        for name in changed {
+            self.reload(&name);
+        }
+    }
+
     /// Re-creates listeners from their bundles (re-reading keys); clears
     /// errors that are gone; a paused listener stays paused.
     pub fn restart(&self, ids: &[String]) -> Vec<ActionResult> {
@@ -418,6 +461,7 @@ impl Registry {
                         message: format!("no listener named {id:?}"),
                     };
                 }
+                let fingerprint = fingerprint(&path);
                 let spec = bundle::load(&path, self.context())
                     .map(Arc::new)
                     .map_err(|e| e.to_string());
@@ -430,6 +474,7 @@ impl Registry {
                     };
                 };
                 entry.set_loaded(spec);
+                entry.fingerprint = fingerprint;
                 inner.rebuild_routes();
                 let state = inner.listeners.get(id).map(Entry::state);
                 tracing::info!(listener = %id, state = ?state, "listener restarted");
@@ -453,4 +498,37 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// Identifies a bundle folder's current contents cheaply: names, sizes,
+/// modification times and inodes of its files (a swapped-in folder has new
+/// inodes even when sizes and times match).
+fn fingerprint(dir: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &std::path::Path, hasher: &mut std::collections::hash_map::DefaultHasher) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut items: Vec<_> = read.flatten().collect();
+        items.sort_by_key(|i| i.file_name());
+        for item in items {
+            let Ok(meta) = item.metadata() else { continue };
+            item.file_name().hash(hasher);
+            meta.len().hash(hasher);
+            meta.modified().ok().hash(hasher);
+            #[cfg(unix)]
+            std::os::unix::fs::MetadataExt::ino(&meta).hash(hasher);
+            if meta.is_dir() {
+                walk(&item.path(), hasher);
+            }
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    #[cfg(unix)]
+    std::fs::metadata(dir)
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .ok()
+        .hash(&mut hasher);
+    walk(dir, &mut hasher);
+    hasher.finish()
 }

@@ -2,8 +2,12 @@
 //! changed. Deployers write temporary files and rename them; events are
 //! debounced so one deployment is one reload, and names starting with a
 //! dot (temporary folders) are ignored until they are renamed into place.
+//!
+//! Events only say *that* something changed; [`Registry::rescan`] finds
+//! what by comparing folder fingerprints. A rescan also runs every few
+//! seconds, because inotify can lose track of folders swapped by an atomic
+//! exchange (`atom deploy`), and a missed deployment must not stay missed.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +20,19 @@ use super::Registry;
 /// Quiet time after the last change before a bundle is reloaded.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// How often the processes folder is rescanned without any event.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Keeps the watcher alive; dropping it stops hot reload.
 pub struct Watcher {
     _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The bundle folder name an event path belongs to.
@@ -42,30 +56,36 @@ pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher,
         .canonicalize()
         .unwrap_or_else(|_| processes_dir.clone());
     let handler_root = root.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let periodic = (registry.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("atom-rescan".into())
+        .spawn(move || {
+            let (registry, stop) = periodic;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(RESCAN_INTERVAL);
+                registry.rescan();
+            }
+        })
+        .map_err(|e| format!("starting the rescan thread: {e}"))?;
     let mut debouncer =
         new_debouncer(
             DEBOUNCE,
             None,
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
-                    // Reads (our own, while loading) are not changes.
-                    let mut names: BTreeSet<String> = events
-                        .iter()
-                        .filter(|event| !event.kind.is_access())
-                        .flat_map(|event| event.paths.iter())
-                        .filter_map(|path| bundle_name(&handler_root, path))
-                        .collect();
-                    // A folder renamed away and deleted can reach us as a
-                    // removal of the new (hidden) name only: check every
-                    // deployed bundle is still there.
-                    names.extend(registry.resolve_ids(&[], true).into_iter().filter(|id| {
-                        !handler_root
-                            .join(id)
-                            .join(super::bundle::PROCESS_FILE)
-                            .is_file()
-                    }));
-                    for name in names {
-                        registry.reload(&name);
+                    // Reads (our own, while loading) are not changes. Any
+                    // other event under the folder triggers a rescan, which
+                    // finds what changed by itself.
+                    if events.iter().any(|event| {
+                        !event.kind.is_access()
+                            && event.paths.iter().any(|path| {
+                                bundle_name(&handler_root, path).is_some()
+                                    || path == &handler_root
+                                    || path.parent() == Some(handler_root.as_path())
+                            })
+                    }) {
+                        registry.rescan();
                     }
                 }
                 Err(errors) => {
@@ -82,6 +102,7 @@ pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher,
     tracing::info!(dir = %root.display(), "hot reload: watching the processes folder");
     Ok(Watcher {
         _debouncer: debouncer,
+        stop,
     })
 }
 

@@ -45,9 +45,22 @@ pub struct Job {
 }
 
 impl Job {
-    fn tracked(&self) -> TrackedProperties {
-        serde_json::from_str(&self.record.properties_json).unwrap_or_default()
+    fn tracked(&self) -> Result<TrackedProperties, String> {
+        serde_json::from_str(&self.record.properties_json)
+            .map_err(|e| format!("the stored tracked properties are unreadable: {e}"))
     }
+}
+
+/// A guest log line whose first word is `warn` or `warning` (any case,
+/// colon optional) marks the execution COMPLETE_WARN.
+pub fn is_warning(line: &str) -> bool {
+    let first = line
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(':')
+        .to_ascii_lowercase();
+    first == "warn" || first == "warning"
 }
 
 /// A document between steps.
@@ -115,7 +128,13 @@ impl Runner {
                 mode.as_str()
             ),
         );
-        let tracked = job.tracked();
+        let tracked = match job.tracked() {
+            Ok(tracked) => tracked,
+            Err(e) => {
+                log.line("WARN", format_args!("{e}; running without them"));
+                TrackedProperties::new()
+            }
+        };
         if debug {
             log.line("DEBUG", format_args!("tracked properties: {tracked:?}"));
         }
@@ -239,7 +258,7 @@ impl Runner {
                         *engine += run.total;
                         *instantiate += run.instantiate;
                         for line in String::from_utf8_lossy(&run.stderr).lines() {
-                            if line.trim_start().to_ascii_lowercase().starts_with("warn") {
+                            if is_warning(line) {
                                 *warned = true;
                             }
                             log.line("GUEST", format_args!("{line}"));

@@ -505,5 +505,9 @@ fn deploy_validates_then_swaps_and_undeploy_removes() {
     assert!(!site.path().join("processes/orders").exists());
     // No listener for the partner any more: a negative MDN.
     let gone = send(&atom, "ORDERS", "<o2@x>", b"x");
-    assert!(gone.text().contains("authentication-failed"), "{}", gone.text());
+    assert!(
+        gone.text().contains("authentication-failed"),
+        "{}",
+        gone.text()
+    );
 }

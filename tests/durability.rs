@@ -98,6 +98,29 @@ fn async_mdn_reaches_a_receiver_that_was_down_across_a_runtime_restart() {
 /// at pseudo-random moments and restarted several times; senders retry
 /// whatever got no positive MDN. Afterwards every acknowledged message is
 /// stored once, with the right bytes, and nothing else is.
+/// A guest that takes 40 ms (a WASI sleep), then copies stdin to stdout:
+/// long enough that kills land in the middle of executions.
+const SLOW_COPY_GUEST: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (local $n i32)
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 40000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (loop $copy
+      (i32.store (i32.const 256) (i32.const 1024))
+      (i32.store (i32.const 260) (i32.const 65536))
+      (drop (call $read (i32.const 0) (i32.const 256) (i32.const 1) (i32.const 264)))
+      (local.set $n (i32.load (i32.const 264)))
+      (if (local.get $n)
+        (then
+          (i32.store (i32.const 260) (local.get $n))
+          (drop (call $write (i32.const 1) (i32.const 256) (i32.const 1) (i32.const 264)))
+          (br $copy))))))"#;
+
 #[test]
 fn sigkill_under_load_loses_no_acknowledged_message_and_stores_none_twice() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -105,7 +128,11 @@ fn sigkill_under_load_loses_no_acknowledged_message_and_stores_none_twice() {
     const KILLS: usize = 5;
     let site = Site::new("");
     site.import_interop_keys();
-    site.deploy("mendelson", MENDELSON_BUNDLE);
+    site.deploy_file("mendelson", "copy.wat", SLOW_COPY_GUEST.as_bytes());
+    site.deploy(
+        "mendelson",
+        &format!("{MENDELSON_BUNDLE}steps:\n  - wasm: copy.wat\n  - disk:\n      directory: out/crash\n      file_name: \"{{message_id}}.txt\"\n"),
+    );
     let atom = Arc::new(Mutex::new(site.start()));
     let http = atom.lock().map(|a| a.http()).expect("lock");
     // Keep the HTTP port across restarts.
@@ -214,8 +241,41 @@ fn sigkill_under_load_loses_no_acknowledged_message_and_stores_none_twice() {
         total,
         "nothing stored that no sender holds a receipt for"
     );
+
+    // Processed exactly once: one execution per stored message, completed,
+    // its output written; those a kill interrupted were recovered at start.
+    let executions = site.wait_for_executions(total);
+    assert_eq!(executions.len(), total, "one execution per message");
+    let rows: HashSet<i64> = executions
+        .iter()
+        .map(|e| e["message_row"].as_i64().expect("row"))
+        .collect();
+    assert_eq!(rows.len(), total, "no message ran twice");
+    let mut rerun = 0;
+    for e in &executions {
+        assert_eq!(e["status"], "COMPLETE", "{e}");
+        if e["attempts"].as_u64() != Some(1) {
+            rerun += 1;
+        }
+        let written = e["documents"][0]["delivered"][0]
+            .as_str()
+            .expect("delivered");
+        assert_eq!(
+            std::fs::read(written).expect("output"),
+            payload,
+            "{written}"
+        );
+    }
+    let outputs = std::fs::read_dir(site.path().join("data/out/crash"))
+        .expect("outputs")
+        .filter(|f| {
+            f.as_ref()
+                .is_ok_and(|f| !f.file_name().to_string_lossy().starts_with('.'))
+        })
+        .count();
+    assert_eq!(outputs, total, "one output file per message");
     eprintln!(
-        "crash test: {total} acknowledged, kills at {acknowledged_at_kill:?}, {} retries",
+        "crash test: {total} acknowledged, kills at {acknowledged_at_kill:?}, {} retries, {rerun} executions recovered and run again",
         retries.load(Ordering::Relaxed)
     );
 }

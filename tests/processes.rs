@@ -112,20 +112,37 @@ fn guests_are_stopped_at_their_limits_and_failures_keep_their_log() {
         GROW_GUEST,
     );
     deploy_guest(&site, "failing", "FAILER", steps, FAILING_GUEST);
+    // Waiting in a host call (a WASI sleep) does not escape the limit either.
+    deploy_guest(
+        &site,
+        "sleeping",
+        "SLEEPER",
+        &format!("limits:\n  max_execution_time_seconds: 1\n{steps}"),
+        &sleeping_guest(600_000),
+    );
     let atom = site.start();
     let started = Instant::now();
     for (partner, id) in [
         ("LOOPER", "<l@x>"),
         ("GROWER", "<g@x>"),
         ("FAILER", "<f@x>"),
+        ("SLEEPER", "<s@x>"),
     ] {
         // The receipt does not wait for the process: a positive MDN at once.
         let r = send(&atom, partner, id, b"ISA*00~");
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(r.text().contains("processed"), "{}", r.text());
+        assert!(r.text().contains("; processed\r\n"), "{}", r.text());
     }
-    let all = site.wait_for_executions(3);
+    let all = site.wait_for_executions(4);
     assert!(started.elapsed() < Duration::from_secs(30));
+    let sleeping = execution_of(&all, "sleeping");
+    assert_eq!(sleeping["status"], "ERROR");
+    assert!(
+        sleeping["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("time limit of 1s exceeded")),
+        "{sleeping}"
+    );
 
     let looping = execution_of(&all, "looping");
     assert_eq!(looping["status"], "ERROR");
@@ -160,9 +177,9 @@ fn guests_are_stopped_at_their_limits_and_failures_keep_their_log() {
     );
     // The runtime and its workers are fine afterwards.
     assert_eq!(send(&atom, "FAILER", "<f2@x>", b"x").status, 200);
-    site.wait_for_executions(4);
+    site.wait_for_executions(5);
     let shown = site.atom_ok(&["executions", "--status", "ERROR"]);
-    assert_eq!(shown.matches("ERROR").count(), 4, "{shown}");
+    assert_eq!(shown.matches("ERROR").count(), 5, "{shown}");
 }
 
 #[test]
@@ -345,6 +362,9 @@ fn low_latency_quotas_refuse_excess_work_clearly_and_lose_nothing() {
         refused.text()
     );
     assert!(refused.header("retry-after").is_some());
+    // The admitted one shows as running meanwhile.
+    let running_now = site.atom_ok(&["executions", "--status", "INPROCESS"]);
+    assert!(running_now.contains("slow"), "{running_now}");
     // The queued one waits for its timeout, then is refused too.
     let timed_out = queued.join().expect("queued sender");
     assert_eq!(timed_out.status, 503, "{}", timed_out.text());

@@ -3,6 +3,11 @@
 //! hash and the engine's compatibility hash), an `InstancePre` per module,
 //! the pooling allocator, epoch interruption driven by one ticker thread,
 //! a resource limiter for memory and capped output pipes.
+//!
+//! Guests run asynchronously on a small runtime of the worker's own thread:
+//! the epoch makes running code yield every tick, and a timeout around the
+//! whole call stops a guest at its time limit whether it computes or waits
+//! in a host call (a WASI sleep cannot outlast the limit).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -92,6 +97,7 @@ impl WasmtimeEngine {
             .total_core_instances(settings.max_instances)
             .total_memories(settings.max_instances)
             .total_tables(settings.max_instances)
+            .total_stacks(settings.max_instances)
             .max_memory_size(settings.max_memory);
         let mut config = Config::new();
         config
@@ -99,7 +105,7 @@ impl WasmtimeEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| format!("starting wasmtime: {e:#}"))?;
         let mut linker: Linker<GuestState> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut GuestState| &mut s.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut GuestState| &mut s.wasi)
             .map_err(|e| format!("linking WASI: {e:#}"))?;
         host_abi::add_to_linker(&mut linker, |s: &mut GuestState| &mut s.host)
             .map_err(|e| format!("linking the atom module: {e:#}"))?;
@@ -245,23 +251,31 @@ impl PreparedModule for WasmtimeModule {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = (limits.max_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Yield to the timeout below at every epoch tick.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
 
-        let instance = self.pre.instantiate(&mut store);
-        let instantiate = started.elapsed();
-        let called = instance.and_then(|instance| {
-            instance
-                .get_typed_func::<(), ()>(&mut store, "_start")
-                .and_then(|start| start.call(&mut store, ()))
-        });
+        let mut instantiate = Duration::ZERO;
+        let called = {
+            let pre = &self.pre;
+            let store = &mut store;
+            let instantiate = &mut instantiate;
+            let call = async move {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                *instantiate = started.elapsed();
+                let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+                start.call_async(&mut *store, ()).await
+            };
+            block_on_worker(async { tokio::time::timeout(limits.max_time, call).await })
+        };
         let state = store.into_data();
         let outcome = match called {
-            Ok(()) => Ok(()),
+            Err(reason) => Err(GuestFailure::Instantiate(reason)),
+            Ok(Err(_elapsed)) => Err(GuestFailure::TimeLimit(limits.max_time)),
+            Ok(Ok(Ok(()))) => Ok(()),
             // proc_exit(0), as Rust's std calls it: a normal end.
-            Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|x| x.0 == 0) => Ok(()),
-            Err(e) => Err(classify(e, &state, limits)),
+            Ok(Ok(Err(e))) if e.downcast_ref::<I32Exit>().is_some_and(|x| x.0 == 0) => Ok(()),
+            Ok(Ok(Err(e))) => Err(classify(e, &state, limits)),
         }
         .and_then(|()| collect(state.host, &stdout, limits.max_output));
         GuestRun {
@@ -271,6 +285,22 @@ impl PreparedModule for WasmtimeModule {
             total: started.elapsed(),
         }
     }
+}
+
+thread_local! {
+    /// Each worker thread drives its guests on its own single-threaded runtime.
+    static WORKER_RUNTIME: Result<tokio::runtime::Runtime, String> =
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("starting the guest runtime: {e}"));
+}
+
+fn block_on_worker<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    WORKER_RUNTIME.with(|runtime| match runtime {
+        Ok(runtime) => Ok(runtime.block_on(future)),
+        Err(e) => Err(e.clone()),
+    })
 }
 
 /// Turns a wasmtime error into the reason a user reads.
@@ -322,4 +352,105 @@ fn collect(
         });
     }
     Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{GuestLimits, Properties};
+
+    fn engine() -> Arc<WasmtimeEngine> {
+        WasmtimeEngine::new(EngineSettings {
+            max_instances: 4,
+            max_memory: 64 << 20,
+            cache_dir: None,
+        })
+        .expect("engine")
+    }
+
+    fn run(wat: &str, max_time: Duration) -> GuestRun {
+        let module = engine().prepare(wat.as_bytes()).expect("prepares");
+        module.run(GuestInput {
+            document: b"doc",
+            env: &[],
+            properties: &Properties::new(),
+            limits: GuestLimits {
+                max_time,
+                max_memory: 1 << 20,
+                max_output: 1 << 20,
+            },
+        })
+    }
+
+    #[test]
+    fn a_sleeping_guest_is_stopped_at_its_time_limit() {
+        let wat = r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const 600000000000))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+        let started = Instant::now();
+        let run = run(wat, Duration::from_millis(300));
+        assert_eq!(
+            run.outcome,
+            Err(GuestFailure::TimeLimit(Duration::from_millis(300)))
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_thread_runs_guests_after_others_trapped_or_exited() {
+        let exit = r#"(module
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start") (call $exit (i32.const 3))))"#;
+        let grow = r#"(module (memory (export "memory") 1)
+          (func (export "_start") (loop $l (drop (memory.grow (i32.const 16))) (br $l))))"#;
+        assert_eq!(
+            run(exit, Duration::from_secs(5)).outcome,
+            Err(GuestFailure::Exit(3))
+        );
+        assert!(matches!(
+            run(grow, Duration::from_secs(5)).outcome,
+            Err(GuestFailure::MemoryLimit { .. })
+        ));
+        let spin = r#"(module (memory (export "memory") 1)
+          (func (export "_start") (loop $l (br $l))))"#;
+        assert_eq!(
+            run(spin, Duration::from_millis(200)).outcome,
+            Err(GuestFailure::TimeLimit(Duration::from_millis(200)))
+        );
+        a_sleeping_guest_is_stopped_at_its_time_limit();
+    }
+
+    #[test]
+    fn stdout_and_emitted_documents_are_collected() {
+        let wat = r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (import "atom" "set_property" (func $set (param i32 i32 i32 i32) (result i32)))
+          (import "atom" "emit" (func $emit (param i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 64) "k")
+          (data (i32.const 72) "v")
+          (data (i32.const 80) "one")
+          (data (i32.const 96) "two")
+          (func (export "_start")
+            (drop (call $emit (i32.const 80) (i32.const 3)))
+            (drop (call $set (i32.const 64) (i32.const 1) (i32.const 72) (i32.const 1)))
+            (i32.store (i32.const 0) (i32.const 96))
+            (i32.store (i32.const 4) (i32.const 3))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+        let run = run(wat, Duration::from_secs(5));
+        let documents = run.outcome.expect("runs");
+        assert_eq!(documents.len(), 2);
+        assert_eq!(documents[0].bytes, b"one");
+        assert!(documents[0].properties.is_empty());
+        assert_eq!(documents[1].bytes, b"two");
+        assert_eq!(
+            documents[1].properties.get("k").map(String::as_str),
+            Some("v")
+        );
+    }
 }

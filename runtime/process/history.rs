@@ -5,15 +5,22 @@
 //! A completion lost in a crash before it was written only means the
 //! execution is recovered and run again at start; delivery steps are
 //! idempotent for that reason (the disk step overwrites its own file).
+//!
+//! The INPROCESS state is written only for executions still running after
+//! [`INPROCESS_DELAY`]: most finish sooner, and their final state replaces
+//! it, which saves one durable write (an fsync) per execution.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::store::{ExecutionRecord, Store};
+use crate::store::{status, ExecutionRecord, Store};
 
 const MAX_BATCH: usize = 256;
+/// How long an execution runs before `atom executions` shows it INPROCESS.
+pub const INPROCESS_DELAY: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct HistoryWriter {
@@ -38,13 +45,34 @@ impl HistoryWriter {
 }
 
 fn run(store: Arc<dyn Store>, updates: Receiver<ExecutionRecord>) {
-    while let Ok(first) = updates.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match updates.try_recv() {
-                Ok(update) => batch.push(update),
-                Err(_) => break,
+    // INPROCESS states waiting to see whether their execution ends first.
+    let mut running: HashMap<String, (Instant, ExecutionRecord)> = HashMap::new();
+    loop {
+        let first = match updates.recv_timeout(INPROCESS_DELAY / 2) {
+            Ok(update) => Some(update),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = Vec::new();
+        for update in first.into_iter().chain(updates.try_iter().take(MAX_BATCH)) {
+            if update.status == status::INPROCESS {
+                running.insert(update.id.clone(), (Instant::now(), update));
+            } else {
+                running.remove(&update.id);
+                batch.push(update);
             }
+        }
+        let due: Vec<String> = running
+            .iter()
+            .filter(|(_, (since, _))| since.elapsed() >= INPROCESS_DELAY)
+            .map(|(id, _)| id.clone())
+            .collect();
+        batch.extend(
+            due.iter()
+                .filter_map(|id| running.remove(id).map(|(_, r)| r)),
+        );
+        if batch.is_empty() {
+            continue;
         }
         let mut delay = Duration::from_millis(50);
         while let Err(e) = store.update_executions(&batch) {

@@ -59,6 +59,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?);
     let keystore = Keystore::open(&config.data_dir);
     let engine = start_engine(&config)?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| StartError(format!("metrics: {e}")))?);
     let registry = Arc::new(Registry::new(
         config.processes_dir.clone(),
         keystore.clone(),
@@ -69,7 +70,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     registry.load_all().map_err(StartError)?;
     let history = HistoryWriter::start(store.clone())
         .map_err(|e| StartError(format!("starting the history writer: {e}")))?;
-    let runner = Arc::new(Runner::new(config.data_dir.clone(), history));
+    let runner = Arc::new(Runner::new(
+        config.data_dir.clone(),
+        history,
+        metrics.clone(),
+    ));
     let executor = Executor::start(runner, config.quotas)
         .map_err(|e| StartError(format!("starting the workers: {e}")))?;
     let recovered = executor
@@ -83,7 +88,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let _watcher = crate::listeners::watcher::start(registry.clone(), config.processes_dir.clone())
         .map_err(StartError)?;
-    let metrics = Arc::new(Metrics::new().map_err(|e| StartError(format!("metrics: {e}")))?);
     let token = admin::ensure_token(&config.data_dir).map_err(|e| {
         StartError(format!(
             "{}: {e}",

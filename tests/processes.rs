@@ -319,6 +319,19 @@ fn both_worker_modes_run_the_same_bundle_and_record_history() {
         !general["log"].as_str().unwrap_or("DEBUG").contains("DEBUG"),
         "{general}"
     );
+    let token = std::fs::read_to_string(site.path().join("data/admin.token")).expect("token");
+    let metrics = get(
+        atom.admin,
+        "/metrics",
+        &[("Authorization".into(), format!("Bearer {}", token.trim()))],
+    )
+    .text();
+    for mode in ["general", "low_latency_debug"] {
+        let line = format!(
+            "atom_executions_total{{mode=\"{mode}\",process=\"{mode}\",status=\"COMPLETE\"}} 5"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
     let listing = site.atom_ok(&["executions", "--process", "general"]);
     assert_eq!(listing.matches("COMPLETE").count(), 5, "{listing}");
     let processes = site.atom_ok(&["processes"]);

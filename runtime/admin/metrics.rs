@@ -15,6 +15,10 @@ pub struct Metrics {
     pub async_mdns: IntCounterVec,
     /// Listeners by state, refreshed at each scrape.
     pub listeners: IntGaugeVec,
+    /// Finished executions by process, mode and status.
+    pub executions: IntCounterVec,
+    /// Execution time from receipt to end, by mode.
+    pub execution_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -42,16 +46,38 @@ impl Metrics {
             &["result"],
         )?;
         let listeners = IntGaugeVec::new(Opts::new("listeners", "Listeners by state"), &["state"])?;
+        let executions = IntCounterVec::new(
+            Opts::new(
+                "executions_total",
+                "Finished process executions by process, mode and status",
+            ),
+            &["process", "mode", "status"],
+        )?;
+        let execution_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "execution_seconds",
+                "Time from receipt to the end of an execution, by mode",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
+            &["mode"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(receive_seconds.clone()))?;
         registry.register(Box::new(async_mdns.clone()))?;
         registry.register(Box::new(listeners.clone()))?;
+        registry.register(Box::new(executions.clone()))?;
+        registry.register(Box::new(execution_seconds.clone()))?;
         Ok(Metrics {
             registry,
             requests,
             receive_seconds,
             async_mdns,
             listeners,
+            executions,
+            execution_seconds,
         })
     }
 

@@ -153,7 +153,7 @@ async fn list_messages(
     query: web::Query<MessagesQuery>,
 ) -> HttpResponse {
     let store = state.store.clone();
-    let limit = query.limit.unwrap_or(50).min(10_000);
+    let limit = query.limit.unwrap_or(50).min(1_000_000);
     match web::block(move || store.recent_messages(limit)).await {
         Ok(Ok(rows)) => HttpResponse::Ok().json(rows),
         Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
@@ -206,7 +206,7 @@ async fn list_executions(
     let filter = ExecutionFilter {
         process: query.process,
         status,
-        limit: query.limit.unwrap_or(50).min(100_000),
+        limit: query.limit.unwrap_or(50).min(1_000_000),
     };
     let store = state.store.clone();
     match web::block(move || store.list_executions(&filter)).await {

@@ -73,6 +73,7 @@ struct Document {
 /// Runs executions; shared by all workers.
 pub struct Runner {
     data_dir: PathBuf,
+    metrics: Arc<crate::admin::metrics::Metrics>,
     /// Built on first use, on a worker thread (the blocking client may not
     /// be created inside the async runtime).
     http: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
@@ -80,9 +81,14 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(data_dir: PathBuf, history: HistoryWriter) -> Runner {
+    pub fn new(
+        data_dir: PathBuf,
+        history: HistoryWriter,
+        metrics: Arc<crate::admin::metrics::Metrics>,
+    ) -> Runner {
         Runner {
             data_dir,
+            metrics,
             http: std::sync::OnceLock::new(),
             history,
         }
@@ -189,6 +195,16 @@ impl Runner {
             tracing::debug!(execution = %record.id, process = %record.process, status = %record.status, engine_us = ?record.engine_us, "execution finished");
         }
         self.history.record(&record);
+        self.metrics
+            .executions
+            .with_label_values(&[&record.process, &record.mode, &record.status])
+            .inc();
+        if let Some(end) = record.finished_at_us {
+            self.metrics
+                .execution_seconds
+                .with_label_values(&[&record.mode])
+                .observe((end - record.queued_at_us).max(0) as f64 / 1e6);
+        }
         record
     }
 

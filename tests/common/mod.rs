@@ -155,7 +155,7 @@ impl Site {
 
     /// The execution history as JSON, newest first.
     pub fn executions(&self) -> Vec<serde_json::Value> {
-        let out = self.atom_ok(&["executions", "--json", "--limit", "100000"]);
+        let out = self.atom_ok(&["executions", "--json", "--limit", "1000000"]);
         serde_json::from_str(&out).expect("executions JSON")
     }
 
@@ -194,7 +194,7 @@ impl Site {
 
     /// The message log as JSON, newest first.
     pub fn messages(&self) -> Vec<serde_json::Value> {
-        let out = self.atom_ok(&["messages", "--json", "--limit", "10000"]);
+        let out = self.atom_ok(&["messages", "--json", "--limit", "1000000"]);
         serde_json::from_str(&out).expect("messages JSON")
     }
 }

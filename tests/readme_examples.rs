@@ -34,6 +34,13 @@ fn readme_block(heading: &str, lang: &str) -> String {
 #[test]
 fn the_readme_wat_guest_copies_and_marks_documents() {
     let wat = readme_block("### A complete guest in WAT", "wat");
+    // examples/wat-stamp ships the same text as a deployable bundle.
+    let shipped =
+        std::fs::read_to_string(repo().join("examples/wat-stamp/stamp.wat")).expect("example");
+    assert_eq!(
+        shipped, wat,
+        "examples/wat-stamp/stamp.wat and the README differ"
+    );
     let site = Site::new("");
     site.deploy_file("stamp", "stamp.wat", wat.as_bytes());
     site.deploy(

@@ -240,6 +240,20 @@ mod tests {
         assert!(check_template(&Template::parse("a/{name}").expect("t")).is_ok());
     }
 
+    proptest::proptest! {
+        /// Whatever a sender or a guest puts into a property, the rendered
+        /// path is relative and has only normal components.
+        #[test]
+        fn any_property_value_stays_inside(a in ".*", b in "[./\\\\a-z]{0,12}") {
+            let t = target(Path::new("/out"), "{a}/x-{b}", IfExists::Overwrite);
+            let path = t
+                .relative_path(|n| if n == "a" { Some(a.as_str()) } else { Some(b.as_str()) })
+                .expect("renders");
+            proptest::prop_assert!(path.components().all(|c| matches!(c, Component::Normal(_))));
+            proptest::prop_assert_eq!(path.components().count(), 2);
+        }
+    }
+
     #[test]
     fn if_exists_policies() {
         let dir = tempfile::tempdir().expect("tempdir");

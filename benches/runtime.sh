@@ -4,6 +4,7 @@
 #
 #   bash benches/runtime.sh                  # 2000 messages, concurrency 32, 10 KiB
 #   COUNT=500 CONCURRENCY=8 SIZE=1024 bash benches/runtime.sh
+#   PROFILE=1 bash benches/runtime.sh        # also: perf profile of the server
 #
 # Each message is signed (sha256) and encrypted (aes256-cbc) with a signed
 # synchronous MDN: two RSA-2048 private-key operations on the receiver
@@ -46,9 +47,24 @@ CORES=$(nproc)
 
 start_atom "$ATOM" "$WORK"
 echo "== atom send: $COUNT x $SIZE B, signed+encrypted, signed sync MDN, concurrency $CONCURRENCY"
+if [ "${PROFILE:-0}" = 1 ]; then
+  # Software clock sampling: works where hardware counters are not exposed.
+  perf record -q -e cpu-clock -F 999 -g -p "$PID" -o "$WORK/perf.data" 2>/dev/null &
+  PERF=$!
+  sleep 1 # attached before the load starts
+fi
 S send "$WORK/payload.edi" --url "http://127.0.0.1:$HTTP/as2/bench" --from BENCH-PARTNER --to BENCH-ATOM \
   --sign partner --encrypt ours --count "$COUNT" --concurrency "$CONCURRENCY" --json > "$WORK/summary.json"
 cat "$WORK/summary.json"; echo
+if [ -n "${PERF:-}" ]; then
+  kill -INT "$PERF"; wait "$PERF" 2>/dev/null || true
+  echo "== server profile: share of samples by library, then the top functions (self time)"
+  perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -8 || true
+  perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -25 || true
+  echo "== inclusive time of our own functions (where the samples above were called from)"
+  perf report -i "$WORK/perf.data" --children --sort sym --stdio -g none 2>/dev/null \
+    | grep -E '^ +[0-9].*(atom|openssl|rusqlite)::' | head -30 || true
+fi
 SERVER_CPU=$(awk '{print ($14+$15)/100}' "/proc/$PID/stat")
 PEAK=$(awk '/VmHWM/{print $2/1024}' "/proc/$PID/status")
 python3 - "$WORK/summary.json" "$PRIV" "$CORES" "$SERVER_CPU" "$PEAK" <<'PY'

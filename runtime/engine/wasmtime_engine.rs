@@ -100,7 +100,12 @@ impl WasmtimeEngine {
             .total_stacks(settings.max_instances)
             .max_memory_size(settings.max_memory);
         let mut config = Config::new();
+        // Reserve only what a guest may use (not wasmtime's 4 GiB per slot):
+        // the pool then needs a few GiB of address space rather than
+        // 100+, which keeps `ulimit -v` and valgrind workable. The price is
+        // explicit bounds checks in guest code.
         config
+            .memory_reservation(settings.max_memory as u64)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| format!("starting wasmtime: {e:#}"))?;

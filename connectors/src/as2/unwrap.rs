@@ -106,11 +106,30 @@ struct Layer<'a> {
 }
 
 impl Layer<'_> {
-    fn from_owned_entity(bytes: Vec<u8>) -> Result<Layer<'static>> {
+    /// Takes over a decrypted or decompressed entity. The body is kept in
+    /// the same buffer (headers cut off in place) rather than copied: for a
+    /// large payload that copy was a whole extra message in memory.
+    fn from_owned_entity(mut bytes: Vec<u8>) -> Result<Layer<'static>> {
         let entity = mime::parse_entity(&bytes)?;
+        let headers = entity.headers.clone();
+        let start = bytes.as_ptr() as usize;
+        let body_at = entity.body.as_ptr() as usize;
+        let body_len = entity.body.len();
+        let inside = body_at >= start && body_at + body_len <= start + bytes.len();
+        if !inside {
+            // A decoded (not borrowed) body: nothing to reuse.
+            let body = entity.body.to_vec();
+            return Ok(Layer {
+                headers,
+                body: Cow::Owned(body),
+            });
+        }
+        let offset = body_at - start;
+        bytes.truncate(offset + body_len);
+        bytes.drain(..offset);
         Ok(Layer {
-            headers: entity.headers.clone(),
-            body: Cow::Owned(entity.body.to_vec()),
+            headers,
+            body: Cow::Owned(bytes),
         })
     }
 }

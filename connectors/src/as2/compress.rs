@@ -121,6 +121,9 @@ pub fn inflate_limited(deflated: &[u8], limit: u64) -> Result<Vec<u8>> {
             ),
         ));
     }
+    // read_to_end grows by doubling: give back the unused tail (for a
+    // large payload up to half of it again) before the buffer lives on.
+    out.shrink_to_fit();
     Ok(out)
 }
 

@@ -165,9 +165,10 @@ pub fn unwrap(
     let mut signature: Option<SignatureInfo> = None;
     let mut compressed_at: Option<bool> = None; // Some(signed_already)
     let mut warnings = Vec::new();
-    // The bytes the MIC covers once a layer fixes them.
-    let mut signed_mic_source: Option<Vec<u8>> = None;
-    let mut decrypted_mic_source: Option<Vec<u8>> = None;
+    // The MIC, computed as soon as a layer fixes the bytes it covers, so
+    // that those bytes need not be kept (or copied) until the end.
+    let mut signed_mic: Option<Mic> = None;
+    let mut decrypted_mic: Option<Mic> = None;
     let http_disposition = http_headers.get("content-disposition").map(str::to_string);
 
     for _ in 0..MAX_LAYERS {
@@ -182,6 +183,9 @@ pub fn unwrap(
                 .param("smime-type")
                 .unwrap_or("")
                 .to_ascii_lowercase();
+            // The layer's bytes live on in `der`: free them before the
+            // next layer is built (for a large message, one copy less).
+            layer.body = Cow::Borrowed(&[]);
             if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
                 if compressed_at.is_some() {
                     return Err(As2Error::new(
@@ -211,7 +215,10 @@ pub fn unwrap(
                     key_transport: decrypted.algorithms.key_transport,
                 });
                 if signature.is_none() {
-                    decrypted_mic_source = Some(decrypted.content.clone());
+                    // Used only if no signature follows: then the digest is
+                    // the requested one or SHA-256.
+                    let (alg, spelling) = mic_algorithm(mic_alg, None);
+                    decrypted_mic = Some(Mic::compute(alg, &spelling, &decrypted.content)?);
                 }
                 layer = inner_layer(decrypted.content, "decrypted", &mut warnings)?;
             } else if kind == ber::oid::SIGNED_DATA {
@@ -250,7 +257,9 @@ pub fn unwrap(
                 signer: verified.verified.signer_subject.clone(),
                 canonicalization: verified.canonicalization,
             });
-            signed_mic_source = Some(verified.signed_bytes);
+            let (alg, spelling) = mic_algorithm(mic_alg, signature.as_ref());
+            signed_mic = Some(Mic::compute(alg, &spelling, &verified.signed_bytes)?);
+            drop(verified.signed_bytes);
             layer = Layer::from_owned_entity(verified.received)?;
         } else {
             return finish(FinishInput {
@@ -262,8 +271,8 @@ pub fn unwrap(
                 encryption,
                 signature,
                 compressed_at,
-                signed_mic_source,
-                decrypted_mic_source,
+                signed_mic,
+                decrypted_mic,
                 warnings,
             });
         }
@@ -306,6 +315,24 @@ fn inner_layer(bytes: Vec<u8>, what: &str, warnings: &mut Vec<String>) -> Result
     })
 }
 
+/// The MIC digest: the one the partner asked for, else the signature's,
+/// else SHA-256; with the spelling to echo.
+fn mic_algorithm(
+    requested: Option<&ChosenMicAlg>,
+    signature: Option<&SignatureInfo>,
+) -> (MicAlg, String) {
+    match (requested, signature) {
+        (Some(chosen), _) => (chosen.alg, chosen.spelling.clone()),
+        (
+            None,
+            Some(SignatureInfo {
+                digest: Some(d), ..
+            }),
+        ) => (*d, d.compact_name().to_string()),
+        _ => (MicAlg::Sha256, MicAlg::Sha256.compact_name().to_string()),
+    }
+}
+
 struct FinishInput<'a, 'b> {
     layer: Layer<'b>,
     http_disposition: Option<String>,
@@ -315,8 +342,8 @@ struct FinishInput<'a, 'b> {
     encryption: Option<EncryptionInfo>,
     signature: Option<SignatureInfo>,
     compressed_at: Option<bool>,
-    signed_mic_source: Option<Vec<u8>>,
-    decrypted_mic_source: Option<Vec<u8>>,
+    signed_mic: Option<Mic>,
+    decrypted_mic: Option<Mic>,
     warnings: Vec<String>,
 }
 
@@ -330,8 +357,8 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
         encryption,
         signature,
         compressed_at,
-        signed_mic_source,
-        decrypted_mic_source,
+        signed_mic,
+        decrypted_mic,
         warnings,
     } = input;
     if settings.require_encrypted && encryption.is_none() {
@@ -346,8 +373,20 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
             "the partner agreement requires a signature; message was not signed",
         ));
     }
-    let entity = mime::entity_from_parts(layer.headers.clone(), &layer.body);
-    let payload = entity.decoded_body()?.into_owned();
+    // A binary payload that is the whole layer body takes the layer's
+    // buffer over instead of being copied (a whole message less in memory).
+    let decoded: Option<Vec<u8>> = {
+        let entity = mime::entity_from_parts(layer.headers.clone(), &layer.body);
+        match entity.decoded_body()? {
+            Cow::Owned(decoded) => Some(decoded),
+            Cow::Borrowed(slice) if slice.len() == layer.body.len() => None,
+            Cow::Borrowed(slice) => Some(slice.to_vec()),
+        }
+    };
+    let payload = match decoded {
+        Some(decoded) => decoded,
+        None => layer.body.into_owned(),
+    };
     let content_type = layer
         .headers
         .get("content-type")
@@ -366,22 +405,16 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
                 .and_then(mime::disposition_file_name)
                 .filter(|n| !n.to_ascii_lowercase().starts_with("smime.p7"))
         });
-    let (alg, spelling) = match (mic_alg, &signature) {
-        (Some(chosen), _) => (chosen.alg, chosen.spelling.clone()),
-        (
-            None,
-            Some(SignatureInfo {
-                digest: Some(d), ..
-            }),
-        ) => (*d, d.compact_name().to_string()),
-        _ => (MicAlg::Sha256, MicAlg::Sha256.compact_name().to_string()),
-    };
-    let mic_source: &[u8] = match (&signed_mic_source, &decrypted_mic_source) {
+    // Signed: over the signed entity; encrypted only: over the decrypted
+    // entity; plain: over the content as received (RFC 4130 7.3.1).
+    let mic = match (signed_mic, decrypted_mic) {
         (Some(signed), _) => signed,
         (None, Some(decrypted)) => decrypted,
-        (None, None) => body,
+        (None, None) => {
+            let (alg, spelling) = mic_algorithm(mic_alg, signature.as_ref());
+            Mic::compute(alg, &spelling, body)?
+        }
     };
-    let mic = Mic::compute(alg, &spelling, mic_source)?;
     let compression = compressed_at.map(|signed_already| match (signed_already, &signature) {
         (true, _) => Compression::BeforeSigning,
         (false, Some(_)) => Compression::AfterSigning,

@@ -116,7 +116,12 @@ impl Site {
             .env("RUST_LOG", "info,actix_server=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
-                std::fs::File::create(self.path().join("atom.log")).expect("log file"),
+                // Appended: a restarted Atom keeps the earlier runs' log.
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path().join("atom.log"))
+                    .expect("log file"),
             ))
             .spawn()
             .expect("atom run starts");

@@ -1,10 +1,20 @@
 # Shared by the runtime benchmark scripts (sourced, not run): a throw-away
 # Atom installation with one bench listener, on free loopback ports.
 #
+#   bench_init                          # release build; sets ATOM, WORK (removed at exit), PID
 #   bench_site "$WORK" "$BUNDLE_YAML"   # writes atom.yaml and processes/bench/; sets HTTP, ADMIN
 #   start_atom "$ATOM" "$WORK"          # starts `atom run`; sets PID; waits for the ready line
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+bench_init() {
+  cargo build --release --quiet
+  ATOM=$ROOT/target/release/atom
+  WORK=$(mktemp -d)
+  PID=""
+  # At exit: stop the Atom this script started, remove the work folder.
+  trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+}
 
 bench_site() {
   local work=$1 bundle=$2

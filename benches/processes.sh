@@ -32,13 +32,9 @@ WARMUP=${WARMUP:-50}
 WAIT_S=${WAIT_S:-120}
 cd "$ROOT"
 BUILD_START=$(date +%s)
-cargo build --release --quiet
-BUILD_S=$(( $(date +%s) - BUILD_START ))
-ATOM=$ROOT/target/release/atom
-WORK=$(mktemp -d)
-PID=""
-trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 source "$ROOT/benches/lib.sh"
+bench_init
+BUILD_S=$(( $(date +%s) - BUILD_START ))
 
 # The receive-only listener is the `bench` bundle lib.sh writes; the two
 # process bundles sit beside it.

@@ -9,12 +9,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COUNT=${COUNT:-2000}
 cd "$ROOT"
 command -v strace >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace; }
-cargo build --release --quiet
-ATOM=$ROOT/target/release/atom
-WORK=$(mktemp -d)
-PID=""
-trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 source "$ROOT/benches/lib.sh"
+bench_init
 bench_site "$WORK" "start:
   as2:
     as2_from: { id: BENCH-PARTNER }

@@ -18,12 +18,8 @@ COUNT=${COUNT:-2000}
 CONCURRENCY=${CONCURRENCY:-32}
 SIZE=${SIZE:-10240}
 cd "$ROOT"
-cargo build --release --quiet
-ATOM=$ROOT/target/release/atom
-WORK=$(mktemp -d)
-PID=""
-trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 source "$ROOT/benches/lib.sh"
+bench_init
 bench_site "$WORK" "start:
   as2:
     as2_from: { id: BENCH-PARTNER, signing_certificate: keystore:partner }

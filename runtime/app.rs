@@ -68,7 +68,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
     ));
     registry.load_all().map_err(StartError)?;
-    let history = HistoryWriter::start(store.clone())
+    let committer = GroupCommitter::start(store.clone(), config.data_dir.clone())
+        .map_err(|e| StartError(format!("starting the group committer: {e}")))?;
+    let history = HistoryWriter::start(committer.clone())
         .map_err(|e| StartError(format!("starting the history writer: {e}")))?;
     let runner = Arc::new(Runner::new(
         config.data_dir.clone(),
@@ -108,8 +110,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     .map_err(|e| StartError(format!("starting the retention thread: {e}")))?;
     requeue_pending_mdns(&store, &mdn_sender);
 
-    let committer = GroupCommitter::start(store.clone(), config.data_dir.clone())
-        .map_err(|e| StartError(format!("starting the group committer: {e}")))?;
     let state = web::Data::new(AppState {
         config: config.clone(),
         registry: registry.clone(),

@@ -1,6 +1,7 @@
 //! Execution history writes, off the workers' path: workers hand over
-//! snapshots of their execution and go on; one thread writes whatever
-//! queued up in one transaction.
+//! snapshots of their execution and go on; this thread passes them on in
+//! batches to the group committer, whose transactions (and fsyncs) they
+//! share with the receipts.
 //!
 //! A completion lost in a crash before it was written only means the
 //! execution is recovered and run again at start; delivery steps are
@@ -11,12 +12,12 @@
 //! it, which saves one durable write (an fsync) per execution.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::store::{status, ExecutionRecord, Store};
+use crate::store::group_commit::GroupCommitter;
+use crate::store::{status, ExecutionRecord};
 
 const MAX_BATCH: usize = 256;
 /// How long an execution runs before `atom executions` shows it INPROCESS.
@@ -28,11 +29,13 @@ pub struct HistoryWriter {
 }
 
 impl HistoryWriter {
-    pub fn start(store: Arc<dyn Store>) -> std::io::Result<HistoryWriter> {
+    /// States go into the group committer's transactions, sharing the
+    /// receipts' fsyncs.
+    pub fn start(committer: GroupCommitter) -> std::io::Result<HistoryWriter> {
         let (queue, updates) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("atom-history".into())
-            .spawn(move || run(store, updates))?;
+            .spawn(move || run(committer, updates))?;
         Ok(HistoryWriter { queue })
     }
 
@@ -44,7 +47,7 @@ impl HistoryWriter {
     }
 }
 
-fn run(store: Arc<dyn Store>, updates: Receiver<ExecutionRecord>) {
+fn run(committer: GroupCommitter, updates: Receiver<ExecutionRecord>) {
     // INPROCESS states waiting to see whether their execution ends first.
     let mut running: HashMap<String, (Instant, ExecutionRecord)> = HashMap::new();
     loop {
@@ -74,11 +77,9 @@ fn run(store: Arc<dyn Store>, updates: Receiver<ExecutionRecord>) {
         if batch.is_empty() {
             continue;
         }
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = store.update_executions(&batch) {
-            tracing::error!(error = %e, batch = batch.len(), "writing execution history failed; retrying");
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
+        if let Err(e) = committer.record_executions(batch) {
+            tracing::error!(error = %e, "execution history not recorded");
+            return;
         }
     }
 }

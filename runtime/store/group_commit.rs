@@ -10,19 +10,25 @@
 //! A request thread blocks in [`GroupCommitter::commit`] until its row is
 //! committed; the committer takes whatever queued up while it was syncing,
 //! so batches grow with load and a lone request waits for nothing.
+//! Execution states ([`GroupCommitter::record_executions`]) ride in the same
+//! transactions without waiting, so they share the receipts' fsyncs.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use super::{files, Receipt, Result, Store, StoreError};
+use super::{files, ExecutionRecord, Receipt, Result, Store, StoreError};
 
 /// At most this many receipts per batch.
 const MAX_BATCH: usize = 512;
 
-struct Job {
-    receipt: Receipt,
-    reply: mpsc::SyncSender<Result<i64>>,
+enum Job {
+    Receipt {
+        // Boxed: a receipt is large next to the other variant.
+        receipt: Box<Receipt>,
+        reply: mpsc::SyncSender<Result<i64>>,
+    },
+    Executions(Vec<ExecutionRecord>),
 }
 
 /// Hands message rows to the committer thread.
@@ -46,11 +52,23 @@ impl GroupCommitter {
     pub fn commit(&self, receipt: Receipt) -> Result<i64> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.queue
-            .send(Job { receipt, reply })
+            .send(Job::Receipt {
+                receipt: Box::new(receipt),
+                reply,
+            })
             .map_err(|_| StoreError::new("committing", "the committer thread has stopped"))?;
         answer
             .recv()
             .map_err(|_| StoreError::new("committing", "the committer thread has stopped"))?
+    }
+}
+
+impl GroupCommitter {
+    /// Queues execution states for the next transaction; does not wait.
+    pub fn record_executions(&self, executions: Vec<ExecutionRecord>) -> Result<()> {
+        self.queue.send(Job::Executions(executions)).map_err(|_| {
+            StoreError::new("recording executions", "the committer thread has stopped")
+        })
     }
 }
 
@@ -63,22 +81,59 @@ fn run(store: Arc<dyn Store>, data_dir: PathBuf, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let receipts: Vec<Receipt> = batch.iter().map(|j| j.receipt.clone()).collect();
-        let outcome =
-            files::sync_filesystem(&data_dir).and_then(|()| store.insert_receipts(&receipts));
-        tracing::trace!(batch = batch.len(), ok = outcome.is_ok(), "group commit");
+        let mut receipts = Vec::new();
+        let mut replies = Vec::new();
+        let mut executions = Vec::new();
+        for job in batch {
+            match job {
+                Job::Receipt { receipt, reply } => {
+                    receipts.push(*receipt);
+                    replies.push(reply);
+                }
+                Job::Executions(states) => executions.extend(states),
+            }
+        }
+        // Files need the filesystem sync only when receipts are in the batch.
+        let synced = if receipts.is_empty() {
+            Ok(())
+        } else {
+            files::sync_filesystem(&data_dir)
+        };
+        let outcome = synced.and_then(|()| store.commit_batch(&receipts, &executions));
+        tracing::trace!(
+            receipts = receipts.len(),
+            executions = executions.len(),
+            ok = outcome.is_ok(),
+            "group commit"
+        );
         match outcome {
             Ok(ids) => {
-                for (job, id) in batch.into_iter().zip(ids) {
-                    let _ = job.reply.send(Ok(id));
+                for (reply, id) in replies.into_iter().zip(ids) {
+                    let _ = reply.send(Ok(id));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = batch.len(), "group commit failed; nothing in the batch is acknowledged");
-                for job in batch {
-                    let _ = job.reply.send(Err(StoreError::new("group commit", &e)));
+                tracing::error!(error = %e, batch = replies.len(), "group commit failed; nothing in the batch is acknowledged");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::new("group commit", &e)));
                 }
+                // Execution states are not lost with the receipts: on their own, retried.
+                retry_executions(store.as_ref(), &executions);
             }
         }
+    }
+}
+
+/// Writes execution states alone, retrying with back-off until it works
+/// (a lost final state would make its execution run again at start).
+fn retry_executions(store: &dyn Store, executions: &[ExecutionRecord]) {
+    if executions.is_empty() {
+        return;
+    }
+    let mut delay = std::time::Duration::from_millis(50);
+    while let Err(e) = store.update_executions(executions) {
+        tracing::error!(error = %e, executions = executions.len(), "writing execution history failed; retrying");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
     }
 }

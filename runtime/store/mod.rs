@@ -193,6 +193,17 @@ pub trait Store: Send + Sync {
     fn insert_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>>;
     /// Writes the state of executions (status, timings, log, documents).
     fn update_executions(&self, executions: &[ExecutionRecord]) -> Result<()>;
+    /// Receipts and execution states in one durable transaction (the group
+    /// commit); message ids of the receipts in order.
+    fn commit_batch(
+        &self,
+        receipts: &[Receipt],
+        executions: &[ExecutionRecord],
+    ) -> Result<Vec<i64>> {
+        let ids = self.insert_receipts(receipts)?;
+        self.update_executions(executions)?;
+        Ok(ids)
+    }
     /// Executions queued or running when the runtime stopped, oldest first.
     fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>>;
     /// Newest first.

@@ -219,8 +219,9 @@ pub trait Store: Send + Sync {
     /// Asynchronous receipts not yet delivered (to queue again at start).
     fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>>;
     /// Deletes up to `limit` messages received before `cutoff` (RFC 3339),
-    /// except receipts still waiting for asynchronous delivery; returns the
-    /// file paths they referenced, for the caller to remove.
+    /// except receipts still waiting for asynchronous delivery and messages
+    /// whose execution has not finished; returns the file paths they
+    /// referenced, for the caller to remove.
     fn purge_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>>;
     /// Listener IDs an operator paused.
     fn paused_listeners(&self) -> Result<Vec<String>>;

@@ -2,8 +2,9 @@
 //! are purged by a background thread, in small batches so that it never
 //! holds the store for long and never blocks receiving. Rows go first, then
 //! their files: a crash in between leaves orphaned files, never a row
-//! pointing at nothing. Receipts still waiting for asynchronous delivery
-//! are kept.
+//! pointing at nothing. Receipts still waiting for asynchronous delivery,
+//! and messages whose execution has not finished, are kept. Finished
+//! executions go first, with the documents they kept.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,9 +18,17 @@ const BATCH: u32 = 500;
 /// Purges everything received before `cutoff` (RFC 3339). Returns how many
 /// files were removed.
 pub fn purge(store: &dyn Store, cutoff: &str) -> Result<usize> {
+    let executions = purge_batches(|| store.purge_executions_before(cutoff, BATCH))?;
+    let messages = purge_batches(|| store.purge_before(cutoff, BATCH))?;
+    Ok(executions + messages)
+}
+
+/// Runs `delete_batch` (rows deleted, their file paths returned) until it
+/// returns nothing, removing the files and any folder left empty.
+fn purge_batches(mut delete_batch: impl FnMut() -> Result<Vec<String>>) -> Result<usize> {
     let mut removed = 0;
     loop {
-        let paths = store.purge_before(cutoff, BATCH)?;
+        let paths = delete_batch()?;
         if paths.is_empty() {
             return Ok(removed);
         }
@@ -32,7 +41,7 @@ pub fn purge(store: &dyn Store, cutoff: &str) -> Result<usize> {
                     tracing::warn!(path = %path.display(), error = %e, "retention: cannot remove file")
                 }
             }
-            // The message folder goes once empty.
+            // The message or execution folder goes once empty.
             if let Some(dir) = path.parent() {
                 let _ = std::fs::remove_dir(dir);
             }
@@ -69,7 +78,7 @@ pub fn start(store: Arc<dyn Store>, days: u32, interval: Duration) -> std::io::R
 mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{files, MessageRecord};
+    use crate::store::{files, status, ExecutionRecord, MessageRecord, Receipt};
 
     #[test]
     fn old_messages_and_their_files_go_recent_and_pending_ones_stay() {
@@ -109,8 +118,72 @@ mod tests {
                 gone.push(msg_dir)
             }
         }
+        // An old finished execution and its kept document go; an old message
+        // whose execution is still queued stays.
+        let kept_doc = dir.path().join("executions/e1/document-1");
+        std::fs::create_dir_all(kept_doc.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&kept_doc, b"out").expect("doc");
+        let queued_dir = files::message_dir(dir.path());
+        let payload = files::write(&queued_dir, &[("payload", &[b"x".as_slice()])]).expect("file");
+        let old = |id: &str, status: &str| ExecutionRecord {
+            id: id.into(),
+            process: "p".into(),
+            status: status.into(),
+            payload_path: payload[0].display().to_string(),
+            queued_at: "2020-01-01T00:00:00Z".into(),
+            ..ExecutionRecord::default()
+        };
+        let queued_row = store
+            .insert_receipts(&[
+                Receipt {
+                    message: MessageRecord {
+                        as2_from: "P".into(),
+                        as2_to: "U".into(),
+                        message_id: "<q@p>".into(),
+                        disposition: "processed".into(),
+                        mdn_mode: "sync".into(),
+                        mdn_status: "sent".into(),
+                        payload_path: Some(payload[0].display().to_string()),
+                        received_at: "2020-01-01T00:00:00Z".into(),
+                        ..MessageRecord::default()
+                    },
+                    execution: Some(old("e2", status::STARTED)),
+                },
+                Receipt {
+                    message: MessageRecord {
+                        message_id: "<f@p>".into(),
+                        received_at: "2099-01-01T00:00:00Z".into(),
+                        disposition: "processed".into(),
+                        ..MessageRecord::default()
+                    },
+                    execution: Some(old("e1", status::STARTED)),
+                },
+            ])
+            .expect("insert");
+        assert_eq!(queued_row.len(), 2);
+        let mut finished = old("e1", status::COMPLETE);
+        finished.documents = vec![crate::store::KeptDocument {
+            path: kept_doc.display().to_string(),
+            size: 3,
+            ..Default::default()
+        }];
+        store.update_executions(&[finished]).expect("finish");
+
         let removed = purge(&store, "2026-01-01T00:00:00Z").expect("purge");
-        assert_eq!(removed, 4, "two messages, two files each");
+        assert_eq!(
+            removed, 5,
+            "two messages with two files each, one kept document"
+        );
+        assert!(!kept_doc.exists() && !kept_doc.parent().expect("dir").exists());
+        assert!(
+            store.execution("e1").expect("read").is_none(),
+            "finished execution purged"
+        );
+        assert!(
+            store.execution("e2").expect("read").is_some(),
+            "queued execution kept"
+        );
+        assert!(payload[0].is_file(), "its message's payload kept");
         for d in &gone {
             assert!(!d.exists(), "{} purged", d.display());
         }
@@ -123,6 +196,14 @@ mod tests {
             .into_iter()
             .map(|m| m.record.message_id)
             .collect();
-        assert_eq!(left, vec!["<3@p>".to_string(), "<1@p>".to_string()]);
+        assert_eq!(
+            left,
+            vec![
+                "<f@p>".to_string(),
+                "<q@p>".to_string(),
+                "<3@p>".to_string(),
+                "<1@p>".to_string()
+            ]
+        );
     }
 }

@@ -394,6 +394,7 @@ impl Store for SqliteStore {
                 .prepare(
                     "SELECT id, raw_path, payload_path FROM messages
                      WHERE received_at < ?1 AND NOT (mdn_mode = 'async' AND mdn_status = 'pending')
+                       AND id NOT IN (SELECT message_row FROM executions WHERE status IN ('STARTED', 'INPROCESS'))
                      ORDER BY id LIMIT ?2",
                 )
                 .map_err(err("selecting old messages"))?;

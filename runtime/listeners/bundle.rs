@@ -188,7 +188,7 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         context.engine,
     )
     .map_err(|(key, reason)| err(&key, reason))?;
-    let version = bundle_version(bundle_dir, &text, &process);
+    let version = bundle_version(&text, &process);
     let as2 = raw.start.as2;
     let partner_id = parse_as2_id(&as2.as2_from.id).map_err(|e| err("start.as2.as2_from.id", e))?;
     let our_id = parse_as2_id(&as2.as2_to.id).map_err(|e| err("start.as2.as2_to.id", e))?;
@@ -310,16 +310,15 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
     })
 }
 
-/// The first 12 hex digits of SHA-256 over process.yaml and every module.
-fn bundle_version(bundle_dir: &Path, text: &str, process: &ProcessDefinition) -> String {
+/// The first 12 hex digits of SHA-256 over process.yaml and the digests
+/// of its modules (taken when they were read for compiling).
+fn bundle_version(text: &str, process: &ProcessDefinition) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
     digest.update(text.as_bytes());
     for step in &process.steps {
-        if let definition::Step::Wasm { file, .. } = step {
-            if let Ok(bytes) = std::fs::read(bundle_dir.join(file)) {
-                digest.update(&bytes);
-            }
+        if let definition::Step::Wasm { sha256, .. } = step {
+            digest.update(sha256);
         }
     }
     digest.finalize()[..6]

@@ -8,7 +8,7 @@
 //! seconds, because inotify can lose track of folders swapped by an atomic
 //! exchange (`atom deploy`), and a missed deployment must not stay missed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,18 +35,6 @@ impl Drop for Watcher {
     }
 }
 
-/// The bundle folder name an event path belongs to.
-fn bundle_name(processes_dir: &Path, path: &Path) -> Option<String> {
-    let relative = path.strip_prefix(processes_dir).ok()?;
-    let first = relative
-        .components()
-        .next()?
-        .as_os_str()
-        .to_str()?
-        .to_string();
-    (!first.starts_with('.')).then_some(first)
-}
-
 /// Starts watching `processes_dir` (created if missing).
 pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher, String> {
     std::fs::create_dir_all(&processes_dir)
@@ -55,7 +43,6 @@ pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher,
     let root = processes_dir
         .canonicalize()
         .unwrap_or_else(|_| processes_dir.clone());
-    let handler_root = root.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let periodic = (registry.clone(), stop.clone());
     std::thread::Builder::new()
@@ -77,14 +64,7 @@ pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher,
                     // Reads (our own, while loading) are not changes. Any
                     // other event under the folder triggers a rescan, which
                     // finds what changed by itself.
-                    if events.iter().any(|event| {
-                        !event.kind.is_access()
-                            && event.paths.iter().any(|path| {
-                                bundle_name(&handler_root, path).is_some()
-                                    || path == &handler_root
-                                    || path.parent() == Some(handler_root.as_path())
-                            })
-                    }) {
+                    if events.iter().any(|event| !event.kind.is_access()) {
                         registry.rescan();
                     }
                 }
@@ -104,31 +84,4 @@ pub fn start(registry: Arc<Registry>, processes_dir: PathBuf) -> Result<Watcher,
         _debouncer: debouncer,
         stop,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_map_to_bundle_names() {
-        let root = Path::new("/srv/atom/processes");
-        assert_eq!(
-            bundle_name(root, Path::new("/srv/atom/processes/acme/process.yaml")).as_deref(),
-            Some("acme")
-        );
-        assert_eq!(
-            bundle_name(root, Path::new("/srv/atom/processes/acme")).as_deref(),
-            Some("acme")
-        );
-        assert_eq!(
-            bundle_name(
-                root,
-                Path::new("/srv/atom/processes/.acme.tmp/process.yaml")
-            ),
-            None
-        );
-        assert_eq!(bundle_name(root, Path::new("/srv/atom/other/x")), None);
-        assert_eq!(bundle_name(root, root), None);
-    }
 }

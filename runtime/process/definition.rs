@@ -31,6 +31,7 @@ use atom_connectors::delivery::disk::{self, DiskTarget, IfExists};
 use atom_connectors::delivery::http::HttpTarget;
 use atom_connectors::delivery::template::Template;
 use serde::Deserialize;
+use sha2::Digest;
 
 use crate::config::WorkerMode;
 use crate::engine::{GuestLimits, PreparedModule, ProcessEngine};
@@ -99,6 +100,8 @@ pub enum Step {
     Wasm {
         /// The module file, relative to the bundle.
         file: String,
+        /// SHA-256 of the module file, for the bundle's version.
+        sha256: [u8; 32],
         module: Arc<dyn PreparedModule>,
     },
     Disk(DiskTarget),
@@ -184,7 +187,12 @@ pub fn load(
                 let module = engine
                     .prepare(&bytes)
                     .map_err(|r| (key("wasm"), format!("{file}: {r}")))?;
-                Step::Wasm { file, module }
+                let sha256 = sha2::Sha256::digest(&bytes).into();
+                Step::Wasm {
+                    file,
+                    sha256,
+                    module,
+                }
             }
             (None, Some(d), None) => {
                 let file_name = Template::parse(&d.file_name)

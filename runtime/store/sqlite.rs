@@ -191,74 +191,72 @@ fn row_to_execution(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord
 /// Logs messages with their queued executions inside `tx`; ids in order.
 fn insert_receipts_in(tx: &rusqlite::Transaction<'_>, receipts: &[Receipt]) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(receipts.len());
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject, file_name, mime_type,
-                    request_size, payload_size, encryption, signature, compression, mic, disposition, mdn_mode,
-                    mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-            )
-            .map_err(err("logging message"))?;
-        let mut queue = tx
-            .prepare_cached(
-                "INSERT INTO executions (id, message_row, process, version, mode, status, attempts, properties,
-                    payload_path, queued_at, queued_at_us, input_documents, input_bytes, output_documents,
-                    output_bytes, log, documents)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, 0, '', '[]')",
-            )
-            .map_err(err("queueing execution"))?;
-        for receipt in receipts {
-            let r = &receipt.message;
-            let headers = serde_json::to_string(&r.mdn_headers)
-                .map_err(|e| StoreError::new("encoding MDN headers", e))?;
-            stmt.execute(params![
-                r.listener,
-                r.as2_from,
-                r.as2_to,
-                r.message_id,
-                r.subject,
-                r.file_name,
-                r.mime_type,
-                i64::try_from(r.request_size).unwrap_or(i64::MAX),
-                r.payload_size.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-                r.encryption,
-                r.signature,
-                r.compression,
-                r.mic,
-                r.disposition,
-                r.mdn_mode,
-                r.mdn_status,
-                r.mdn_url,
-                headers,
-                r.mdn_body,
-                r.raw_path,
-                r.payload_path,
-                r.error,
-                r.received_at,
-            ])
-            .map_err(err("logging message"))?;
-            let row = tx.last_insert_rowid();
-            ids.push(row);
-            if let Some(e) = &receipt.execution {
-                queue
-                    .execute(params![
-                        e.id,
-                        row,
-                        e.process,
-                        e.version,
-                        e.mode,
-                        e.status,
-                        e.attempts,
-                        e.properties_json,
-                        e.payload_path,
-                        e.queued_at,
-                        e.queued_at_us,
-                        e.input_documents,
-                        i64::try_from(e.input_bytes).unwrap_or(i64::MAX),
-                    ])
-                    .map_err(err("queueing execution"))?;
-            }
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject, file_name, mime_type,
+                request_size, payload_size, encryption, signature, compression, mic, disposition, mdn_mode,
+                mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+        )
+        .map_err(err("logging message"))?;
+    let mut queue = tx
+        .prepare_cached(
+            "INSERT INTO executions (id, message_row, process, version, mode, status, attempts, properties,
+                payload_path, queued_at, queued_at_us, input_documents, input_bytes, output_documents,
+                output_bytes, log, documents)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, 0, '', '[]')",
+        )
+        .map_err(err("queueing execution"))?;
+    for receipt in receipts {
+        let r = &receipt.message;
+        let headers = serde_json::to_string(&r.mdn_headers)
+            .map_err(|e| StoreError::new("encoding MDN headers", e))?;
+        stmt.execute(params![
+            r.listener,
+            r.as2_from,
+            r.as2_to,
+            r.message_id,
+            r.subject,
+            r.file_name,
+            r.mime_type,
+            i64::try_from(r.request_size).unwrap_or(i64::MAX),
+            r.payload_size.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            r.encryption,
+            r.signature,
+            r.compression,
+            r.mic,
+            r.disposition,
+            r.mdn_mode,
+            r.mdn_status,
+            r.mdn_url,
+            headers,
+            r.mdn_body,
+            r.raw_path,
+            r.payload_path,
+            r.error,
+            r.received_at,
+        ])
+        .map_err(err("logging message"))?;
+        let row = tx.last_insert_rowid();
+        ids.push(row);
+        if let Some(e) = &receipt.execution {
+            queue
+                .execute(params![
+                    e.id,
+                    row,
+                    e.process,
+                    e.version,
+                    e.mode,
+                    e.status,
+                    e.attempts,
+                    e.properties_json,
+                    e.payload_path,
+                    e.queued_at,
+                    e.queued_at_us,
+                    e.input_documents,
+                    i64::try_from(e.input_bytes).unwrap_or(i64::MAX),
+                ])
+                .map_err(err("queueing execution"))?;
         }
     }
     Ok(ids)
@@ -269,37 +267,35 @@ fn update_executions_in(
     tx: &rusqlite::Transaction<'_>,
     executions: &[ExecutionRecord],
 ) -> Result<()> {
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "UPDATE executions SET version = ?2, mode = ?3, status = ?4, attempts = ?5, started_at = ?6,
-                    finished_at = ?7, finished_at_us = ?8, engine_us = ?9, instantiate_us = ?10,
-                    output_documents = ?11, output_bytes = ?12, error = ?13, log = ?14, documents = ?15
-                 WHERE id = ?1",
-            )
-            .map_err(err("recording execution"))?;
-        for e in executions {
-            let documents = serde_json::to_string(&e.documents)
-                .map_err(|x| StoreError::new("encoding documents", x))?;
-            stmt.execute(params![
-                e.id,
-                e.version,
-                e.mode,
-                e.status,
-                e.attempts,
-                e.started_at,
-                e.finished_at,
-                e.finished_at_us,
-                e.engine_us,
-                e.instantiate_us,
-                e.output_documents,
-                i64::try_from(e.output_bytes).unwrap_or(i64::MAX),
-                e.error,
-                e.log,
-                documents,
-            ])
-            .map_err(err("recording execution"))?;
-        }
+    let mut stmt = tx
+        .prepare_cached(
+            "UPDATE executions SET version = ?2, mode = ?3, status = ?4, attempts = ?5, started_at = ?6,
+                finished_at = ?7, finished_at_us = ?8, engine_us = ?9, instantiate_us = ?10,
+                output_documents = ?11, output_bytes = ?12, error = ?13, log = ?14, documents = ?15
+             WHERE id = ?1",
+        )
+        .map_err(err("recording execution"))?;
+    for e in executions {
+        let documents = serde_json::to_string(&e.documents)
+            .map_err(|x| StoreError::new("encoding documents", x))?;
+        stmt.execute(params![
+            e.id,
+            e.version,
+            e.mode,
+            e.status,
+            e.attempts,
+            e.started_at,
+            e.finished_at,
+            e.finished_at_us,
+            e.engine_us,
+            e.instantiate_us,
+            e.output_documents,
+            i64::try_from(e.output_bytes).unwrap_or(i64::MAX),
+            e.error,
+            e.log,
+            documents,
+        ])
+        .map_err(err("recording execution"))?;
     }
     Ok(())
 }

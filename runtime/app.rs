@@ -1,7 +1,18 @@
 //! The running Atom: opens the store, loads the listeners, starts the shared
 //! web server (HTTP and HTTPS), the admin API and the MDN delivery task, and
-//! shuts all of it down gracefully on SIGINT or SIGTERM (stop accepting,
-//! finish in-flight requests, exit 0).
+//! drains all of it on SIGINT or SIGTERM ([`crate::shutdown`]):
+//!
+//! ```text
+//! signal ─▶ new AS2 requests 503, /health 503 "draining"
+//!        ─▶ requests under way finish (their receipts are committed)
+//!        ─▶ running executions finish; nothing new starts (queued ones stay
+//!           queued in the store for the next start)
+//!        ─▶ async MDN deliveries stop between attempts (left pending)
+//!        ─▶ web servers stop ─▶ history and committer flushed ─▶ exit 0
+//! ```
+//!
+//! All of it within `shutdown.drain_seconds`; an execution still running
+//! then is cut off and recovered at the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,17 +25,24 @@ use crate::engine::wasmtime_engine::{EngineSettings, WasmtimeEngine};
 use crate::engine::ProcessEngine;
 use crate::keystore::Keystore;
 use crate::listeners::Registry;
+use crate::process::execution::Job;
 use crate::process::execution::Runner;
 use crate::process::history::HistoryWriter;
 use crate::process::workers::Executor;
 use crate::server::mdn_delivery::{Delivery, MdnSender, RetryPolicy};
 use crate::server::{self, AppState};
+use crate::shutdown::Shutdown;
 use crate::store::group_commit::GroupCommitter;
+use crate::store::health::StoreHealth;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
-/// How long in-flight requests get to finish at shutdown.
-const SHUTDOWN_GRACE_SECONDS: u64 = 30;
+/// How long the web servers wait for connections once the drain has
+/// waited for the requests under way.
+const SERVER_STOP_SECONDS: u64 = 5;
+/// The history and the committer get at least this long to flush, even
+/// after a drain that used up its time.
+const FLUSH_SECONDS: u64 = 10;
 
 /// A start-up failure, named for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +73,7 @@ fn start_engine(config: &Config) -> Result<Arc<dyn ProcessEngine>, StartError> {
 
 /// Runs the Atom until a shutdown signal.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    crate::store::private::secure(&config.data_dir).map_err(StartError)?;
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?);
     let keystore = Keystore::open(&config.data_dir);
@@ -68,17 +87,38 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
     ));
     registry.load_all().map_err(StartError)?;
-    let committer = GroupCommitter::start(store.clone(), config.data_dir.clone())
-        .map_err(|e| StartError(format!("starting the group committer: {e}")))?;
+    let shutdown = Shutdown::new();
+    let health = Arc::new(StoreHealth::default());
+    health
+        .start_probe(store.clone(), config.data_dir.clone(), shutdown.clone())
+        .map_err(|e| StartError(format!("starting the store probe: {e}")))?;
+    let committer = GroupCommitter::start(
+        store.clone(),
+        config.data_dir.clone(),
+        health.clone(),
+        config.commit_timeout,
+    )
+    .map_err(|e| StartError(format!("starting the group committer: {e}")))?;
     let history = HistoryWriter::start(committer.clone())
         .map_err(|e| StartError(format!("starting the history writer: {e}")))?;
     let runner = Arc::new(Runner::new(
         config.data_dir.clone(),
-        history,
+        history.clone(),
         metrics.clone(),
     ));
     let executor = Executor::start(runner, config.quotas)
         .map_err(|e| StartError(format!("starting the workers: {e}")))?;
+    {
+        // A receipt committed after its sender gave up waiting still runs.
+        let (executor, registry) = (executor.clone(), registry.clone());
+        committer.on_late_execution(Box::new(move |record| {
+            match registry.spec(&record.process) {
+                Some(spec) => executor.submit(Job { spec, record }, None),
+                None => tracing::error!(execution = %record.id, process = %record.process,
+                    "late execution's process is not deployed; it is recovered at the next start"),
+            }
+        }));
+    }
     let recovered = executor
         .recover(store.as_ref(), &registry)
         .map_err(|e| StartError(format!("recovering executions: {e}")))?;
@@ -101,25 +141,29 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         max_delay: std::time::Duration::from_secs(config.async_mdn.max_retry_seconds),
         give_up_after: std::time::Duration::from_secs(config.async_mdn.give_up_after_hours * 3600),
     };
-    let mdn_sender = MdnSender::start(store.clone(), metrics.clone(), policy);
+    let mdn_sender = MdnSender::start(store.clone(), metrics.clone(), policy, shutdown.clone());
     crate::store::retention::start(
         store.clone(),
         config.retention_days,
         std::time::Duration::from_secs(u64::from(config.purge_interval_minutes) * 60),
     )
     .map_err(|e| StartError(format!("starting the retention thread: {e}")))?;
-    requeue_pending_mdns(&store, &mdn_sender);
+    requeue_pending_mdns(&store, &registry, &mdn_sender);
 
     let state = web::Data::new(AppState {
         config: config.clone(),
         registry: registry.clone(),
         store: store.clone(),
-        committer,
-        executor,
+        committer: committer.clone(),
+        executor: executor.clone(),
         metrics: metrics.clone(),
-        mdn_sender,
+        mdn_sender: mdn_sender.clone(),
         reporting_ua: format!("Atom AS2 {} ({})", env!("CARGO_PKG_VERSION"), config.name),
         in_flight: Default::default(),
+        health,
+        shutdown: shutdown.clone(),
+        receiving: Default::default(),
+        per_address: Default::default(),
     });
     let app_state = state.clone();
     let mut web_server = HttpServer::new(move || {
@@ -129,10 +173,32 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     })
     .on_connect(server::tls::on_connect)
     .disable_signals()
-    .shutdown_timeout(SHUTDOWN_GRACE_SECONDS);
-    if config.web.worker_threads > 0 {
-        web_server = web_server.workers(config.web.worker_threads);
+    .shutdown_timeout(SERVER_STOP_SECONDS);
+    let workers = if config.web.worker_threads > 0 {
+        config.web.worker_threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    // Connections stay well below the file limit, so that the store, the
+    // spool, the bundles and /health always have descriptors left.
+    let file_limit = raise_file_limit();
+    let headroom = 512;
+    let connections = config
+        .web
+        .limits
+        .max_connections
+        .min(file_limit.saturating_sub(headroom).max(64) as usize);
+    if connections < config.web.limits.max_connections {
+        tracing::warn!(
+            configured = config.web.limits.max_connections,
+            used = connections,
+            file_limit,
+            "shared_web_server.max_connections lowered to stay below the open file limit"
+        );
     }
+    web_server = web_server
+        .workers(workers)
+        .max_connections(connections.div_ceil(workers).max(1));
     let mut bound = Bound {
         http: None,
         https: None,
@@ -191,8 +257,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let web_task = tokio::spawn(web_server);
     let admin_task = tokio::spawn(admin_server);
-    shutdown_signal().await;
-    tracing::info!("shutting down: no new requests; finishing in-flight ones");
+    crate::shutdown::signal().await;
+    shutdown.trigger();
+    let drain = Drain {
+        deadline: tokio::time::Instant::now() + config.drain,
+        state: state.clone(),
+        executor,
+        mdn_sender,
+        history,
+    };
+    drain.run().await;
     admin_handle.stop(true).await;
     web_handle.stop(true).await;
     for (name, task) in [("web server", web_task), ("admin API", admin_task)] {
@@ -206,6 +280,104 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the drain waits for, in order, all within one deadline.
+struct Drain {
+    deadline: tokio::time::Instant,
+    state: web::Data<AppState>,
+    executor: Arc<Executor>,
+    mdn_sender: MdnSender,
+    history: HistoryWriter,
+}
+
+impl Drain {
+    async fn run(self) {
+        let drain_seconds = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs();
+        tracing::info!(
+            drain_seconds,
+            "shutting down: new requests get 503; waiting for requests and executions under way"
+        );
+        // 1. Requests under way: their receipts get committed and their
+        //    executions handed to the workers.
+        while self
+            .state
+            .receiving
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && tokio::time::Instant::now() < self.deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // 2. Running executions finish; nothing new starts.
+        let executor = self.executor.clone();
+        let deadline = self.deadline.into_std();
+        match tokio::task::spawn_blocking(move || executor.drain(deadline)).await {
+            Ok(report) if report.cut_off == 0 => {
+                tracing::info!(finished = report.finished, "executions under way finished")
+            }
+            Ok(report) => tracing::warn!(
+                finished = report.finished,
+                cut_off = report.cut_off,
+                "drain time over: executions still running are cut off and run again at the next start"
+            ),
+            Err(e) => tracing::error!(error = %e, "waiting for executions failed"),
+        }
+        // 3. Async MDN deliveries stop between attempts.
+        if !self.mdn_sender.drain(self.deadline).await {
+            tracing::warn!(
+                "asynchronous MDN attempts still under way are cut off; they stay pending"
+            );
+        }
+        // 4. Every final state durable: a completed execution never runs again.
+        let history = self.history.clone();
+        let flush_for = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(std::time::Duration::from_secs(FLUSH_SECONDS));
+        match tokio::task::spawn_blocking(move || history.flush(flush_for)).await {
+            Ok(Ok(())) => tracing::info!("execution history and receipts flushed"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flushing the execution history failed; unrecorded executions run again at the next start")
+            }
+            Err(e) => tracing::error!(error = %e, "flushing the execution history failed"),
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit; returns the limit
+/// in force.
+fn raise_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return 1024;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        limit.rlim_cur
+    }
+    #[cfg(not(unix))]
+    {
+        u64::MAX
+    }
 }
 
 /// One line on stdout that scripts (and tests) wait for, and a log line.
@@ -223,46 +395,29 @@ fn announce(config: &Config, bound: &Bound) {
     );
 }
 
-fn requeue_pending_mdns(store: &Arc<dyn Store>, sender: &MdnSender) {
+fn requeue_pending_mdns(store: &Arc<dyn Store>, registry: &Registry, sender: &MdnSender) {
     match store.pending_async_mdns() {
         Ok(pending) => {
             for (id, receipt) in pending {
                 if let Some(url) = receipt.mdn_url {
                     tracing::info!(record = id, %url, "queueing undelivered asynchronous MDN again");
+                    // The listener's allowed targets; only public ones if it is gone.
+                    let targets = receipt
+                        .listener
+                        .as_deref()
+                        .and_then(|l| registry.spec(l))
+                        .map(|spec| spec.mdn_targets.clone())
+                        .unwrap_or_default();
                     sender.send(Delivery {
                         record_id: id,
                         url,
                         headers: receipt.headers,
                         body: receipt.body,
+                        targets,
                     });
                 }
             }
         }
         Err(e) => tracing::error!(error = %e, "reading pending asynchronous MDNs"),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the Atom");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

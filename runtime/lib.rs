@@ -14,7 +14,8 @@
 //! - [`process`]: process steps, executions, the General and Low_Latency_Debug workers, history.
 //! - [`keystore`]: keys and certificates kept in the data directory.
 //! - [`listeners`]: AS2 listeners from process bundles, their routing and states.
-//! - [`store`]: the message log, duplicate index and listener states (trait + SQLite).
+//! - [`store`]: the message log, duplicate index and listener states (trait + SQLite), store health.
+//! - [`shutdown`]: the one shutdown signal every part holds, and SIGTERM/SIGINT.
 //!
 //! # Data flow
 //! HTTP request -> listener routing -> (Low_Latency_Debug quota) -> AS2 unwrap
@@ -30,4 +31,5 @@ pub mod keystore;
 pub mod listeners;
 pub mod process;
 pub mod server;
+pub mod shutdown;
 pub mod store;

@@ -53,8 +53,12 @@ fn accept_one(listener: &TcpListener) -> Vec<u8> {
 fn async_mdn_reaches_a_receiver_that_was_down_across_a_runtime_restart() {
     let site = Site::new("");
     site.import_interop_keys();
-    site.deploy("mendelson", MENDELSON_BUNDLE);
     let receiver_port = free_port(); // nothing listens here yet
+                                     // The test's receiver is on loopback, which partners may not name unless allowed.
+    site.deploy(
+        "mendelson",
+        &format!("{MENDELSON_BUNDLE}    async_mdn:\n      allowed_urls: [\"http://127.0.0.1:{receiver_port}/\"]\n"),
+    );
     let atom = site.start();
     let (mut headers, body) = message("<async-restart@mecas2>");
     set_header(

@@ -11,6 +11,7 @@
 //!   certificate pinned in the listener (`client_certificate`), curl with
 //!   that certificate reaches AS2 processing (200 + MDN), curl without a
 //!   certificate gets 403, and a certificate outside `client_ca` is refused
+//!   (the server names `client_ca`'s subjects when it asks for a certificate)
 //!   in the TLS handshake.
 
 mod common;
@@ -198,7 +199,7 @@ fn tls_1_1_refused_1_2_and_1_3_served() {
         assert!(out.status.success(), "{version}: {}", describe(&out));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "ok",
+            r#"{"status":"ok"}"#,
             "{version}: {}",
             describe(&out)
         );
@@ -289,6 +290,25 @@ fn pinned_client_certificate() {
     let url = format!("https://{}/as2/acme", https(&running));
     let (mut headers, body) = capture("mecas2_signed_encrypted.as2");
     request_signed_mdn(&mut headers);
+
+    // The CertificateRequest names the acceptable CAs (client_ca's subjects).
+    let handshake = Command::new("openssl")
+        .args(["s_client", "-connect", &https(&running).to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client runs");
+    let shown = String::from_utf8_lossy(&handshake.stdout);
+    let names = shown
+        .split("Acceptable client certificate CA names")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        names
+            .lines()
+            .take(3)
+            .any(|l| l.contains("mecas2 TLS client")),
+        "no client CA names sent when asking for a client certificate:\n{shown}"
+    );
 
     // No client certificate: TLS succeeds (optional), the listener refuses.
     let without = post_with_curl(site.path(), "without", &url, &headers, &body, &[]);

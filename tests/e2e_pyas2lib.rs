@@ -233,7 +233,8 @@ fn pyas2lib_sends_the_matrix_to_the_running_atom() {
         &format!(
             "description: pyas2lib end-to-end sender\nstart:\n  as2:\n    as2_from:\n      id: {PYAS2_ID}\n      \
              signing_certificate: keystore:pyas2lib-partner\n    as2_to:\n      id: {ATOM_ID}\n      \
-             decryption_key: keystore:atom-as2\n      mdn_signing_key: keystore:atom-as2\n"
+             decryption_key: keystore:atom-as2\n      mdn_signing_key: keystore:atom-as2\n    \
+             async_mdn:\n      allowed_urls: [\"http://127.0.0.1:\"]\n"
         ),
     );
     let running = site.start();

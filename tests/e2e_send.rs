@@ -107,7 +107,8 @@ impl Setup {
             &format!(
                 "start:\n  as2:\n    as2_from:\n      id: {SENDER_ID}\n      signing_certificate: keystore:sender-partner\n    \
                  as2_to:\n      id: {ATOM_ID}\n      decryption_key: keystore:atom-as2\n      mdn_signing_key: keystore:atom-as2\n    \
-                 security:\n      require_signed: true\n      require_encrypted: true\n"
+                 security:\n      require_signed: true\n      require_encrypted: true\n    \
+                 async_mdn:\n      allowed_urls: [\"http://127.0.0.1:\"]\n"
             ),
         );
         let payload_file = sender_dir.join("po.edi");

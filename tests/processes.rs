@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -53,26 +51,6 @@ const EMITTING_GUEST: &str = r#"(module
     (drop (call $emit (i32.const 48) (i32.const 5)))
     (drop (call $set (i32.const 0) (i32.const 4) (i32.const 80) (i32.const 5)))
     (drop (call $emit (i32.const 64) (i32.const 6)))))"#;
-
-/// A guest that sleeps (WASI poll_oneoff on the monotonic clock) for
-/// `seconds`, then writes "done".
-fn sleeping_guest(millis: u64) -> String {
-    format!(
-        r#"(module
-  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 200) "done")
-  (func (export "_start")
-    (i32.store (i32.const 16) (i32.const 1))
-    (i64.store (i32.const 24) (i64.const {nanos}))
-    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
-    (i32.store (i32.const 100) (i32.const 200))
-    (i32.store (i32.const 104) (i32.const 4))
-    (drop (call $fd_write (i32.const 1) (i32.const 100) (i32.const 1) (i32.const 108)))))"#,
-        nanos = millis * 1_000_000
-    )
-}
 
 /// Deploys a bundle: start step for PARTNER -> US plus `process_keys`, and a module.
 fn deploy_guest(site: &Site, name: &str, partner: &str, process_keys: &str, wat: &str) {
@@ -399,47 +377,6 @@ fn low_latency_quotas_refuse_excess_work_clearly_and_lose_nothing() {
     let all = site.wait_for_executions(3);
     assert!(all.iter().all(|e| e["status"] == "COMPLETE"), "{all:?}");
     assert_eq!(site.messages().len(), 3);
-}
-
-/// Answers POSTs on a loopback port: the first `failures` with 503, then
-/// 200; returns the port and a receiver of (headers, body) of each request.
-fn http_receiver(failures: usize) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let status = if n < failures {
-                "503 Service Unavailable"
-            } else {
-                "200 OK"
-            };
-            let _ = stream.write_all(
-                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
-            if n >= failures {
-                let _ = tx.send((head, body));
-            }
-        }
-    });
-    (port, rx)
 }
 
 #[test]

@@ -37,6 +37,20 @@ pub struct WebServerConfig {
     pub max_request_size: u64,
     /// Worker threads; 0 = one per core.
     pub worker_threads: usize,
+    /// What a stranger's connections may hold.
+    pub limits: ConnectionLimits,
+}
+
+/// Bounds on what one client, or all of them, can hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A body that sends nothing for this long is cut.
+    pub body_idle_timeout: std::time::Duration,
+    /// After the idle timeout has passed, a body slower than this on
+    /// average is cut: a drip, not a slow link.
+    pub min_body_rate: u64,
+    pub max_connections: usize,
+    pub max_requests_per_address: usize,
 }
 
 /// The validated configuration.
@@ -62,6 +76,12 @@ pub struct Config {
     pub retention_days: u32,
     /// How often the purge runs.
     pub purge_interval_minutes: u32,
+    /// How long a receipt waits for its commit before the sender gets 503.
+    pub commit_timeout: std::time::Duration,
+    /// How long a SIGTERM waits for requests and executions under way.
+    pub drain: std::time::Duration,
+    /// Bytes of a refused request's body kept on disk (with its headers).
+    pub refused_prefix_bytes: usize,
     /// Asynchronous MDN retries.
     pub async_mdn: AsyncMdnConfig,
     /// Worker modes and their limits.
@@ -298,6 +318,33 @@ impl Config {
                 format!("{worker_threads} is more than 1024"),
             ));
         }
+        let body_idle_seconds = web.body_idle_timeout_seconds.unwrap_or(30);
+        if !(1..=3600).contains(&body_idle_seconds) {
+            return Err(invalid(
+                "shared_web_server.body_idle_timeout_seconds",
+                format!("{body_idle_seconds} is outside 1 to 3600"),
+            ));
+        }
+        let max_connections = web.max_connections.unwrap_or(4096);
+        if !(16..=1_000_000).contains(&max_connections) {
+            return Err(invalid(
+                "shared_web_server.max_connections",
+                format!("{max_connections} is outside 16 to 1000000"),
+            ));
+        }
+        let max_requests_per_address = web.max_requests_per_address.unwrap_or(256);
+        if !(1..=max_connections).contains(&max_requests_per_address) {
+            return Err(invalid(
+                "shared_web_server.max_requests_per_address",
+                format!("{max_requests_per_address} is outside 1 to max_connections ({max_connections})"),
+            ));
+        }
+        let limits = ConnectionLimits {
+            body_idle_timeout: std::time::Duration::from_secs(body_idle_seconds),
+            min_body_rate: web.min_body_rate_bytes_per_second.unwrap_or(1024),
+            max_connections,
+            max_requests_per_address,
+        };
         let admin_text = raw
             .admin
             .and_then(|a| a.address)
@@ -329,6 +376,27 @@ impl Config {
             return Err(invalid(
                 "store.purge_interval_minutes",
                 format!("{purge_interval_minutes} is outside 1 to 10080"),
+            ));
+        }
+        let commit_timeout_seconds = store.commit_timeout_seconds.unwrap_or(30);
+        if !(1..=600).contains(&commit_timeout_seconds) {
+            return Err(invalid(
+                "store.commit_timeout_seconds",
+                format!("{commit_timeout_seconds} is outside 1 to 600"),
+            ));
+        }
+        let refused_prefix_bytes = store.refused_prefix_bytes.unwrap_or(64 * 1024);
+        if refused_prefix_bytes > 16 << 20 {
+            return Err(invalid(
+                "store.refused_prefix_bytes",
+                format!("{refused_prefix_bytes} is more than 16 MiB"),
+            ));
+        }
+        let drain_seconds = raw.shutdown.unwrap_or_default().drain_seconds.unwrap_or(30);
+        if drain_seconds > 3600 {
+            return Err(invalid(
+                "shutdown.drain_seconds",
+                format!("{drain_seconds} is outside 0 to 3600"),
             ));
         }
         let mdn = raw.async_mdn.unwrap_or_default();
@@ -373,10 +441,14 @@ impl Config {
                 https,
                 max_request_size,
                 worker_threads,
+                limits,
             },
             admin_address,
             retention_days,
             purge_interval_minutes,
+            commit_timeout: std::time::Duration::from_secs(commit_timeout_seconds),
+            drain: std::time::Duration::from_secs(drain_seconds),
+            refused_prefix_bytes: refused_prefix_bytes as usize,
             async_mdn,
             quotas,
             engine_max_memory: engine_max_memory_mb << 20,

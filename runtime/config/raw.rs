@@ -17,6 +17,14 @@ pub struct RawConfig {
     pub async_mdn: Option<RawAsyncMdn>,
     pub quotas: Option<RawQuotas>,
     pub engine: Option<RawEngine>,
+    pub shutdown: Option<RawShutdown>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// How long SIGTERM waits for requests and executions under way.
+    pub drain_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +56,10 @@ pub struct RawEngine {
 pub struct RawStore {
     pub retention_days: Option<u32>,
     pub purge_interval_minutes: Option<u32>,
+    /// How long a receipt waits for its commit before the sender gets 503.
+    pub commit_timeout_seconds: Option<u64>,
+    /// How much of a refused request's body is kept for diagnosis.
+    pub refused_prefix_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +88,14 @@ pub struct RawWebServer {
     pub https: Option<RawHttps>,
     pub max_request_size: Option<u64>,
     pub worker_threads: Option<usize>,
+    /// A body that sends nothing for this long is cut (408).
+    pub body_idle_timeout_seconds: Option<u64>,
+    /// A body slower than this on average (after the idle timeout) is cut.
+    pub min_body_rate_bytes_per_second: Option<u64>,
+    /// Open connections in all, across worker threads.
+    pub max_connections: Option<usize>,
+    /// AS2 requests under way from one client address.
+    pub max_requests_per_address: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

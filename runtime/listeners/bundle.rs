@@ -13,7 +13,8 @@
 //!       basic_auth: { username: acme, password_env: ACME_AS2_PASSWORD }
 //!       allowed_ips: ["203.0.113.10", "10.1.0.1-10.1.0.9", "192.168.*.*"]
 //!       reject_duplicates: true
-//!       duplicate_window: 100000
+//!       duplicate_window: 100000       # the partner's last N accepted messages
+//!       duplicate_window_days: 30        # and no older than this
 //!     as2_to:                            # us
 //!       id: OURCO
 //!       decryption_key: keystore:ourco
@@ -23,6 +24,8 @@
 //!       require_encrypted: true
 //!       enforce_certificate_validity: false
 //!     max_request_size: 104857600
+//!     async_mdn:
+//!       allowed_urls: ["http://10.1.2.3:8080/mdn"]  # internal MDN targets allowed
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -66,6 +69,14 @@ struct RawAs2 {
     as2_to: RawTo,
     security: Option<RawSecurity>,
     max_request_size: Option<u64>,
+    async_mdn: Option<RawListenerAsyncMdn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerAsyncMdn {
+    /// Internal targets this partner may name in Receipt-Delivery-Option.
+    allowed_urls: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +89,7 @@ struct RawFrom {
     allowed_ips: Option<Vec<String>>,
     reject_duplicates: Option<bool>,
     duplicate_window: Option<u64>,
+    duplicate_window_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +120,9 @@ struct RawSecurity {
 /// Default and bounds of the duplicate window (DESIGN.md).
 pub const DEFAULT_DUPLICATE_WINDOW: u64 = 100_000;
 const DUPLICATE_WINDOW_RANGE: std::ops::RangeInclusive<u64> = 100..=1_000_000;
+/// Default and bounds of the duplicate window's age.
+pub const DEFAULT_DUPLICATE_WINDOW_DAYS: u32 = 30;
+const DUPLICATE_WINDOW_DAYS_RANGE: std::ops::RangeInclusive<u32> = 1..=3650;
 
 /// One AS2 Shared Server operation, ready to receive.
 #[derive(Debug)]
@@ -127,8 +142,14 @@ pub struct ListenerSpec {
     /// `None`: any address may send.
     pub ip_filter: Option<IpFilter>,
     pub reject_duplicates: bool,
-    pub duplicate_window: u64,
+    /// Per partner: its last `count` accepted messages, at most `days` old.
+    pub duplicate_window: crate::store::DuplicateWindow,
     pub max_request_size: Option<u64>,
+    /// Where this partner's asynchronous MDNs may go.
+    pub mdn_targets: std::sync::Arc<crate::server::mdn_target::MdnTargetPolicy>,
+    /// The partner is authenticated by the transport (Basic auth, client
+    /// certificate or IP filter), not only by a signature.
+    pub transport_authenticated: bool,
     /// The steps after the start step, and how they run.
     pub process: ProcessDefinition,
     /// A short hash of process.yaml and the modules: which version runs.
@@ -280,6 +301,23 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
             format!("{duplicate_window} is outside 100 to 1,000,000"),
         ));
     }
+    let duplicate_window_days = as2
+        .as2_from
+        .duplicate_window_days
+        .unwrap_or(DEFAULT_DUPLICATE_WINDOW_DAYS);
+    if !DUPLICATE_WINDOW_DAYS_RANGE.contains(&duplicate_window_days) {
+        return Err(err(
+            "start.as2.as2_from.duplicate_window_days",
+            format!("{duplicate_window_days} is outside 1 to 3650"),
+        ));
+    }
+    let mdn_targets = crate::server::mdn_target::MdnTargetPolicy::parse(
+        as2.async_mdn
+            .as_ref()
+            .and_then(|a| a.allowed_urls.as_deref())
+            .unwrap_or_default(),
+    )
+    .map_err(|e| err("start.as2.async_mdn.allowed_urls", e))?;
     let defaults = ReceiveSettings::default();
     let receive = ReceiveSettings {
         decryption_keys: decryption_key.into_iter().collect(),
@@ -291,6 +329,11 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
             .max_decompressed_size
             .unwrap_or(defaults.max_decompressed_size),
     };
+    let (basic_auth_set, client_certificate_set, ip_filter_set) = (
+        basic_auth.is_some(),
+        client_certificate.is_some(),
+        ip_filter.is_some(),
+    );
     Ok(ListenerSpec {
         id,
         description: raw.description,
@@ -303,8 +346,13 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         basic_auth,
         ip_filter,
         reject_duplicates: as2.as2_from.reject_duplicates.unwrap_or(true),
-        duplicate_window,
+        duplicate_window: crate::store::DuplicateWindow {
+            count: duplicate_window,
+            days: duplicate_window_days,
+        },
         max_request_size: as2.max_request_size,
+        mdn_targets: std::sync::Arc::new(mdn_targets),
+        transport_authenticated: basic_auth_set || client_certificate_set || ip_filter_set,
         process,
         version,
     })

@@ -376,6 +376,14 @@ impl Registry {
         let loaded = bundle::load(&path, self.context())
             .map(Arc::new)
             .map_err(|e| e.to_string());
+        if let Err(e) = &loaded {
+            if out_of_descriptors(e) {
+                // Not the bundle's fault: leave what serves alone and keep
+                // the old fingerprint, so the next rescan tries again.
+                tracing::warn!(listener = %name, error = %e, "bundle not reloaded: out of file descriptors; will retry");
+                return;
+            }
+        }
         let paused = self
             .store
             .paused_listeners()
@@ -418,7 +426,17 @@ impl Registry {
     /// (atomic folder exchanges among them) cannot be missed.
     pub fn rescan(&self) {
         let mut on_disk: Vec<(String, u64)> = Vec::new();
-        if let Ok(read) = std::fs::read_dir(&self.processes_dir) {
+        let read = match std::fs::read_dir(&self.processes_dir) {
+            Ok(read) => Some(read),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                // Unreadable now (out of descriptors, say) is not empty:
+                // undeploying everything would be wrong.
+                tracing::warn!(dir = %self.processes_dir.display(), error = %e, "cannot read the processes folder; rescan skipped");
+                return;
+            }
+        };
+        if let Some(read) = read {
             for item in read.flatten() {
                 let name = item.file_name().to_string_lossy().to_string();
                 let path = item.path();
@@ -531,4 +549,10 @@ fn fingerprint(dir: &std::path::Path) -> u64 {
         .hash(&mut hasher);
     walk(dir, &mut hasher);
     hasher.finish()
+}
+
+/// EMFILE / ENFILE: the process or the system ran out of descriptors
+/// (errors reach here as text, with the OS error number).
+fn out_of_descriptors(error: &str) -> bool {
+    error.contains("os error 24") || error.contains("os error 23")
 }

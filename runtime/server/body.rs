@@ -1,12 +1,25 @@
 //! Reading a request body under a size limit. Small bodies stay in memory;
 //! large ones are streamed to an anonymous file in the spool folder and
 //! memory-mapped, so a 100 MiB upload is not held twice on the heap.
+//!
+//! A body must keep coming: nothing for the idle timeout, or (once that
+//! much time has passed) less than the minimum average rate, and it is cut
+//! with 408. A 1 GiB upload over a slow partner link gets through; a
+//! connection dripping one byte at a time to hold a file descriptor does
+//! not.
 
 use std::io::Write;
 use std::path::Path;
 
+use std::time::{Duration, Instant};
+
 use actix_web::web;
 use futures_util::StreamExt;
+
+use crate::config::ConnectionLimits;
+
+/// How often a silent body is checked against its limits.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Bodies up to this size stay in memory.
 pub const MEMORY_LIMIT: usize = 8 << 20;
@@ -28,7 +41,11 @@ impl Body {
 
 /// Why the body could not be read.
 pub enum BodyError {
-    TooLarge { limit: u64 },
+    TooLarge {
+        limit: u64,
+    },
+    /// Idle too long, or slower than the minimum rate.
+    TooSlow(String),
     Io(String),
     Client(String),
 }
@@ -37,12 +54,26 @@ pub async fn read(
     mut payload: web::Payload,
     limit: u64,
     spool_dir: &Path,
+    pace: &ConnectionLimits,
 ) -> Result<Body, BodyError> {
     let mut memory: Vec<u8> = Vec::new();
     let mut spool: Option<std::fs::File> = None;
     let mut total: u64 = 0;
-    while let Some(chunk) = payload.next().await {
+    let started = Instant::now();
+    let mut last_data = started;
+    loop {
+        // `next` is cancel-safe: a tick that passes loses no data.
+        let chunk = match tokio::time::timeout(TICK, payload.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                check_pace(total, started, last_data, pace)?;
+                continue;
+            }
+        };
         let chunk = chunk.map_err(|e| BodyError::Client(format!("reading request body: {e}")))?;
+        last_data = Instant::now();
+        check_pace(total, started, last_data, pace)?;
         total += chunk.len() as u64;
         if total > limit {
             return Err(BodyError::TooLarge { limit });
@@ -77,4 +108,32 @@ pub async fn read(
             Ok(Body::Spooled(map))
         }
     }
+}
+
+/// Cuts a body that went silent, or that arrives slower than the minimum
+/// rate once the idle timeout has passed since it started.
+fn check_pace(
+    total: u64,
+    started: Instant,
+    last_data: Instant,
+    pace: &ConnectionLimits,
+) -> Result<(), BodyError> {
+    let idle = last_data.elapsed();
+    if idle >= pace.body_idle_timeout {
+        return Err(BodyError::TooSlow(format!(
+            "no request body data for {} s; the connection is closed",
+            idle.as_secs()
+        )));
+    }
+    let elapsed = started.elapsed();
+    if elapsed >= pace.body_idle_timeout {
+        let rate = total as f64 / elapsed.as_secs_f64();
+        if rate < pace.min_body_rate as f64 {
+            return Err(BodyError::TooSlow(format!(
+                "request body arrives at {rate:.0} bytes/s, below the minimum of {} bytes/s; the connection is closed",
+                pace.min_body_rate
+            )));
+        }
+    }
+    Ok(())
 }

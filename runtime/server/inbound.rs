@@ -39,15 +39,30 @@ use crate::listeners::bundle::ListenerSpec;
 use crate::listeners::registry::Routed;
 use crate::listeners::ListenerState;
 use crate::process::execution::{new_execution_id, Job, TrackedProperties};
-use crate::store::{files, status, ExecutionRecord, MessageRecord, Receipt, StoredReceipt};
+use crate::store::{
+    files, status, Committed, ExecutionRecord, MessageRecord, Receipt, StoredReceipt,
+};
 
 /// How long a sender should wait before retrying a paused listener.
 const RETRY_AFTER_SECONDS: &str = "60";
+/// How long a copy of a message waits for the first copy to be stored
+/// before it is answered 503.
+const COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A response and the outcome label for logs and metrics.
 struct Outcome {
     response: HttpResponse,
     label: &'static str,
+}
+
+/// 503 with Retry-After: nothing was stored, the sender should resend.
+fn retry_later(label: &'static str, seconds: &'static str, text: impl Into<String>) -> Outcome {
+    let mut out = plain(StatusCode::SERVICE_UNAVAILABLE, label, text);
+    out.response.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        actix_web::http::header::HeaderValue::from_static(seconds),
+    );
+    out
 }
 
 fn plain(status: StatusCode, label: &'static str, text: impl Into<String>) -> Outcome {
@@ -67,13 +82,37 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
+    let _receiving = super::Receiving::enter(&state.receiving);
     let outcome = match req.match_info().get("target") {
         Some(target) if !state.accepts_target(target) => plain(
             StatusCode::NOT_FOUND,
             "unknown_account",
             format!("no AS2 endpoint /as2/{target} on this Atom"),
         ),
-        _ => handle(&req, payload, &state).await,
+        _ => {
+            let address = req.peer_addr().map(|a| a.ip());
+            let limit = state.config.web.limits.max_requests_per_address;
+            match address.map(|ip| state.per_address.enter(ip, limit)) {
+                Some(None) => {
+                    let mut out = retry_later(
+                        "too_many_requests",
+                        "10",
+                        format!(
+                            "this address has {limit} AS2 requests under way already; retry later"
+                        ),
+                    );
+                    out.response
+                        .head_mut()
+                        .set_connection_type(actix_web::http::ConnectionType::Close);
+                    out
+                }
+                slot => {
+                    let outcome = handle(&req, payload, &state).await;
+                    drop(slot);
+                    outcome
+                }
+            }
+        }
     };
     state
         .metrics
@@ -94,6 +133,16 @@ fn collect_headers(req: &HttpRequest) -> Headers {
 }
 
 async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppState>) -> Outcome {
+    if state.shutdown.is_triggered() {
+        return retry_later("draining", "30", "this Atom is shutting down; retry later");
+    }
+    if let Some(fault) = state.health.fault() {
+        return retry_later(
+            "store_unavailable",
+            "30",
+            format!("messages cannot be stored right now ({fault}); retry later"),
+        );
+    }
     let headers = collect_headers(req);
     for required in ["AS2-From", "AS2-To", "Message-ID", "Content-Type"] {
         if headers.get(required).is_none_or(|v| v.trim().is_empty()) {
@@ -164,16 +213,11 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
     match listener_state {
         ListenerState::Listening => {}
         ListenerState::Paused => {
-            let mut out = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return retry_later(
                 "paused",
+                RETRY_AFTER_SECONDS,
                 format!("listener {} is paused; retry later", spec.id),
-            );
-            out.response.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
-            return out;
+            )
         }
         ListenerState::Errored(e) => {
             return plain(
@@ -212,20 +256,26 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
         Ok(admission) => admission,
         Err(refusal) => {
             tracing::warn!(listener = %spec.id, %message_id, reason = %refusal, "refused by Atom Worker quota");
-            let mut out = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "quota",
-                refusal.to_string(),
-            );
-            out.response.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static("5"),
-            );
-            return out;
+            return retry_later("quota", "5", refusal.to_string());
         }
     };
-    let body = match body::read(payload, limit, &state.config.data_dir.join("spool")).await {
+    let body = match body::read(
+        payload,
+        limit,
+        &state.config.data_dir.join("spool"),
+        &state.config.web.limits,
+    )
+    .await
+    {
         Ok(body) => body,
+        Err(BodyError::TooSlow(reason)) => {
+            tracing::warn!(listener = %spec.id, %message_id, %reason, peer = ?req.peer_addr(), "request body too slow; cut");
+            let mut out = plain(StatusCode::REQUEST_TIMEOUT, "too_slow", reason);
+            out.response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+            return out;
+        }
         Err(BodyError::TooLarge { limit }) => {
             return plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -236,12 +286,29 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
         Err(BodyError::Client(e)) => return plain(StatusCode::BAD_REQUEST, "bad_request", e),
         Err(BodyError::Io(e)) => {
             tracing::error!(error = %e, "spooling request");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return retry_later(
                 "internal_error",
+                "30",
                 "temporary storage failure; retry later",
             );
         }
+    };
+    // One copy of a message at a time; a copy that waited finds the first
+    // stored and gets its MDN.
+    let claim = if spec.reject_duplicates {
+        match state.in_flight.claim(&from, &message_id, COPY_WAIT).await {
+            Some(claim) => Some(claim),
+            None => {
+                tracing::info!(listener = %spec.id, as2_from = %from, %message_id, "a copy of this message is still being received; asked to retry");
+                return retry_later(
+                    "copy_in_flight",
+                    "10",
+                    format!("message {message_id} is being received right now; retry later"),
+                );
+            }
+        }
+    } else {
+        None
     };
     let work = Work {
         state: state.clone(),
@@ -253,6 +320,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
         request,
     };
     let result = tokio::task::spawn_blocking(move || work.process(body.as_slice())).await;
+    drop(claim);
     match result {
         Ok(Ok(reply)) => {
             if reply.label == "processed" {
@@ -274,9 +342,9 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
         Ok(Err(e)) => {
             // Nothing was acknowledged: the sender may retry safely.
             tracing::error!(listener = %spec.id, error = %e, "storing the message failed");
-            plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "internal_error",
+            retry_later(
+                "store_unavailable",
+                "30",
                 format!("message not stored ({e}); retry later"),
             )
         }
@@ -307,16 +375,22 @@ fn check_access(req: &HttpRequest, spec: &ListenerSpec) -> Option<Outcome> {
         }
     }
     if let Some((user, password)) = &spec.basic_auth {
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        // RFC 7617: the scheme name is case-insensitive.
         let given = req
             .headers()
             .get("authorization")
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        let ok = given.len() == expected.len() && openssl::memcmp::eq(given, expected.as_bytes());
+        let credentials = match given.iter().position(|b| *b == b' ') {
+            Some(space) if given[..space].eq_ignore_ascii_case(b"basic") => {
+                given[space + 1..].trim_ascii()
+            }
+            _ => &[],
+        };
+        let ok = credentials.len() == expected.len()
+            && openssl::memcmp::eq(credentials, expected.as_bytes());
         if !ok {
             let mut out = plain(
                 StatusCode::UNAUTHORIZED,
@@ -426,11 +500,13 @@ impl Work {
     fn process(self, body: &[u8]) -> Result<Reply, crate::store::StoreError> {
         let store = &self.state.store;
         if self.spec.reject_duplicates {
-            if let Some(receipt) =
-                store.find_receipt(&self.from, &self.message_id, self.spec.duplicate_window)?
-            {
-                tracing::info!(listener = %self.spec.id, as2_from = %self.from, message_id = %self.message_id, "duplicate message: original receipt returned, not processed again");
-                return Ok(self.replay(receipt));
+            if let Some(receipt) = store.find_receipt(
+                &self.spec.id,
+                &self.from,
+                &self.message_id,
+                self.spec.duplicate_window,
+            )? {
+                return Ok(self.replay(receipt, body));
             }
         }
         let chosen = self
@@ -463,6 +539,20 @@ impl Work {
                 )
             }
         };
+        let target_refused = self.async_target_refusal(opened.is_ok());
+        let text = match (&target_refused, &self.request.async_url) {
+            (Some(reason), Some(url)) => {
+                tracing::warn!(listener = %self.spec.id, as2_from = %self.from, message_id = %self.message_id, %url, %reason,
+                    "asynchronous MDN target refused; the receipt goes back in the response");
+                format!("{text}\r\nThis receipt is returned in the HTTP response, not sent to {url}: {reason}")
+            }
+            _ => text,
+        };
+        let async_url = self
+            .request
+            .async_url
+            .clone()
+            .filter(|_| target_refused.is_none());
         let built = if self.request.requested {
             Some(self.build_mdn(disposition.clone(), &opened, &text, chosen.as_ref()))
         } else {
@@ -473,7 +563,14 @@ impl Work {
         let dir = files::message_dir(&self.state.config.data_dir);
         let raw_headers = render_headers(&self.headers);
         let mut parts: Vec<(&str, &[&[u8]])> = Vec::with_capacity(2);
-        let raw_chunks: [&[u8]; 2] = [raw_headers.as_bytes(), body];
+        // A refused request is kept only in part: enough to diagnose it,
+        // never a stranger's whole upload.
+        let kept = if opened.is_ok() {
+            body
+        } else {
+            &body[..body.len().min(self.state.config.refused_prefix_bytes)]
+        };
+        let raw_chunks: [&[u8]; 2] = [raw_headers.as_bytes(), kept];
         parts.push(("request", &raw_chunks));
         let payload_chunks: [&[u8]; 1] = [opened
             .as_ref()
@@ -483,7 +580,14 @@ impl Work {
             parts.push(("payload", &payload_chunks));
         }
         let written = files::write(&dir, &parts)?;
-        let record = self.record(body.len(), &opened, &disposition, built.as_ref(), &written);
+        let mut record = self.record(body.len(), &opened, &disposition, built.as_ref(), &written);
+        if let Some(reason) = &target_refused {
+            record.mdn_status = "refused".into();
+            record.mdn_error = Some(reason.clone());
+        }
+        if self.spec.reject_duplicates && opened.is_ok() {
+            record.dedupe = Some(self.spec.duplicate_window);
+        }
         let execution = match (&opened, written.get(1)) {
             (Ok(u), Some(payload)) if !self.spec.process.steps.is_empty() => {
                 Some(self.queued_execution(&record, u, payload))
@@ -492,10 +596,21 @@ impl Work {
         };
         // Blocks until the files, the row and the queued execution are
         // durable (shared with concurrent receipts).
-        let id = self.state.committer.commit(Receipt {
+        let committed = self.state.committer.commit(Receipt {
             message: record,
             execution: execution.clone(),
-        })?;
+        });
+        let id = match committed {
+            Ok(Committed::Stored(id)) => id,
+            Ok(Committed::Duplicate(original)) => {
+                // Another node or a copy that got past the claim was first.
+                files::remove(&dir);
+                return Ok(self.replay(original, body));
+            }
+            // The files stay: after a missed deadline the row may still be
+            // committed and point at them.
+            Err(e) => return Err(e),
+        };
         let execution = execution.map(|mut record| {
             record.message_row = id;
             Job {
@@ -508,7 +623,7 @@ impl Work {
             disposition = %disposition.render(), mdn = self.request.mode(), bytes = body.len(), "message received"
         );
         let label = if opened.is_ok() { "processed" } else { "error" };
-        let mut reply = match (built, &self.request.async_url) {
+        let mut reply = match (built, &async_url) {
             (Some(mdn), None) => Reply {
                 response: ReplyBody::Mdn(mdn.headers, mdn.body),
                 label,
@@ -523,6 +638,7 @@ impl Work {
                     url: url.clone(),
                     headers: header_pairs(&mdn.headers),
                     body: mdn.body,
+                    targets: self.spec.mdn_targets.clone(),
                 }),
                 execution: None,
             },
@@ -543,6 +659,23 @@ impl Work {
         };
         reply.execution = execution;
         Ok(reply)
+    }
+
+    /// Why the asynchronous MDN the sender asked for may not be sent where it
+    /// asked: only a sender that passed the partner's checks may make us
+    /// send requests, and only to allowed targets ([`super::mdn_target`]).
+    fn async_target_refusal(&self, accepted: bool) -> Option<String> {
+        let url = self.request.async_url.as_ref()?;
+        if !self.request.requested {
+            return None;
+        }
+        if !accepted && !self.spec.transport_authenticated {
+            return Some(
+                "the message failed the partner's checks, so its Receipt-Delivery-Option is not trusted"
+                    .into(),
+            );
+        }
+        self.spec.mdn_targets.check(url).err()
     }
 
     /// The execution that goes into the store with the receipt.
@@ -675,17 +808,33 @@ impl Work {
             }
             .into(),
             mdn_url: self.request.async_url.clone(),
+            mdn_error: None,
             mdn_headers: built.map(|b| header_pairs(&b.headers)).unwrap_or_default(),
             mdn_body: built.map(|b| b.body.clone()).unwrap_or_default(),
             raw_path: written.first().map(|p| p.display().to_string()),
             payload_path: written.get(1).map(|p| p.display().to_string()),
             error: opened.as_ref().err().map(|e| e.to_string()),
             received_at: now_rfc3339(),
+            dedupe: None,
         }
     }
 
     /// Answers a duplicate with the receipt it got the first time.
-    fn replay(&self, receipt: StoredReceipt) -> Reply {
+    fn replay(&self, receipt: StoredReceipt, body: &[u8]) -> Reply {
+        let same = receipt
+            .raw_path
+            .as_deref()
+            .and_then(|path| files::ends_with(std::path::Path::new(path), body));
+        match same {
+            Some(false) => tracing::warn!(
+                listener = %self.spec.id, as2_from = %self.from, message_id = %self.message_id, original = receipt.record_id,
+                "suspicious duplicate: same Message-ID, different content; answered with the original receipt, not processed"
+            ),
+            _ => tracing::info!(
+                listener = %self.spec.id, as2_from = %self.from, message_id = %self.message_id, original = receipt.record_id,
+                "duplicate message: original receipt returned, not processed again"
+            ),
+        }
         let headers: Headers = receipt.headers.iter().cloned().collect();
         match (receipt.mdn_mode.as_str(), receipt.mdn_url) {
             ("sync", _) => Reply {
@@ -694,7 +843,7 @@ impl Work {
                 execution: None,
                 delivery: None,
             },
-            ("async", Some(url)) => Reply {
+            ("async", Some(url)) if self.spec.mdn_targets.check(&url).is_ok() => Reply {
                 response: ReplyBody::Empty,
                 label: "duplicate",
                 execution: None,
@@ -703,7 +852,15 @@ impl Work {
                     url,
                     headers: receipt.headers,
                     body: receipt.body,
+                    targets: self.spec.mdn_targets.clone(),
                 }),
+            },
+            // Its target was refused the first time: answered in the response then too.
+            ("async", Some(_)) => Reply {
+                response: ReplyBody::Mdn(headers, receipt.body),
+                label: "duplicate",
+                execution: None,
+                delivery: None,
             },
             _ => Reply {
                 response: ReplyBody::Empty,

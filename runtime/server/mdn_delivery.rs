@@ -2,14 +2,19 @@
 //! to the partner's Receipt-Delivery-Option URL, retried with exponential
 //! back-off until it is accepted or the give-up time passes. Receipts not
 //! yet delivered are `pending` in the store and are queued again when the
-//! runtime starts, so a restart does not lose them.
+//! runtime starts, so a restart does not lose them. At shutdown, delivery
+//! stops between attempts: an attempt under way may finish (the drain
+//! waits for it), no new one starts, and what is left stays `pending`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
+use super::mdn_target::MdnTargetPolicy;
 use crate::admin::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// One receipt to deliver.
@@ -19,6 +24,8 @@ pub struct Delivery {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The receiving listener's allowed targets, checked before each attempt.
+    pub targets: Arc<MdnTargetPolicy>,
 }
 
 /// Retry policy (from `async_mdn` in atom.yaml).
@@ -33,26 +40,53 @@ pub struct RetryPolicy {
 #[derive(Clone)]
 pub struct MdnSender {
     queue: mpsc::UnboundedSender<Delivery>,
+    /// Every delivery task, for the drain to wait on.
+    tasks: TaskTracker,
 }
 
 impl MdnSender {
     /// Starts the delivery task on the current tokio runtime.
-    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>, policy: RetryPolicy) -> MdnSender {
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        policy: RetryPolicy,
+        shutdown: Shutdown,
+    ) -> MdnSender {
         let (queue, mut jobs) = mpsc::unbounded_channel::<Delivery>();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "building the MDN HTTP client; using defaults");
-                reqwest::Client::new()
-            });
+        let client = client_builder().build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "building the MDN HTTP client; using defaults");
+            reqwest::Client::new()
+        });
+        let tasks = TaskTracker::new();
+        let spawner = tasks.clone();
         tokio::spawn(async move {
-            while let Some(job) = jobs.recv().await {
+            loop {
+                let job = tokio::select! {
+                    job = jobs.recv() => job,
+                    _ = shutdown.triggered() => None,
+                };
+                let Some(job) = job else { return };
                 let (client, store, metrics) = (client.clone(), store.clone(), metrics.clone());
-                tokio::spawn(deliver(client, store, metrics, policy, job));
+                spawner.spawn(deliver(
+                    client,
+                    store,
+                    metrics,
+                    policy,
+                    job,
+                    shutdown.clone(),
+                ));
             }
         });
-        MdnSender { queue }
+        MdnSender { queue, tasks }
+    }
+
+    /// Waits (up to `deadline`) for deliveries under way to end; after a
+    /// shutdown they end at their next pause between attempts.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+        self.tasks.close();
+        tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_ok()
     }
 
     pub fn send(&self, delivery: Delivery) {
@@ -62,18 +96,51 @@ impl MdnSender {
     }
 }
 
+/// No redirects: a redirect could lead to a target nobody checked.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("atom/", env!("CARGO_PKG_VERSION")))
+}
+
 async fn deliver(
     client: reqwest::Client,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     policy: RetryPolicy,
     job: Delivery,
+    shutdown: Shutdown,
 ) {
     let started = std::time::Instant::now();
     let mut delay = policy.first_delay;
     let mut attempt = 1u32;
     loop {
-        let mut request = client.post(&job.url).body(job.body.clone());
+        let target = match job.targets.resolve(&job.url).await {
+            Ok(target) => target,
+            Err(reason) => {
+                metrics.async_mdns.with_label_values(&["refused"]).inc();
+                tracing::warn!(record = job.record_id, url = %job.url, %reason, "asynchronous MDN target refused");
+                update(&store, job.record_id, "refused").await;
+                return;
+            }
+        };
+        let pinned;
+        let client = match &target.pin {
+            // Connect to the address that was checked, not to a new lookup.
+            Some((host, addr)) => match client_builder().resolve(host, *addr).build() {
+                Ok(c) => {
+                    pinned = c;
+                    &pinned
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "building a pinned MDN client");
+                    &client
+                }
+            },
+            None => &client,
+        };
+        let mut request = client.post(target.url.clone()).body(job.body.clone());
         for (name, value) in &job.headers {
             request = request.header(name.as_str(), value.as_str());
         }
@@ -98,7 +165,13 @@ async fn deliver(
                     return;
                 }
                 tracing::warn!(record = job.record_id, url = %job.url, attempt, %reason, retry_in = ?delay, "asynchronous MDN not delivered");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.triggered() => {
+                        tracing::info!(record = job.record_id, "shutting down: asynchronous MDN stays pending for the next start");
+                        return;
+                    }
+                }
                 delay = (delay * 2).min(policy.max_delay);
                 attempt += 1;
             }

@@ -4,13 +4,20 @@
 //! - [`inbound`]: the AS2 receive path (the only module knowing HTTP and AS2).
 //! - [`body`]: request bodies under a limit, spooled to disk when large.
 //! - [`tls`]: HTTPS set-up and client certificates.
+//! - [`in_flight`]: copies of one message arriving together wait for the first.
 //! - [`mdn_delivery`]: asynchronous MDNs with retries.
+//! - [`mdn_target`]: where an asynchronous MDN may go (no internal addresses).
+//! - [`per_address`]: AS2 requests under way per client address, bounded.
 
 pub mod body;
+pub mod in_flight;
 pub mod inbound;
 pub mod mdn_delivery;
+pub mod mdn_target;
+pub mod per_address;
 pub mod tls;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
@@ -18,8 +25,11 @@ use actix_web::{web, HttpResponse};
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::listeners::Registry;
+use crate::shutdown::Shutdown;
 use crate::store::group_commit::GroupCommitter;
+use crate::store::health::StoreHealth;
 use crate::store::Store;
+use in_flight::InFlight;
 use mdn_delivery::MdnSender;
 
 /// Everything a request handler needs, shared by all workers.
@@ -35,35 +45,31 @@ pub struct AppState {
     pub reporting_ua: String,
     /// Runs the processes of received documents.
     pub executor: Arc<crate::process::workers::Executor>,
-    /// (AS2-From, Message-ID) pairs being received right now, so that two
-    /// concurrent copies of one message are never both stored.
-    pub in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// (AS2-From, Message-ID) pairs being received right now.
+    pub in_flight: Arc<InFlight>,
+    /// Whether the store can commit: no positive MDN while it cannot.
+    pub health: Arc<StoreHealth>,
+    /// Set on SIGTERM: new AS2 requests get 503, `/health` says draining.
+    pub shutdown: Shutdown,
+    /// AS2 requests being handled, for the drain to wait on.
+    pub receiving: AtomicUsize,
+    /// AS2 requests under way per client address.
+    pub per_address: Arc<per_address::PerAddress>,
 }
 
-/// Holds a message's place in [`AppState::in_flight`] until dropped.
-pub struct InFlight<'a> {
-    state: &'a AppState,
-    key: (String, String),
-}
+/// Counts one AS2 request in [`AppState::receiving`] until dropped.
+pub struct Receiving<'a>(&'a AtomicUsize);
 
-impl AppState {
-    /// Claims (from, message id); `None` if another request holds it.
-    pub fn claim(&self, from: &str, message_id: &str) -> Option<InFlight<'_>> {
-        let key = (from.to_string(), message_id.to_string());
-        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(key.clone())
-            .then_some(InFlight { state: self, key })
+impl<'a> Receiving<'a> {
+    pub fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Receiving(counter)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Receiving<'_> {
     fn drop(&mut self) {
-        let mut set = self
-            .state
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        set.remove(&self.key);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -89,6 +95,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health", web::get().to(health));
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+/// For load balancers and probes: 200 when this node takes messages; 503
+/// while it drains or cannot commit to its store, with the reason.
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let (status, body) = if state.shutdown.is_triggered() {
+        (
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "draining"}),
+        )
+    } else if let Some(reason) = state.health.fault() {
+        (
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "store_unavailable", "reason": reason}),
+        )
+    } else {
+        (
+            actix_web::http::StatusCode::OK,
+            serde_json::json!({"status": "ok"}),
+        )
+    };
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }

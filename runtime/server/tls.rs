@@ -64,6 +64,11 @@ pub fn acceptor(
         builder
             .set_ca_file(ca)
             .map_err(|e| tls_error(&format!("client_ca {}", ca.display()), e))?;
+        // Name the acceptable CAs in the CertificateRequest, so that a
+        // client holding several certificates picks the right one.
+        let names = openssl::x509::X509Name::load_client_ca_file(ca)
+            .map_err(|e| tls_error(&format!("client_ca names {}", ca.display()), e))?;
+        builder.set_client_ca_list(names);
     }
     match https.client_auth {
         ClientAuth::None => builder.set_verify(SslVerifyMode::NONE),

@@ -41,6 +41,40 @@ pub fn write(dir: &Path, parts: &[(&str, &[&[u8]])]) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Removes the files of a message that was not stored (a duplicate, or a
+/// failed commit); they were never acknowledged.
+pub fn remove(dir: &Path) {
+    if let Err(e) = fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the files of an unstored message");
+        }
+    }
+}
+
+/// Whether the file at `path` ends with `tail` (a stored raw request is
+/// its headers, then the body): `None` when the file cannot be read.
+pub fn ends_with(path: &Path, tail: &[u8]) -> Option<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs::File::open(path).ok()?;
+    let length = file.metadata().ok()?.len();
+    let tail_length = tail.len() as u64;
+    if length < tail_length {
+        return Some(false);
+    }
+    file.seek(SeekFrom::Start(length - tail_length)).ok()?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut rest = tail;
+    while !rest.is_empty() {
+        let want = rest.len().min(buffer.len());
+        file.read_exact(&mut buffer[..want]).ok()?;
+        if buffer[..want] != rest[..want] {
+            return Some(false);
+        }
+        rest = &rest[want..];
+    }
+    Some(true)
+}
+
 /// Makes everything written so far on the data directory's filesystem
 /// durable: file contents and directory entries alike.
 pub fn sync_filesystem(data_dir: &Path) -> Result<()> {

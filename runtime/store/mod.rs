@@ -5,6 +5,8 @@
 
 pub mod files;
 pub mod group_commit;
+pub mod health;
+pub mod private;
 pub mod retention;
 pub mod sqlite;
 
@@ -54,9 +56,12 @@ pub struct MessageRecord {
     pub disposition: String,
     /// `none`, `sync` or `async`.
     pub mdn_mode: String,
-    /// `none`, `sent`, `pending`, `delivered`, `failed`.
+    /// `none`, `sent`, `pending`, `delivered`, `failed`, `refused` (the
+    /// asynchronous target was not allowed; answered synchronously).
     pub mdn_status: String,
     pub mdn_url: Option<String>,
+    /// Why an asynchronous MDN was not sent there (`mdn_status` `refused`).
+    pub mdn_error: Option<String>,
     #[serde(skip)]
     pub mdn_headers: Vec<(String, String)>,
     #[serde(skip)]
@@ -67,12 +72,41 @@ pub struct MessageRecord {
     pub error: Option<String>,
     /// RFC 3339.
     pub received_at: String,
+    /// Set on an accepted message whose listener rejects duplicates: the
+    /// message claims its (AS2-From, Message-ID), and the store refuses to
+    /// log a second copy while the first is inside this window.
+    #[serde(skip)]
+    pub dedupe: Option<DuplicateWindow>,
+}
+
+/// How long a partner's Message-ID stays claimed: among that partner's
+/// last `count` accepted receipts on the listener, and not older than
+/// `days`. Only the partner's own accepted messages move it, so junk and
+/// other partners' traffic cannot push a Message-ID out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateWindow {
+    pub count: u64,
+    pub days: u32,
+}
+
+/// What became of one receipt in a commit.
+#[derive(Debug, Clone)]
+pub enum Committed {
+    /// Logged under this message row id.
+    Stored(i64),
+    /// Not logged: an earlier copy inside the window holds the
+    /// (AS2-From, Message-ID); its receipt is returned to the sender.
+    Duplicate(StoredReceipt),
 }
 
 /// A receipt given before, returned byte for byte to a duplicate.
 #[derive(Debug, Clone)]
 pub struct StoredReceipt {
     pub record_id: i64,
+    /// The stored raw request of the original, to compare a copy with.
+    pub raw_path: Option<String>,
+    /// The listener that received it (for its asynchronous MDN targets).
+    pub listener: Option<String>,
     pub mdn_mode: String,
     pub mdn_url: Option<String>,
     pub headers: Vec<(String, String)>,
@@ -171,13 +205,14 @@ pub struct ExecutionFilter {
 
 /// What the runtime needs from a store.
 pub trait Store: Send + Sync {
-    /// The receipt of a positively acknowledged earlier message with the
-    /// same (AS2-From, Message-ID), among the last `window` messages.
+    /// The receipt of the accepted earlier message that holds
+    /// (AS2-From, Message-ID), if it is inside `window` for `listener`.
     fn find_receipt(
         &self,
+        listener: &str,
         as2_from: &str,
         message_id: &str,
-        window: u64,
+        window: DuplicateWindow,
     ) -> Result<Option<StoredReceipt>>;
     /// Logs a message; returns its id. Committed durably when it returns.
     fn insert_message(&self, record: &MessageRecord) -> Result<i64> {
@@ -189,21 +224,34 @@ pub trait Store: Send + Sync {
         .ok_or_else(|| StoreError::new("logging message", "no id returned"))
     }
     /// Logs several messages, with their queued executions, in one durable
-    /// transaction; message ids in order.
-    fn insert_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>>;
+    /// transaction; message ids in order. A duplicate is an error here.
+    fn insert_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>> {
+        self.commit_batch(receipts, &[])?
+            .into_iter()
+            .map(|c| match c {
+                Committed::Stored(id) => Ok(id),
+                Committed::Duplicate(r) => Err(StoreError::new(
+                    "logging message",
+                    format!("a copy is already stored as message {}", r.record_id),
+                )),
+            })
+            .collect()
+    }
     /// Writes the state of executions (status, timings, log, documents).
-    fn update_executions(&self, executions: &[ExecutionRecord]) -> Result<()>;
+    fn update_executions(&self, executions: &[ExecutionRecord]) -> Result<()> {
+        self.commit_batch(&[], executions).map(|_| ())
+    }
     /// Receipts and execution states in one durable transaction (the group
-    /// commit); message ids of the receipts in order.
+    /// commit). A receipt whose (AS2-From, Message-ID) is held by an earlier
+    /// copy inside its window is not logged (nor its execution queued):
+    /// [`Committed::Duplicate`]. Outcomes in the order of `receipts`.
     fn commit_batch(
         &self,
         receipts: &[Receipt],
         executions: &[ExecutionRecord],
-    ) -> Result<Vec<i64>> {
-        let ids = self.insert_receipts(receipts)?;
-        self.update_executions(executions)?;
-        Ok(ids)
-    }
+    ) -> Result<Vec<Committed>>;
+    /// A cheap durable write, to tell whether the store can commit now.
+    fn probe(&self) -> Result<()>;
     /// Executions queued or running when the runtime stopped, oldest first.
     fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>>;
     /// Newest first.

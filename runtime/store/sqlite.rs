@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    status, ExecutionFilter, ExecutionRecord, MessageRecord, MessageRow, Receipt, Result, Store,
-    StoreError, StoredReceipt,
+    status, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord,
+    MessageRow, Receipt, Result, Store, StoreError, StoredReceipt,
 };
 
 pub struct SqliteStore {
@@ -77,6 +77,50 @@ CREATE TABLE IF NOT EXISTS listener_state (
 );
 ";
 
+/// Schema changes after the first release, in order; `PRAGMA user_version`
+/// counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the duplicate index. `holds_id` = 1 marks the accepted message that
+    // owns its (AS2-From, Message-ID); a unique index makes a second owner
+    // impossible, whatever the concurrency. The newest accepted copy of each
+    // pair logged before this version becomes its owner.
+    "ALTER TABLE messages ADD COLUMN holds_id INTEGER;
+     UPDATE messages SET holds_id = 1 WHERE id IN
+        (SELECT MAX(id) FROM messages WHERE error IS NULL GROUP BY as2_from, message_id);
+     CREATE UNIQUE INDEX messages_receipt_key ON messages (as2_from, message_id) WHERE holds_id = 1;
+     CREATE INDEX messages_partner_window ON messages (listener, as2_from, id) WHERE holds_id = 1;
+     CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);",
+    // 2: why an asynchronous MDN target was refused.
+    "ALTER TABLE messages ADD COLUMN mdn_error TEXT;",
+];
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let applied: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(err("reading the schema version"))?
+        .try_into()
+        .unwrap_or(0);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::new(
+            "opening",
+            format!(
+                "atom.db has schema version {applied}, newer than this Atom knows ({}); run a newer Atom",
+                MIGRATIONS.len()
+            ),
+        ));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction().map_err(err("starting a migration"))?;
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::new("migrating the schema", format!("step {}: {e}", index + 1))
+        })?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)
+            .map_err(err("recording the schema version"))?;
+        tx.commit().map_err(err("committing a migration"))?;
+    }
+    Ok(())
+}
+
 fn err(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
     move |e| StoreError::new(context, e)
 }
@@ -97,7 +141,9 @@ impl SqliteStore {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
         )
         .map_err(err("configuring SQLite"))?;
+        let mut conn = conn;
         conn.execute_batch(SCHEMA).map_err(err("creating schema"))?;
+        migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -112,7 +158,7 @@ impl SqliteStore {
     }
 }
 
-/// Columns: id, mdn_mode, mdn_url, mdn_headers, mdn_body.
+/// Columns: id, mdn_mode, mdn_url, mdn_headers, mdn_body, raw_path, listener.
 fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
     let headers: String = row.get(3)?;
     Ok(StoredReceipt {
@@ -121,7 +167,57 @@ fn row_to_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
         mdn_url: row.get(2)?,
         headers: serde_json::from_str(&headers).unwrap_or_default(),
         body: row.get(4)?,
+        raw_path: row.get(5)?,
+        listener: row.get(6)?,
     })
+}
+
+const RECEIPT_COLUMNS: &str = "id, mdn_mode, mdn_url, mdn_headers, mdn_body, raw_path, listener";
+
+/// The receipt holding (AS2-From, Message-ID), if it is inside `window`
+/// for `listener`: not older than the window's days, and fewer than its
+/// count of the partner's accepted receipts logged since.
+fn receipt_in_window(
+    conn: &Connection,
+    listener: &str,
+    as2_from: &str,
+    message_id: &str,
+    window: DuplicateWindow,
+) -> Result<Option<(StoredReceipt, bool)>> {
+    let held = conn
+        .prepare_cached(&format!(
+            "SELECT {RECEIPT_COLUMNS}, received_at FROM messages
+             WHERE as2_from = ?1 AND message_id = ?2 AND holds_id = 1"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row(params![as2_from, message_id], |row| {
+                Ok((row_to_receipt(row)?, row.get::<_, String>(7)?))
+            })
+            .optional()
+        })
+        .map_err(err("looking up duplicates"))?;
+    let Some((receipt, received_at)) = held else {
+        return Ok(None);
+    };
+    let oldest = crate::store::retention::cutoff(window.days);
+    let mut inside = received_at >= oldest;
+    if inside {
+        let limit = i64::try_from(window.count).unwrap_or(i64::MAX);
+        // Counting stops at the window size: cheap even for a busy partner.
+        let newer: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages
+                 WHERE listener = ?1 AND as2_from = ?2 AND holds_id = 1 AND id > ?3 LIMIT ?4)",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![listener, as2_from, receipt.record_id, limit], |r| {
+                    r.get(0)
+                })
+            })
+            .map_err(err("counting the duplicate window"))?;
+        inside = newer < limit;
+    }
+    Ok(Some((receipt, inside)))
 }
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
@@ -148,12 +244,14 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
             mdn_mode: row.get("mdn_mode")?,
             mdn_status: row.get("mdn_status")?,
             mdn_url: row.get("mdn_url")?,
+            mdn_error: row.get("mdn_error")?,
             mdn_headers: serde_json::from_str(&headers_json).unwrap_or_default(),
             mdn_body: row.get("mdn_body")?,
             raw_path: row.get("raw_path")?,
             payload_path: row.get("payload_path")?,
             error: row.get("error")?,
             received_at: row.get("received_at")?,
+            dedupe: None,
         },
     })
 }
@@ -188,15 +286,21 @@ fn row_to_execution(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord
     })
 }
 
-/// Logs messages with their queued executions inside `tx`; ids in order.
-fn insert_receipts_in(tx: &rusqlite::Transaction<'_>, receipts: &[Receipt]) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(receipts.len());
+/// Logs messages with their queued executions inside `tx`; outcomes in
+/// order. An accepted message with a duplicate window claims its
+/// (AS2-From, Message-ID) here, in the transaction, so that of two copies
+/// only one can ever be logged.
+fn insert_receipts_in(
+    tx: &rusqlite::Transaction<'_>,
+    receipts: &[Receipt],
+) -> Result<Vec<Committed>> {
+    let mut outcomes = Vec::with_capacity(receipts.len());
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject, file_name, mime_type,
                 request_size, payload_size, encryption, signature, compression, mic, disposition, mdn_mode,
-                mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at, holds_id, mdn_error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         )
         .map_err(err("logging message"))?;
     let mut queue = tx
@@ -209,6 +313,28 @@ fn insert_receipts_in(tx: &rusqlite::Transaction<'_>, receipts: &[Receipt]) -> R
         .map_err(err("queueing execution"))?;
     for receipt in receipts {
         let r = &receipt.message;
+        let claims = match r.dedupe {
+            Some(window) if r.error.is_none() => {
+                let listener = r.listener.as_deref().unwrap_or_default();
+                match receipt_in_window(tx, listener, &r.as2_from, &r.message_id, window)? {
+                    Some((original, true)) => {
+                        outcomes.push(Committed::Duplicate(original));
+                        continue;
+                    }
+                    Some((expired, false)) => {
+                        // Outside the window: the new copy takes the key over.
+                        tx.execute(
+                            "UPDATE messages SET holds_id = NULL WHERE id = ?1",
+                            params![expired.record_id],
+                        )
+                        .map_err(err("releasing an expired duplicate key"))?;
+                        true
+                    }
+                    None => true,
+                }
+            }
+            _ => false,
+        };
         let headers = serde_json::to_string(&r.mdn_headers)
             .map_err(|e| StoreError::new("encoding MDN headers", e))?;
         stmt.execute(params![
@@ -235,10 +361,12 @@ fn insert_receipts_in(tx: &rusqlite::Transaction<'_>, receipts: &[Receipt]) -> R
             r.payload_path,
             r.error,
             r.received_at,
+            claims.then_some(1i64),
+            r.mdn_error,
         ])
         .map_err(err("logging message"))?;
         let row = tx.last_insert_rowid();
-        ids.push(row);
+        outcomes.push(Committed::Stored(row));
         if let Some(e) = &receipt.execution {
             queue
                 .execute(params![
@@ -259,7 +387,7 @@ fn insert_receipts_in(tx: &rusqlite::Transaction<'_>, receipts: &[Receipt]) -> R
                 .map_err(err("queueing execution"))?;
         }
     }
-    Ok(ids)
+    Ok(outcomes)
 }
 
 /// Writes execution states inside `tx`.
@@ -303,47 +431,40 @@ fn update_executions_in(
 impl Store for SqliteStore {
     fn find_receipt(
         &self,
+        listener: &str,
         as2_from: &str,
         message_id: &str,
-        window: u64,
+        window: DuplicateWindow,
     ) -> Result<Option<StoredReceipt>> {
         let conn = self.lock();
-        let newest: i64 = conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
-                r.get(0)
-            })
-            .map_err(err("reading message count"))?;
-        let oldest = newest.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX));
-        conn.query_row(
-            "SELECT id, mdn_mode, mdn_url, mdn_headers, mdn_body FROM messages
-             WHERE as2_from = ?1 AND message_id = ?2 AND id > ?3 AND error IS NULL
-             ORDER BY id ASC LIMIT 1",
-            params![as2_from, message_id, oldest],
-            row_to_receipt,
+        Ok(
+            receipt_in_window(&conn, listener, as2_from, message_id, window)?
+                .and_then(|(receipt, inside)| inside.then_some(receipt)),
         )
-        .optional()
-        .map_err(err("looking up duplicates"))
-    }
-
-    fn insert_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>> {
-        self.commit_batch(receipts, &[])
-    }
-
-    fn update_executions(&self, executions: &[ExecutionRecord]) -> Result<()> {
-        self.commit_batch(&[], executions).map(|_| ())
     }
 
     fn commit_batch(
         &self,
         receipts: &[Receipt],
         executions: &[ExecutionRecord],
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Vec<Committed>> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err("starting transaction"))?;
-        let ids = insert_receipts_in(&tx, receipts)?;
+        let outcomes = insert_receipts_in(&tx, receipts)?;
         update_executions_in(&tx, executions)?;
         tx.commit().map_err(err("committing"))?;
-        Ok(ids)
+        Ok(outcomes)
+    }
+
+    fn probe(&self) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO store_probe (id, at) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET at = excluded.at",
+                params![crate::server::inbound::now_rfc3339()],
+            )
+            .map(|_| ())
+            .map_err(err("probing the store"))
     }
 
     fn set_mdn_status(&self, id: i64, status: &str) -> Result<()> {
@@ -371,7 +492,7 @@ impl Store for SqliteStore {
     fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare("SELECT id, mdn_mode, mdn_url, mdn_headers, mdn_body FROM messages WHERE mdn_mode = 'async' AND mdn_status = 'pending' ORDER BY id")
+            .prepare(&format!("SELECT {RECEIPT_COLUMNS} FROM messages WHERE mdn_mode = 'async' AND mdn_status = 'pending' ORDER BY id"))
             .map_err(err("reading pending MDNs"))?;
         let rows = stmt
             .query_map([], |row| row_to_receipt(row).map(|r| (r.record_id, r)))
@@ -531,51 +652,130 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn duplicates_within_window_and_pause_state_persist() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).expect("opens");
-        let record = MessageRecord {
-            as2_from: "ACME".into(),
+    const WINDOW: DuplicateWindow = DuplicateWindow {
+        count: 100,
+        days: 30,
+    };
+
+    fn accepted(from: &str, id: &str) -> MessageRecord {
+        MessageRecord {
+            listener: Some("acme".into()),
+            as2_from: from.into(),
             as2_to: "US".into(),
-            message_id: "<1@acme>".into(),
+            message_id: id.into(),
             disposition: "processed".into(),
             mdn_mode: "sync".into(),
             mdn_status: "sent".into(),
             mdn_headers: vec![("Content-Type".into(), "multipart/report".into())],
             mdn_body: b"mdn".to_vec(),
-            received_at: "2026-11-23T00:00:00Z".into(),
+            received_at: crate::server::inbound::now_rfc3339(),
+            dedupe: Some(WINDOW),
             ..MessageRecord::default()
+        }
+    }
+
+    fn receipt(message: MessageRecord) -> Receipt {
+        Receipt {
+            message,
+            execution: None,
+        }
+    }
+
+    #[test]
+    fn a_second_copy_in_one_batch_or_later_is_refused_by_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("opens");
+        let first = accepted("ACME", "<1@acme>");
+        let outcomes = store
+            .commit_batch(&[receipt(first.clone()), receipt(first.clone())], &[])
+            .expect("commit");
+        let Committed::Stored(id) = outcomes[0] else {
+            panic!("first copy stored: {outcomes:?}")
         };
-        store.insert_message(&record).expect("insert");
-        let found = store
-            .find_receipt("ACME", "<1@acme>", 100)
-            .expect("query")
-            .expect("found");
-        assert_eq!(found.body, b"mdn");
-        assert_eq!(found.headers, record.mdn_headers);
         assert!(
-            store
-                .find_receipt("OTHER", "<1@acme>", 100)
-                .expect("query")
-                .is_none(),
-            "keyed by sender"
+            matches!(&outcomes[1], Committed::Duplicate(r) if r.record_id == id && r.body == b"mdn"),
+            "second copy of the same batch refused: {outcomes:?}"
         );
+        let later = store
+            .commit_batch(&[receipt(first.clone())], &[])
+            .expect("commit");
+        assert!(matches!(&later[0], Committed::Duplicate(r) if r.record_id == id));
+        assert_eq!(store.recent_messages(10).expect("list").len(), 1);
+        // Another partner may use the same Message-ID.
+        let other = store
+            .commit_batch(&[receipt(accepted("OTHER", "<1@acme>"))], &[])
+            .expect("commit");
+        assert!(matches!(other[0], Committed::Stored(_)));
+    }
+
+    #[test]
+    fn duplicate_window_flushed_by_junk_regression() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("opens");
+        store
+            .insert_message(&accepted("ACME", "<1@acme>"))
+            .expect("insert");
+        // 150 refused messages from the partner, and 150 accepted ones from others.
         for i in 0..150 {
+            let mut junk = accepted("ACME", &format!("<junk{i}@x>"));
+            junk.error = Some("authentication-failed".into());
+            junk.disposition = "processed/error: authentication-failed".into();
+            store.insert_message(&junk).expect("junk");
             store
-                .insert_message(&MessageRecord {
-                    message_id: format!("<{i}@x>"),
-                    ..record.clone()
-                })
+                .insert_message(&accepted("OTHER", &format!("<o{i}@x>")))
+                .expect("other");
+        }
+        let found = store
+            .find_receipt("acme", "ACME", "<1@acme>", WINDOW)
+            .expect("query")
+            .expect("still inside the partner's window");
+        assert_eq!(found.body, b"mdn");
+        // The partner's own 100 accepted messages do move it.
+        for i in 0..100 {
+            store
+                .insert_message(&accepted("ACME", &format!("<{i}@mine>")))
                 .expect("insert");
         }
-        assert!(
-            store
-                .find_receipt("ACME", "<1@acme>", 100)
-                .expect("query")
-                .is_none(),
-            "outside the window"
-        );
+        assert!(store
+            .find_receipt("acme", "ACME", "<1@acme>", WINDOW)
+            .expect("query")
+            .is_none());
+        // A copy outside the window is a new message and takes the key over.
+        let again = store
+            .commit_batch(&[receipt(accepted("ACME", "<1@acme>"))], &[])
+            .expect("commit");
+        assert!(matches!(again[0], Committed::Stored(_)), "{again:?}");
+    }
+
+    #[test]
+    fn duplicate_window_is_bounded_by_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("opens");
+        let mut old = accepted("ACME", "<old@acme>");
+        old.received_at = "2020-01-01T00:00:00Z".into();
+        store.insert_message(&old).expect("insert");
+        assert!(store
+            .find_receipt("acme", "ACME", "<old@acme>", WINDOW)
+            .expect("query")
+            .is_none());
+        assert!(store
+            .find_receipt(
+                "acme",
+                "ACME",
+                "<old@acme>",
+                DuplicateWindow {
+                    count: 100,
+                    days: 36500
+                }
+            )
+            .expect("query")
+            .is_some());
+    }
+
+    #[test]
+    fn pause_state_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("opens");
         store.set_paused("p1", true).expect("pause");
         drop(store);
         let reopened = SqliteStore::open(dir.path()).expect("reopens");
@@ -585,5 +785,31 @@ mod tests {
         );
         reopened.set_paused("p1", false).expect("resume");
         assert!(reopened.paused_listeners().expect("read").is_empty());
+    }
+
+    #[test]
+    fn a_store_from_before_the_duplicate_index_is_migrated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let conn = Connection::open(dir.path().join("atom.db")).expect("db");
+            conn.execute_batch(SCHEMA).expect("old schema");
+            for id in [1, 2] {
+                conn.execute(
+                    "INSERT INTO messages (as2_from, as2_to, message_id, request_size, disposition, mdn_mode,
+                        mdn_status, mdn_headers, mdn_body, received_at)
+                     VALUES ('ACME', 'US', '<1@acme>', ?1, 'processed', 'sync', 'sent', '[]', x'', ?2)",
+                    params![id, crate::server::inbound::now_rfc3339()],
+                )
+                .expect("old row");
+            }
+        }
+        let store = SqliteStore::open(dir.path()).expect("migrates");
+        let found = store
+            .find_receipt("", "ACME", "<1@acme>", WINDOW)
+            .expect("query")
+            .expect("the newest old copy holds the key");
+        assert_eq!(found.record_id, 2);
+        drop(store);
+        SqliteStore::open(dir.path()).expect("opens again without migrating twice");
     }
 }

@@ -1,0 +1,342 @@
+//! What a stranger on the network can make Atom do, and what a careless
+//! set-up exposes: asynchronous MDN targets (no SSRF), refused requests kept
+//! only in part, private file modes, and Basic authentication's scheme.
+//! Each test is named after the finding it pins.
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A loopback port that counts the connections made to it.
+fn capture_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, count)
+}
+
+fn with_async(mut headers: Vec<(String, String)>, url: &str) -> Vec<(String, String)> {
+    set_header(&mut headers, "Receipt-Delivery-Option", url);
+    headers
+}
+
+#[test]
+fn async_mdn_posted_to_internal_urls_for_any_sender_regression() {
+    let site = Site::new("");
+    site.import_interop_keys();
+    let (port, connections) = capture_server();
+    let (allowed_port, allowed_connections) = capture_server();
+    // A partner that signs, one without checks, and one allowed to name a loopback target.
+    site.deploy(
+        "signing",
+        &format!("{MENDELSON_BUNDLE}    security:\n      require_signed: true\n"),
+    );
+    site.deploy("open", &plain_start("OPEN", "US"));
+    site.deploy(
+        "internal",
+        &format!(
+            "{}    async_mdn:\n      allowed_urls: [\"http://127.0.0.1:{allowed_port}/mdn\"]\n",
+            plain_start("INTERNAL", "US")
+        ),
+    );
+    let atom = site.start();
+    let http = atom.http();
+    let capture = format!("http://127.0.0.1:{port}/mdn");
+    let admin = format!("http://{}/listeners/signing/pause", atom.admin);
+
+    // Junk under the signing partner's ID: refused, and its target never used.
+    let junk = post(
+        http,
+        "/as2",
+        &with_async(plain_headers("mecas2", "pyas2lib", "<junk@x>"), &capture),
+        b"junk",
+    );
+    assert_eq!(junk.status, 200);
+    assert!(
+        junk.text().contains("insufficient-message-security")
+            && junk.text().contains("not sent to"),
+        "a synchronous answer explains it: {}",
+        junk.text()
+    );
+    // An accepted message from a partner without checks may not name
+    // internal targets either: loopback, the admin API, other schemes.
+    for (i, target) in [
+        capture.as_str(),
+        admin.as_str(),
+        "http://localhost:1/mdn",
+        "http://169.254.169.254/latest",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = post(
+            http,
+            "/as2",
+            &with_async(
+                plain_headers("OPEN", "US", &format!("<open-{i}@x>")),
+                target,
+            ),
+            b"ISA*00~",
+        );
+        assert_eq!(r.status, 200, "{target}");
+        assert!(
+            r.text().contains("; processed\r\n") && r.text().contains("not sent to"),
+            "{target}: processed, receipt returned in the response: {}",
+            r.text()
+        );
+    }
+    // The listener that allows its internal target gets its MDN there.
+    let r = post(
+        http,
+        "/as2",
+        &with_async(
+            plain_headers("INTERNAL", "US", "<internal@x>"),
+            &format!("http://127.0.0.1:{allowed_port}/mdn"),
+        ),
+        b"ISA*00~",
+    );
+    assert_eq!((r.status, r.body.len()), (200, 0), "async: empty 200");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while allowed_connections.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "allowed target never reached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let messages = site.messages();
+    let refused: Vec<_> = messages
+        .iter()
+        .filter(|m| m["mdn_status"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 7, "{messages:#?}");
+    assert!(refused
+        .iter()
+        .all(|m| m["mdn_error"].as_str().is_some_and(|e| !e.is_empty())));
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "no request reached the internal capture server"
+    );
+    let paused = site.atom_ok(&["listeners"]);
+    assert!(!paused.contains("paused"), "{paused}");
+}
+
+#[test]
+fn junk_requests_stored_in_full_regression() {
+    let site = Site::new("");
+    site.import_interop_keys();
+    site.deploy(
+        "signing",
+        &format!("{MENDELSON_BUNDLE}    security:\n      require_signed: true\n"),
+    );
+    let atom = site.start();
+    let junk = vec![b'J'; 15 << 20];
+    let r = post(
+        atom.http(),
+        "/as2",
+        &plain_headers("mecas2", "pyas2lib", "<big-junk@x>"),
+        &junk,
+    );
+    assert!(r.text().contains("insufficient-message-security"));
+    let messages = site.messages();
+    let stored = &messages[0];
+    assert_eq!(stored["request_size"], 15 << 20, "the size is recorded");
+    let raw = std::fs::read(stored["raw_path"].as_str().expect("raw path")).expect("raw");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers kept")
+        + 4;
+    assert!(String::from_utf8_lossy(&raw[..head_end]).contains("<big-junk@x>"));
+    assert_eq!(raw.len() - head_end, 64 * 1024, "only the default prefix");
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn documents_readable_by_every_local_user_regression() {
+    let site = Site::new("");
+    let data = site.path().join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let token = data.join("admin.token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    site.deploy(
+        "private",
+        &format!(
+            "{}steps:\n  - disk:\n      directory: out/private\n      file_name: \"{{message_id}}.txt\"\n",
+            plain_start("PRIVATE", "US")
+        ),
+    );
+    let atom = site.start();
+    assert_eq!(
+        post(
+            atom.http(),
+            "/as2",
+            &plain_headers("PRIVATE", "US", "<secret@x>"),
+            b"INVOICE"
+        )
+        .status,
+        200
+    );
+    let executions = site.wait_for_executions(1);
+    assert_eq!(mode(&data), 0o700, "data directory");
+    assert_eq!(mode(&token), 0o600, "an existing token is narrowed");
+    assert_eq!(mode(&data.join("atom.db")), 0o600, "database");
+    let message = &site.messages()[0];
+    for field in ["raw_path", "payload_path"] {
+        let path = std::path::PathBuf::from(message[field].as_str().expect("path"));
+        assert_eq!(mode(&path), 0o600, "{field}");
+        assert_eq!(mode(path.parent().expect("dir")), 0o700, "{field} folder");
+    }
+    let delivered = executions[0]["documents"][0]["delivered"][0]
+        .as_str()
+        .expect("delivered");
+    assert_eq!(mode(std::path::Path::new(delivered)), 0o600, "output");
+}
+
+#[test]
+fn basic_scheme_in_lowercase_refused_regression() {
+    use base64::Engine as _;
+    let site = Site::new("");
+    site.deploy(
+        "authed",
+        "start:\n  as2:\n    as2_from:\n      id: AUTHED\n      basic_auth: { username: acme, password: s3cret }\n    as2_to:\n      id: US\n",
+    );
+    let atom = site.start();
+    let credentials = base64::engine::general_purpose::STANDARD.encode("acme:s3cret");
+    for (scheme, expected) in [
+        ("Basic", 200),
+        ("basic", 200),
+        ("BASIC", 200),
+        ("Bearer", 401),
+    ] {
+        let mut headers = plain_headers("AUTHED", "US", &format!("<{scheme}@x>"));
+        headers.push(("Authorization".into(), format!("{scheme} {credentials}")));
+        assert_eq!(
+            post(atom.http(), "/as2", &headers, b"ISA*00~").status,
+            expected,
+            "{scheme}"
+        );
+    }
+    let mut wrong = plain_headers("AUTHED", "US", "<wrong@x>");
+    wrong.push((
+        "Authorization".into(),
+        format!(
+            "basic {}",
+            base64::engine::general_purpose::STANDARD.encode("acme:wrong")
+        ),
+    ));
+    assert_eq!(post(atom.http(), "/as2", &wrong, b"ISA*00~").status, 401);
+}
+
+#[test]
+fn slow_bodies_hold_connections_regression() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    const CONNECTIONS: usize = 300;
+    // A short idle timeout keeps the test quick; the default is 30 s.
+    let site = Site::new("  body_idle_timeout_seconds: 5\n  max_requests_per_address: 256\n");
+    site.deploy("drip", &plain_start("DRIP", "US"));
+    let atom = site.start();
+    let http = atom.http();
+    let started = Instant::now();
+    let mut streams: Vec<(TcpStream, Vec<u8>, bool)> = (0..CONNECTIONS)
+        .map(|i| {
+            let mut stream = TcpStream::connect(http).expect("connect");
+            let head = format!(
+                "POST /as2 HTTP/1.1\r\nHost: x\r\nAS2-From: DRIP\r\nAS2-To: US\r\nMessage-ID: <drip-{i}@x>\r\n\
+                 Content-Type: application/edi-x12\r\nContent-Length: 1000000\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).expect("headers");
+            stream.set_nonblocking(true).expect("nonblocking");
+            (stream, Vec::new(), false)
+        })
+        .collect();
+    let mut slowest_health = Duration::ZERO;
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        // One byte per connection per round: a drip.
+        let mut open = 0;
+        for (stream, answer, closed) in streams.iter_mut() {
+            if *closed {
+                continue;
+            }
+            let _ = stream.write(b"x");
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        *closed = true;
+                        break;
+                    }
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        *closed = true;
+                        break;
+                    }
+                }
+            }
+            if !*closed {
+                open += 1;
+            }
+        }
+        let asked = Instant::now();
+        let health = get(http, "/health", &[]);
+        slowest_health = slowest_health.max(asked.elapsed());
+        assert_eq!(health.status, 200, "{}", health.text());
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} slow connections still open after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status = |answer: &[u8]| -> u16 {
+        String::from_utf8_lossy(answer)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    let cut = streams.iter().filter(|(_, a, _)| status(a) == 408).count();
+    let over_cap = streams.iter().filter(|(_, a, _)| status(a) == 503).count();
+    assert_eq!(
+        (cut, over_cap),
+        (256, CONNECTIONS - 256),
+        "the address's 256 requests cut as too slow, the rest refused at once"
+    );
+    assert!(
+        slowest_health < Duration::from_secs(1),
+        "/health answered within a second throughout: slowest {slowest_health:?}"
+    );
+    eprintln!(
+        "{CONNECTIONS} slow bodies closed in {:?}; slowest /health {slowest_health:?}",
+        started.elapsed()
+    );
+    assert!(site.messages().is_empty(), "nothing stored");
+}

@@ -222,6 +222,19 @@ impl Runner {
         }
     }
 
+    /// A runner whose first `n` disk-step writes fail with ENOSPC, for
+    /// unit tests (which must not share the environment switch).
+    #[cfg(test)]
+    pub(crate) fn with_disk_failures(self, n: u64) -> Runner {
+        Runner {
+            faults: TestFaults {
+                disk_failures_left: AtomicU64::new(n),
+                ..TestFaults::default()
+            },
+            ..self
+        }
+    }
+
     fn http_client(&self) -> Result<&reqwest::blocking::Client, String> {
         self.http
             .get_or_init(|| {

@@ -520,7 +520,13 @@ fn retry_timer(incoming: Receiver<(Instant, Queued)>, general: Sender<Queued>, g
     let mut waiting: BTreeMap<(Instant, u64), Queued> = BTreeMap::new();
     let mut arrivals = 0u64;
     loop {
-        let next_due = waiting.keys().next().map(|(due, _)| *due);
+        // While draining nothing is due: block until the process exits
+        // rather than spin on instants already past.
+        let next_due = if gate.draining() {
+            None
+        } else {
+            waiting.keys().next().map(|(due, _)| *due)
+        };
         let received = match next_due {
             Some(due) => incoming.recv_deadline(due),
             None => incoming.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -631,13 +637,24 @@ mod tests {
     }
 
     fn rig(mode: &str, millis: u64) -> Rig {
+        rig_with(
+            &format!("mode: {mode}\nlimits:\n  max_concurrent_executions: 1\nsteps:\n  - wasm: guest.wat\n"),
+            0,
+            millis,
+        )
+    }
+
+    /// `process_keys` after the start step; the first `disk_failures`
+    /// disk writes fail with ENOSPC.
+    fn rig_with(process_keys: &str, disk_failures: u64, millis: u64) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let store = Arc::new(SqliteStore::open(&data).expect("store"));
         let committer = GroupCommitter::start(store.clone(), data.clone()).expect("committer");
         let history = HistoryWriter::start(committer).expect("history");
         let metrics = Arc::new(crate::admin::metrics::Metrics::new().expect("metrics"));
-        let runner = Arc::new(Runner::new(data.clone(), history, metrics));
+        let runner =
+            Arc::new(Runner::new(data.clone(), history, metrics).with_disk_failures(disk_failures));
         let engine = WasmtimeEngine::new(EngineSettings {
             max_instances: 4,
             max_memory: 64 << 20,
@@ -650,8 +667,7 @@ mod tests {
         std::fs::write(
             bundle_dir.join("process.yaml"),
             format!(
-                "start:\n  as2:\n    as2_from:\n      id: P\n    as2_to:\n      id: US\n\
-                 mode: {mode}\nlimits:\n  max_concurrent_executions: 1\nsteps:\n  - wasm: guest.wat\n"
+                "start:\n  as2:\n    as2_from:\n      id: P\n    as2_to:\n      id: US\n{process_keys}"
             ),
         )
         .expect("process.yaml");
@@ -825,5 +841,59 @@ mod tests {
             }
         );
         rig.wait_until("its final state", || rig.status_of(&id).0 == "COMPLETE");
+    }
+
+    #[test]
+    fn drain_leaves_executions_waiting_for_a_retry_queued() {
+        let rig = rig_with(
+            "limits:\n  retries: 3\n  retry_delay_seconds: 1\nsteps:\n  - disk:\n      directory: out\n      file_name: \"{execution_id}\"\n",
+            1,
+            0,
+        );
+        let job = rig.receive(1).remove(0);
+        let id = job.record.id.clone();
+        rig.executor.submit(job, None);
+        rig.wait_until("the first attempt to fail transiently", || {
+            rig.status_of(&id) == ("STARTED".to_string(), 1)
+        });
+        let record = rig.store.execution(&id).expect("read").expect("exists");
+        assert!(
+            record
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("No space left on device")),
+            "{record:?}"
+        );
+        assert!(
+            record
+                .log
+                .contains("WARN attempt 2 of 4 in 1 s: step 1 (disk"),
+            "{}",
+            record.log
+        );
+        let report = rig.executor.drain(Instant::now() + Duration::from_secs(5));
+        assert_eq!(report, DrainReport::default());
+        // Past its retry delay, it is still waiting: recovered at the next start.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(rig.status_of(&id), ("STARTED".to_string(), 1));
+        assert_eq!(rig.executor.running(), 0);
+    }
+
+    #[test]
+    fn a_retried_execution_completes_once_the_disk_has_room() {
+        let rig = rig_with(
+            "limits:\n  retries: 3\n  retry_delay_seconds: 1\nsteps:\n  - disk:\n      directory: out\n      file_name: \"{execution_id}\"\n",
+            1,
+            0,
+        );
+        let job = rig.receive(1).remove(0);
+        let id = job.record.id.clone();
+        rig.executor.submit(job, None);
+        rig.wait_until("the retry to complete", || {
+            rig.status_of(&id) == ("COMPLETE".to_string(), 2)
+        });
+        let record = rig.store.execution(&id).expect("read").expect("exists");
+        assert_eq!(record.error, None);
+        assert_eq!(record.documents.len(), 1);
     }
 }

@@ -231,6 +231,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store,
         metrics,
         default_mode: config.quotas.default_as2_workload,
+        executor: state.executor.clone(),
     });
     let admin_server = HttpServer::new(move || {
         App::new()

@@ -498,7 +498,8 @@ fn a_copy_with_different_content_gets_the_original_mdn_and_is_logged_suspicious(
     let log = site.log();
     assert_eq!(log.matches("suspicious duplicate").count(), 1, "{log}");
     assert_eq!(
-        log.matches("duplicate message: original receipt returned").count(),
+        log.matches("duplicate message: original receipt returned")
+            .count(),
         1
     );
 }

@@ -1,6 +1,6 @@
 //! The admin API, on a loopback address only, for the `atom` CLI:
-//! listeners (list, pause, resume, restart), processes, executions, the
-//! message log, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
+//! listeners (list, pause, resume, restart), processes, executions (list,
+//! show, rerun), the message log, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
 //! the token the runtime writes to `<data_dir>/admin.token` (mode 0600).
 
 pub mod metrics;
@@ -31,6 +31,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// `quotas.default_as2_workload`, for bundles without their own mode.
     pub default_mode: WorkerMode,
+    /// Runs reruns of finished executions.
+    pub executor: Arc<crate::process::workers::Executor>,
 }
 
 /// Reads the token, creating it (owner-only) when missing.
@@ -99,6 +101,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/api/processes", web::get().to(list_processes))
             .route("/api/executions", web::get().to(list_executions))
             .route("/api/executions/{id}", web::get().to(show_execution))
+            .route(
+                "/api/executions/{id}/rerun",
+                web::post().to(rerun_execution),
+            )
             .route("/metrics", web::get().to(render_metrics)),
     );
 }
@@ -224,6 +230,27 @@ async fn show_execution(state: web::Data<AdminState>, id: web::Path<String>) -> 
         Ok(Ok(Some(row))) => HttpResponse::Ok().json(row),
         Ok(Ok(None)) => HttpResponse::NotFound().body(format!("no execution {id}")),
         Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+/// Reruns a finished execution: 202 with its STARTED record; 404 unknown,
+/// 409 not finished or process not deployed, 410 document gone.
+async fn rerun_execution(state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    let (executor, store, registry) = (
+        state.executor.clone(),
+        state.store.clone(),
+        state.registry.clone(),
+    );
+    match web::block(move || executor.rerun(&id, store.as_ref(), &registry)).await {
+        Ok(Ok(record)) => HttpResponse::Accepted().json(record),
+        Ok(Err(refusal)) => {
+            tracing::warn!(reason = %refusal, "rerun refused");
+            let code = actix_web::http::StatusCode::from_u16(refusal.http_status())
+                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+            HttpResponse::build(code).body(refusal.to_string())
+        }
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }

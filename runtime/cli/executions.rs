@@ -1,4 +1,5 @@
-//! `atom executions [--process P] [--status S]` and `atom executions show ID`.
+//! `atom executions [--process P] [--status S]`, `atom executions show ID`
+//! and `atom executions rerun ID`.
 
 use clap::Subcommand;
 use serde::Deserialize;
@@ -15,6 +16,18 @@ pub enum ExecutionsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run a finished execution again from its stored document, as a new attempt of the same ID.
+    ///
+    /// Finished means COMPLETE, COMPLETE_WARN, ERROR or ABORTED. It runs on
+    /// the process's currently deployed version, on the general workers,
+    /// with a fresh log; its status goes back to STARTED, then to its new
+    /// final state. Refused (exit code 1) when the ID is unknown, the
+    /// execution has not finished, its stored document was purged, or its
+    /// process is not deployed.
+    Rerun {
+        /// `execution-<uuid>-YYYY.MM.DD`.
+        id: String,
     },
 }
 
@@ -168,5 +181,19 @@ pub fn show(client: &AdminClient, id: &str, json: bool) -> Result<(), CliError> 
     }
     println!("--- process log ---");
     print!("{}", r.log);
+    Ok(())
+}
+
+/// `atom executions rerun ID`.
+pub fn rerun(client: &AdminClient, id: &str) -> Result<(), CliError> {
+    let r: Row = client.post(&format!("/api/executions/{id}/rerun"), &())?;
+    println!(
+        "execution {} queued again on process {} version {} (attempt {}); `atom executions show {}` follows it",
+        r.id,
+        r.process,
+        r.version,
+        r.attempts + 1,
+        r.id
+    );
     Ok(())
 }

@@ -199,6 +199,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Some(executions::ExecutionsCommand::Show { id, json }) => {
                     executions::show(&client, &id, json)
                 }
+                Some(executions::ExecutionsCommand::Rerun { id }) => {
+                    executions::rerun(&client, &id)
+                }
                 None => {
                     executions::list(&client, process.as_deref(), status.as_deref(), limit, json)
                 }

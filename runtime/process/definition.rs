@@ -7,6 +7,8 @@
 //!   max_memory_mb: 64
 //!   max_output_mb: 100
 //!   max_concurrent_executions: 10  # Maximum Concurrent Executions per Listener
+//!   retries: 3                     # runs again after a transient step failure
+//!   retry_delay_seconds: 5         # first delay; doubles per retry, at most 300 s
 //! settings:                        # environment variables of every guest
 //!   ERP_PLANT: "1000"
 //! steps:
@@ -43,6 +45,8 @@ pub struct RawLimits {
     max_memory_mb: Option<usize>,
     max_output_mb: Option<usize>,
     max_concurrent_executions: Option<usize>,
+    retries: Option<u32>,
+    retry_delay_seconds: Option<u64>,
 }
 
 /// One list item of `steps:`; exactly one key is set.
@@ -87,12 +91,35 @@ pub struct RawDefinition {
 pub struct ProcessLimits {
     pub guest: GuestLimits,
     pub max_concurrent_executions: usize,
+    /// Runs after the first when a step fails transiently (full disk,
+    /// unreachable endpoint); permanent failures are not retried.
+    pub retries: u32,
+    /// Delay before the first retry; it doubles for each one after, up
+    /// to [`MAX_RETRY_DELAY`].
+    pub retry_delay: Duration,
 }
 
 pub const DEFAULT_MAX_EXECUTION_TIME: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_MEMORY_MB: usize = 64;
 pub const DEFAULT_MAX_OUTPUT_MB: usize = 100;
 pub const DEFAULT_MAX_CONCURRENT_EXECUTIONS: usize = 10;
+pub const DEFAULT_RETRIES: u32 = 3;
+pub const MAX_RETRIES: u32 = 100;
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// The doubling retry delay stops growing here.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+impl ProcessLimits {
+    /// The delay before the retry that follows `retries_done` retries:
+    /// the first delay doubled each time, at most [`MAX_RETRY_DELAY`].
+    pub fn retry_delay_after(&self, retries_done: u32) -> Duration {
+        let factor = 1u32.checked_shl(retries_done.min(31)).unwrap_or(u32::MAX);
+        self.retry_delay
+            .checked_mul(factor)
+            .unwrap_or(MAX_RETRY_DELAY)
+            .min(MAX_RETRY_DELAY)
+    }
+}
 
 /// One step after the start step.
 #[derive(Clone)]
@@ -296,6 +323,23 @@ fn limits(raw: RawLimits, engine: &dyn ProcessEngine) -> Result<ProcessLimits, (
             "must be 1 to 1000".into(),
         ));
     }
+    let retries = raw.retries.unwrap_or(DEFAULT_RETRIES);
+    if retries > MAX_RETRIES {
+        return Err((
+            "limits.retries".into(),
+            format!("{retries} is above {MAX_RETRIES}"),
+        ));
+    }
+    let retry_delay = raw
+        .retry_delay_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_RETRY_DELAY);
+    if retry_delay.is_zero() || retry_delay > MAX_RETRY_DELAY {
+        return Err((
+            "limits.retry_delay_seconds".into(),
+            format!("must be 1 to {}", MAX_RETRY_DELAY.as_secs()),
+        ));
+    }
     Ok(ProcessLimits {
         guest: GuestLimits {
             max_time: time,
@@ -303,6 +347,8 @@ fn limits(raw: RawLimits, engine: &dyn ProcessEngine) -> Result<ProcessLimits, (
             max_output: output_mb << 20,
         },
         max_concurrent_executions: concurrent,
+        retries,
+        retry_delay,
     })
 }
 
@@ -323,4 +369,57 @@ fn inside_bundle(bundle_dir: &Path, file: &str) -> Result<PathBuf, String> {
         return Err(format!("{file:?} is not a .wasm or .wat module"));
     }
     Ok(bundle_dir.join(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits_of(raw: RawLimits) -> Result<ProcessLimits, (String, String)> {
+        let engine = crate::engine::wasmtime_engine::WasmtimeEngine::new(
+            crate::engine::wasmtime_engine::EngineSettings {
+                max_instances: 1,
+                max_memory: 64 << 20,
+                cache_dir: None,
+            },
+        )
+        .expect("engine");
+        limits(raw, engine.as_ref())
+    }
+
+    #[test]
+    fn retry_limits_default_validate_and_double_up_to_the_cap() {
+        let defaults = limits_of(RawLimits::default()).expect("defaults");
+        assert_eq!(defaults.retries, 3);
+        assert_eq!(defaults.retry_delay, Duration::from_secs(5));
+        let delays: Vec<u64> = (0..9)
+            .map(|n| defaults.retry_delay_after(n).as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(defaults.retry_delay_after(u32::MAX), MAX_RETRY_DELAY);
+
+        let too_many = limits_of(RawLimits {
+            retries: Some(101),
+            ..RawLimits::default()
+        })
+        .expect_err("refused");
+        assert_eq!(too_many.0, "limits.retries");
+        assert!(too_many.1.contains("101 is above 100"), "{}", too_many.1);
+        for bad in [0, 301] {
+            let refused = limits_of(RawLimits {
+                retry_delay_seconds: Some(bad),
+                ..RawLimits::default()
+            })
+            .expect_err("refused");
+            assert_eq!(refused.0, "limits.retry_delay_seconds");
+            assert_eq!(refused.1, "must be 1 to 300");
+        }
+        let none = limits_of(RawLimits {
+            retries: Some(0),
+            retry_delay_seconds: Some(1),
+            ..RawLimits::default()
+        })
+        .expect("no retries is allowed");
+        assert_eq!((none.retries, none.retry_delay.as_secs()), (0, 1));
+    }
 }

@@ -5,17 +5,28 @@
 //! ```
 //!
 //! Every step sees every document the previous one produced. The first
-//! failing step ends the execution as ERROR with the step, the document
-//! and the reason; the log keeps what the guests wrote to stderr.
+//! failing step ends the attempt. A transient failure (full disk,
+//! unreachable endpoint) with retries left queues the execution again
+//! (STARTED) to run after a doubling delay; any other failure ends it as
+//! ERROR with the step, the document and the reason. The log keeps what
+//! the guests wrote to stderr, over all attempts.
+//!
+//! A panic in a step or the engine ends the execution ERROR with the
+//! panic's message; the worker that ran it carries on.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atom_connectors::delivery::disk::{is_transient_io, DiskError};
+use atom_connectors::delivery::http::HttpError;
+
 use crate::config::WorkerMode;
-use crate::engine::{GuestInput, GuestLimits, Properties};
+use crate::engine::{GuestFailure, GuestInput, GuestLimits, Properties};
 use crate::listeners::bundle::ListenerSpec;
 use crate::process::definition::Step;
 use crate::process::history::HistoryWriter;
@@ -63,6 +74,121 @@ pub fn is_warning(line: &str) -> bool {
     first == "warn" || first == "warning"
 }
 
+/// How one attempt of an execution ended.
+pub enum Ran {
+    /// A final state (COMPLETE, COMPLETE_WARN or ERROR), handed to the
+    /// history writer.
+    Finished(ExecutionRecord),
+    /// A transient failure with retries left: recorded back as STARTED
+    /// (so a crash leaves it for recovery); run `job` again after `delay`.
+    Retry {
+        job: Job,
+        delay: Duration,
+        /// Transient failures so far, this one included.
+        retries_done: u32,
+    },
+}
+
+/// Why a step failed, and whether running the execution again later may
+/// succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub reason: String,
+    pub transient: bool,
+}
+
+impl StepFailure {
+    pub fn permanent(reason: String) -> StepFailure {
+        StepFailure {
+            reason,
+            transient: false,
+        }
+    }
+
+    /// A guest that trapped, exited non-zero or hit a limit does the same
+    /// on the same document: permanent.
+    pub fn guest(place: &str, failure: &GuestFailure) -> StepFailure {
+        StepFailure::permanent(format!("{place}: {failure}"))
+    }
+
+    /// Full disk, quota, EIO, read-only file system: transient; a bad
+    /// file name or an escape: permanent.
+    pub fn disk(place: &str, error: &DiskError) -> StepFailure {
+        StepFailure {
+            reason: format!("{place}: {error}"),
+            transient: error.is_transient(),
+        }
+    }
+
+    /// Unreachable, timed out, 408, 429, 5xx (after the step's own
+    /// retries): transient; other statuses and templates: permanent.
+    pub fn http(place: &str, error: &HttpError) -> StepFailure {
+        StepFailure {
+            reason: format!("{place}: {error}"),
+            transient: error.is_transient(),
+        }
+    }
+
+    /// The received document could not be read: missing (purged) is
+    /// permanent, an I/O error of the disk is transient.
+    pub fn payload(path: &str, error: &std::io::Error) -> StepFailure {
+        StepFailure {
+            reason: format!("reading the received document {path}: {error}"),
+            transient: is_transient_io(error),
+        }
+    }
+}
+
+/// Test-only fault switches, read from the environment once at start.
+/// Unset (as in production) they do nothing. They let end-to-end tests
+/// provoke what is hard to provoke for real without root:
+///
+/// - `ATOM_TEST_PANIC_SUBJECT=<value>`: a step panics when the document's
+///   tracked `subject` equals the value;
+/// - `ATOM_TEST_TRANSIENT_FAILURES=<n>`: the first n disk-step writes of
+///   this Atom process fail with an injected ENOSPC.
+#[derive(Debug, Default)]
+struct TestFaults {
+    panic_subject: Option<String>,
+    disk_failures_left: AtomicU64,
+}
+
+impl TestFaults {
+    fn from_env() -> TestFaults {
+        let panic_subject = std::env::var("ATOM_TEST_PANIC_SUBJECT")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let failures = std::env::var("ATOM_TEST_TRANSIENT_FAILURES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if panic_subject.is_some() || failures > 0 {
+            tracing::warn!(panic_subject = ?panic_subject, transient_failures = failures, "test fault switches are set; never set them in production");
+        }
+        TestFaults {
+            panic_subject,
+            disk_failures_left: AtomicU64::new(failures),
+        }
+    }
+
+    /// The injected ENOSPC, while some are left.
+    fn disk_failure(&self) -> Option<std::io::Error> {
+        self.disk_failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// A document between steps.
 struct Document {
     bytes: Vec<u8>,
@@ -78,6 +204,7 @@ pub struct Runner {
     /// be created inside the async runtime).
     http: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
     history: HistoryWriter,
+    faults: TestFaults,
 }
 
 impl Runner {
@@ -91,6 +218,20 @@ impl Runner {
             metrics,
             http: std::sync::OnceLock::new(),
             history,
+            faults: TestFaults::from_env(),
+        }
+    }
+
+    /// A runner whose first `n` disk-step writes fail with ENOSPC, for
+    /// unit tests (which must not share the environment switch).
+    #[cfg(test)]
+    pub(crate) fn with_disk_failures(self, n: u64) -> Runner {
+        Runner {
+            faults: TestFaults {
+                disk_failures_left: AtomicU64::new(n),
+                ..TestFaults::default()
+            },
+            ..self
         }
     }
 
@@ -110,9 +251,60 @@ impl Runner {
         &self.history
     }
 
-    /// Runs one execution to its end and records it; `time_cap` lowers the
-    /// guests' time limit (the Low_Latency_Debug quota).
-    pub fn run(&self, job: Job, mode: WorkerMode, time_cap: Option<Duration>) -> ExecutionRecord {
+    /// Runs one attempt of an execution and records its state; `time_cap`
+    /// lowers the guests' time limit (the Low_Latency_Debug quota), and
+    /// `retries_done` counts the transient failures before this attempt.
+    /// Never unwinds: a panic inside ends the execution ERROR, recorded.
+    pub fn run(
+        &self,
+        job: Job,
+        mode: WorkerMode,
+        time_cap: Option<Duration>,
+        retries_done: u32,
+    ) -> Ran {
+        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.attempt(&job, mode, time_cap, retries_done)
+        }));
+        match attempt {
+            Ok((record, None)) => Ran::Finished(record),
+            Ok((record, Some(delay))) => Ran::Retry {
+                job: Job {
+                    spec: job.spec,
+                    record,
+                },
+                delay,
+                retries_done: retries_done + 1,
+            },
+            Err(payload) => Ran::Finished(self.panicked(&job, mode, &panic_message(&*payload))),
+        }
+    }
+
+    /// Ends an execution whose attempt panicked: ERROR with the message.
+    fn panicked(&self, job: &Job, mode: WorkerMode, message: &str) -> ExecutionRecord {
+        let mut record = job.record.clone();
+        record.attempts += 1;
+        record.version = job.spec.version.clone();
+        record.mode = mode.as_str().into();
+        record.started_at = Some(crate::server::inbound::now_rfc3339());
+        let reason =
+            format!("the execution panicked: {message} (a bug in Atom; the worker carried on)");
+        let mut log = Log::continuing(&record.log);
+        log.line("ERROR", format_args!("{reason}"));
+        tracing::error!(execution = %record.id, process = %record.process, panic = %message, "execution panicked; recorded as ERROR");
+        record.status = status::ERROR.into();
+        record.error = Some(reason);
+        self.finish(record, log, mode == WorkerMode::LowLatencyDebug)
+    }
+
+    /// One attempt; `Some(delay)` when it failed transiently and was
+    /// queued again.
+    fn attempt(
+        &self,
+        job: &Job,
+        mode: WorkerMode,
+        time_cap: Option<Duration>,
+        retries_done: u32,
+    ) -> (ExecutionRecord, Option<Duration>) {
         let mut record = job.record.clone();
         record.status = status::INPROCESS.into();
         record.attempts += 1;
@@ -122,7 +314,8 @@ impl Runner {
         self.history.record(&record);
 
         let debug = mode == WorkerMode::LowLatencyDebug;
-        let mut log = Log::default();
+        // The log goes on over retries (each says why it is one).
+        let mut log = Log::continuing(&record.log);
         log.line(
             "INFO",
             format_args!(
@@ -148,7 +341,7 @@ impl Runner {
         let mut instantiate = Duration::ZERO;
         let mut warned = false;
         let outcome = self.steps(
-            &job,
+            job,
             &record,
             &tracked,
             &mut log,
@@ -165,6 +358,7 @@ impl Runner {
                 record.output_documents = documents.len() as u32;
                 record.output_bytes = documents.iter().map(|d| d.bytes.len() as u64).sum();
                 record.documents = self.keep(&record, documents, &mut log);
+                record.error = None;
                 record.status = if warned {
                     status::COMPLETE_WARN
                 } else {
@@ -179,12 +373,51 @@ impl Runner {
                     ),
                 );
             }
-            Err(reason) => {
+            Err(failure) => {
+                let limits = job.spec.process.limits;
+                let attempt = retries_done + 1;
+                if failure.transient && retries_done < limits.retries {
+                    let delay = limits.retry_delay_after(retries_done);
+                    log.line(
+                        "WARN",
+                        format_args!(
+                            "attempt {} of {} in {} s: {}",
+                            attempt + 1,
+                            limits.retries + 1,
+                            delay.as_secs(),
+                            failure.reason
+                        ),
+                    );
+                    tracing::warn!(execution = %record.id, process = %record.process, attempt, retry_in_s = delay.as_secs(), error = %failure.reason, "transient step failure; execution queued again");
+                    record.status = status::STARTED.into();
+                    record.error = Some(failure.reason);
+                    record.finished_at = None;
+                    record.finished_at_us = None;
+                    record.log = log.text;
+                    self.history.record(&record);
+                    return (record, Some(delay));
+                }
+                let plural = if attempt == 1 { "" } else { "s" };
+                let reason = if failure.transient {
+                    format!(
+                        "{} (transient failure; gave up after {attempt} attempt{plural})",
+                        failure.reason
+                    )
+                } else if attempt > 1 {
+                    format!("{} (after {attempt} attempts)", failure.reason)
+                } else {
+                    failure.reason
+                };
                 log.line("ERROR", format_args!("{reason}"));
                 record.status = status::ERROR.into();
                 record.error = Some(reason);
             }
         }
+        (self.finish(record, log, debug), None)
+    }
+
+    /// Records a final state, with its log, and counts it.
+    fn finish(&self, mut record: ExecutionRecord, log: Log, debug: bool) -> ExecutionRecord {
         let now = time::OffsetDateTime::now_utc();
         record.finished_at = Some(crate::server::inbound::now_rfc3339());
         record.finished_at_us = Some((now.unix_timestamp_nanos() / 1000) as i64);
@@ -220,9 +453,9 @@ impl Runner {
         engine: &mut Duration,
         instantiate: &mut Duration,
         warned: &mut bool,
-    ) -> Result<Vec<Document>, String> {
+    ) -> Result<Vec<Document>, StepFailure> {
         let payload = std::fs::read(&record.payload_path)
-            .map_err(|e| format!("reading the received document {}: {e}", record.payload_path))?;
+            .map_err(|e| StepFailure::payload(&record.payload_path, &e))?;
         let mut documents = vec![Document {
             bytes: payload,
             properties: Properties::new(),
@@ -249,6 +482,13 @@ impl Runner {
             let mut next = Vec::with_capacity(documents.len());
             for (doc_index, mut document) in documents.into_iter().enumerate() {
                 let where_ = format!("{name}, document {}", doc_index + 1);
+                if let Some(subject) = &self.faults.panic_subject {
+                    if tracked.get("subject") == Some(subject) {
+                        panic!(
+                            "injected test panic in {where_} (ATOM_TEST_PANIC_SUBJECT={subject})"
+                        );
+                    }
+                }
                 let index_text = (doc_index + 1).to_string();
                 let lookup = |key: &str| -> Option<&str> {
                     match key {
@@ -289,7 +529,7 @@ impl Runner {
                                 ),
                             );
                         }
-                        let produced = run.outcome.map_err(|e| format!("{where_}: {e}"))?;
+                        let produced = run.outcome.map_err(|e| StepFailure::guest(&where_, &e))?;
                         next.extend(produced.into_iter().map(|d| Document {
                             bytes: d.bytes,
                             properties: d.properties,
@@ -297,18 +537,23 @@ impl Runner {
                         }));
                     }
                     Step::Disk(target) => {
-                        let path = target
-                            .write(&document.bytes, lookup)
-                            .map_err(|e| format!("{where_}: {e}"))?;
+                        let written = match self.faults.disk_failure() {
+                            Some(source) => Err(DiskError::Io {
+                                path: target.directory.clone(),
+                                source,
+                            }),
+                            None => target.write(&document.bytes, lookup),
+                        };
+                        let path = written.map_err(|e| StepFailure::disk(&where_, &e))?;
                         log.line("INFO", format_args!("{where_}: wrote {}", path.display()));
                         document.delivered.push(path.display().to_string());
                         next.push(document);
                     }
                     Step::Http(target) => {
-                        let client = self.http_client()?;
+                        let client = self.http_client().map_err(StepFailure::permanent)?;
                         let delivered = target
                             .post(client, &document.bytes, lookup)
-                            .map_err(|e| format!("{where_}: {e}"))?;
+                            .map_err(|e| StepFailure::http(&where_, &e))?;
                         if delivered.attempts > 1 {
                             *warned = true;
                             log.line(
@@ -419,6 +664,14 @@ struct Log {
 }
 
 impl Log {
+    /// A log that goes on from an earlier attempt's.
+    fn continuing(previous: &str) -> Log {
+        Log {
+            text: previous.to_string(),
+            cut: previous.len() >= MAX_LOG,
+        }
+    }
+
     fn line(&mut self, level: &str, message: std::fmt::Arguments<'_>) {
         if self.text.len() >= MAX_LOG {
             if !self.cut {
@@ -445,4 +698,80 @@ pub fn new_execution_id() -> String {
         u8::from(today.month()),
         today.day()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn guest_failures_and_missing_documents_are_permanent_full_disks_transient() {
+        for failure in [
+            GuestFailure::Trap("unreachable".into()),
+            GuestFailure::Exit(3),
+            GuestFailure::TimeLimit(Duration::from_secs(1)),
+            GuestFailure::MemoryLimit {
+                limit: 1,
+                requested: 2,
+            },
+            GuestFailure::OutputLimit(1),
+        ] {
+            let classified = StepFailure::guest("step 1 (wasm g.wat), document 1", &failure);
+            assert!(!classified.transient, "{failure}");
+            assert!(classified
+                .reason
+                .starts_with("step 1 (wasm g.wat), document 1: "));
+        }
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(!StepFailure::payload("/data/messages/x/payload", &gone).transient);
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        assert!(StepFailure::payload("/data/messages/x/payload", &eio).transient);
+        let full = DiskError::Io {
+            path: PathBuf::from("/out"),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let disk = StepFailure::disk("step 2 (disk out/{x}), document 1", &full);
+        assert!(disk.transient, "{}", disk.reason);
+        assert!(!StepFailure::disk("s", &DiskError::Unsafe("..".into())).transient);
+        let refused = HttpError::Status {
+            url: "http://erp/".into(),
+            status: 400,
+            attempts: 1,
+            body: String::new(),
+        };
+        assert!(!StepFailure::http("s", &refused).transient);
+        let down = HttpError::Status {
+            url: "http://erp/".into(),
+            status: 503,
+            attempts: 4,
+            body: String::new(),
+        };
+        assert!(StepFailure::http("s", &down).transient);
+    }
+
+    #[test]
+    fn test_faults_are_inert_unless_set_and_panic_messages_are_kept() {
+        let none = TestFaults::default();
+        assert!(none.panic_subject.is_none());
+        assert!(none.disk_failure().is_none());
+        let two = TestFaults {
+            panic_subject: None,
+            disk_failures_left: AtomicU64::new(2),
+        };
+        let injected: Vec<bool> = (0..3).map(|_| two.disk_failure().is_some()).collect();
+        assert_eq!(injected, [true, true, false]);
+        let e = TestFaults {
+            disk_failures_left: AtomicU64::new(1),
+            ..TestFaults::default()
+        }
+        .disk_failure()
+        .expect("one");
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+
+        let payload = std::panic::catch_unwind(|| panic!("boom {}", 7)).expect_err("panics");
+        assert_eq!(panic_message(&*payload), "boom 7");
+        let payload = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).expect_err("panics");
+        assert_eq!(panic_message(&*payload), "a panic without a message");
+    }
 }

@@ -257,9 +257,11 @@ pub trait Store: Send + Sync {
     /// Newest first.
     fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>>;
     fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
-    /// Deletes up to `limit` finished executions queued before `cutoff`;
-    /// returns the paths of the documents they kept.
-    fn purge_executions_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>>;
+    /// Deletes up to `limit` finished executions (COMPLETE, COMPLETE_WARN,
+    /// ERROR, ABORTED) queued before `cutoff`; returns how many rows went
+    /// and the paths of the documents they kept (failed executions keep
+    /// none, so an empty path list does not mean nothing was deleted).
+    fn purge_executions_before(&self, cutoff: &str, limit: u32) -> Result<retention::Purged>;
     /// Updates the delivery status of an asynchronous MDN.
     fn set_mdn_status(&self, id: i64, status: &str) -> Result<()>;
     /// The newest messages first.
@@ -268,9 +270,9 @@ pub trait Store: Send + Sync {
     fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>>;
     /// Deletes up to `limit` messages received before `cutoff` (RFC 3339),
     /// except receipts still waiting for asynchronous delivery and messages
-    /// whose execution has not finished; returns the file paths they
-    /// referenced, for the caller to remove.
-    fn purge_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>>;
+    /// whose execution has not finished; returns how many rows went and the
+    /// file paths they referenced, for the caller to remove.
+    fn purge_before(&self, cutoff: &str, limit: u32) -> Result<retention::Purged>;
     /// Listener IDs an operator paused.
     fn paused_listeners(&self) -> Result<Vec<String>>;
     fn set_paused(&self, listener: &str, paused: bool) -> Result<()>;

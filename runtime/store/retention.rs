@@ -12,27 +12,37 @@ use std::time::Duration;
 
 use super::{Result, Store};
 
-/// Messages deleted per batch.
+/// Rows deleted per batch.
 const BATCH: u32 = 500;
 
-/// Purges everything received before `cutoff` (RFC 3339). Returns how many
-/// files were removed.
+/// What one purge batch deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Rows deleted.
+    pub rows: usize,
+    /// Files those rows referenced, for the caller to remove.
+    pub paths: Vec<String>,
+}
+
+/// Purges everything received before `cutoff` (RFC 3339), to the end.
+/// Returns how many files were removed.
 pub fn purge(store: &dyn Store, cutoff: &str) -> Result<usize> {
     let executions = purge_batches(|| store.purge_executions_before(cutoff, BATCH))?;
     let messages = purge_batches(|| store.purge_before(cutoff, BATCH))?;
     Ok(executions + messages)
 }
 
-/// Runs `delete_batch` (rows deleted, their file paths returned) until it
-/// returns nothing, removing the files and any folder left empty.
-fn purge_batches(mut delete_batch: impl FnMut() -> Result<Vec<String>>) -> Result<usize> {
+/// Runs `delete_batch` until it deletes no row, removing the files of each
+/// batch and any folder left empty. Rows, not files, end the loop: failed
+/// and aborted executions keep no documents, yet must go too.
+fn purge_batches(mut delete_batch: impl FnMut() -> Result<Purged>) -> Result<usize> {
     let mut removed = 0;
     loop {
-        let paths = delete_batch()?;
-        if paths.is_empty() {
+        let batch = delete_batch()?;
+        if batch.rows == 0 {
             return Ok(removed);
         }
-        for path in &paths {
+        for path in &batch.paths {
             let path = Path::new(path);
             match std::fs::remove_file(path) {
                 Ok(()) => removed += 1,
@@ -78,7 +88,7 @@ pub fn start(store: Arc<dyn Store>, days: u32, interval: Duration) -> std::io::R
 mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{files, status, ExecutionRecord, MessageRecord, Receipt};
+    use crate::store::{files, status, ExecutionFilter, ExecutionRecord, MessageRecord, Receipt};
 
     #[test]
     fn old_messages_and_their_files_go_recent_and_pending_ones_stay() {
@@ -204,6 +214,69 @@ mod tests {
                 "<3@p>".to_string(),
                 "<1@p>".to_string()
             ]
+        );
+    }
+
+    /// Failed executions keep no documents; their batches returned no paths,
+    /// which used to end the purge after the first batch of each interval.
+    #[test]
+    fn retention_purges_2000_failed_executions_in_one_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("store");
+        let receipts: Vec<Receipt> = (0..2000)
+            .map(|i| Receipt {
+                message: MessageRecord {
+                    as2_from: "P".into(),
+                    as2_to: "U".into(),
+                    message_id: format!("<{i}@p>"),
+                    disposition: "processed".into(),
+                    mdn_mode: "sync".into(),
+                    mdn_status: "sent".into(),
+                    received_at: "2020-01-01T00:00:00Z".into(),
+                    ..MessageRecord::default()
+                },
+                execution: Some(ExecutionRecord {
+                    id: format!("e{i}"),
+                    process: "p".into(),
+                    status: status::STARTED.into(),
+                    queued_at: "2020-01-01T00:00:00Z".into(),
+                    queued_at_us: i,
+                    ..ExecutionRecord::default()
+                }),
+            })
+            .collect();
+        store.insert_receipts(&receipts).expect("insert");
+        let failed: Vec<ExecutionRecord> = receipts
+            .into_iter()
+            .filter_map(|r| r.execution)
+            .enumerate()
+            .map(|(i, mut e)| {
+                // Every status that is final, failed ones above all.
+                e.status = if i % 10 == 0 {
+                    status::ABORTED
+                } else {
+                    status::ERROR
+                }
+                .into();
+                e
+            })
+            .collect();
+        store.update_executions(&failed).expect("fail them");
+        let all = ExecutionFilter {
+            limit: 10_000,
+            ..ExecutionFilter::default()
+        };
+        assert_eq!(store.list_executions(&all).expect("list").len(), 2000);
+
+        let removed = purge(&store, "2026-01-01T00:00:00Z").expect("purge");
+        assert_eq!(removed, 0, "no files were kept");
+        assert!(
+            store.list_executions(&all).expect("list").is_empty(),
+            "every failed execution purged in one pass"
+        );
+        assert!(
+            store.recent_messages(10).expect("list").is_empty(),
+            "and their messages"
         );
     }
 }

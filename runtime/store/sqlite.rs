@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    status, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord,
-    MessageRow, Receipt, Result, Store, StoreError, StoredReceipt,
+    Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord, MessageRow,
+    Receipt, Result, Store, StoreError, StoredReceipt,
 };
 
 pub struct SqliteStore {
@@ -501,7 +501,7 @@ impl Store for SqliteStore {
             .map_err(err("reading pending MDNs"))
     }
 
-    fn purge_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>> {
+    fn purge_before(&self, cutoff: &str, limit: u32) -> Result<super::retention::Purged> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err("starting purge"))?;
         let mut paths = Vec::new();
@@ -538,7 +538,10 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(err("committing purge"))?;
-        Ok(paths)
+        Ok(super::retention::Purged {
+            rows: ids.len(),
+            paths,
+        })
     }
 
     fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>> {
@@ -584,23 +587,27 @@ impl Store for SqliteStore {
             .map_err(err("reading execution"))
     }
 
-    fn purge_executions_before(&self, cutoff: &str, limit: u32) -> Result<Vec<String>> {
+    fn purge_executions_before(
+        &self,
+        cutoff: &str,
+        limit: u32,
+    ) -> Result<super::retention::Purged> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err("starting purge"))?;
-        let mut paths = Vec::new();
+        let mut purged = super::retention::Purged::default();
         {
+            // Only finished ones: a queued or running execution never goes,
+            // and must not fill the batch either (or the purge would stop).
             let mut stmt = tx
                 .prepare(
-                    "SELECT id, documents, status FROM executions WHERE queued_at < ?1 ORDER BY queued_at_us LIMIT ?2",
+                    "SELECT id, documents FROM executions
+                     WHERE queued_at < ?1 AND status IN ('COMPLETE', 'COMPLETE_WARN', 'ERROR', 'ABORTED')
+                     ORDER BY queued_at_us LIMIT ?2",
                 )
                 .map_err(err("selecting old executions"))?;
             let rows = stmt
                 .query_map(params![cutoff, limit], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })
                 .map_err(err("selecting old executions"))?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -608,20 +615,17 @@ impl Store for SqliteStore {
             let mut delete = tx
                 .prepare("DELETE FROM executions WHERE id = ?1")
                 .map_err(err("purging executions"))?;
-            for (id, documents, state) in rows {
-                if !status::is_final(&state) {
-                    continue;
-                }
+            for (id, documents) in rows {
                 let kept: Vec<super::KeptDocument> =
                     serde_json::from_str(&documents).unwrap_or_default();
-                paths.extend(kept.into_iter().map(|d| d.path));
-                delete
+                purged.paths.extend(kept.into_iter().map(|d| d.path));
+                purged.rows += delete
                     .execute(params![id])
                     .map_err(err("purging executions"))?;
             }
         }
         tx.commit().map_err(err("committing purge"))?;
-        Ok(paths)
+        Ok(purged)
     }
 
     fn paused_listeners(&self) -> Result<Vec<String>> {

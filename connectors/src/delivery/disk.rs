@@ -49,6 +49,34 @@ pub enum DiskError {
     },
 }
 
+impl DiskError {
+    /// True when running the step again later may succeed: the disk is
+    /// full, a quota is reached, the device failed an I/O, or the file
+    /// system is read-only (remounted after an error, or under
+    /// maintenance). A bad file name, an escape or an existing file will
+    /// fail the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DiskError::Io { source, .. } => is_transient_io(source),
+            DiskError::Template { .. }
+            | DiskError::Unsafe(_)
+            | DiskError::Escapes { .. }
+            | DiskError::Exists(_) => false,
+        }
+    }
+}
+
+/// ENOSPC, EDQUOT, EIO and EROFS.
+pub fn is_transient_io(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    /// EIO on Linux and the BSDs; it has no `ErrorKind` of its own.
+    const EIO: i32 = 5;
+    matches!(
+        error.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::ReadOnlyFilesystem
+    ) || error.raw_os_error() == Some(EIO)
+}
+
 /// Makes a property value safe as (part of) one path component.
 pub fn escape_value(value: &str) -> String {
     let replaced: String = value
@@ -252,6 +280,34 @@ mod tests {
             proptest::prop_assert!(path.components().all(|c| matches!(c, Component::Normal(_))));
             proptest::prop_assert_eq!(path.components().count(), 2);
         }
+    }
+
+    #[test]
+    fn full_disks_and_io_errors_are_transient_bad_names_are_not() {
+        let io = |code: i32| DiskError::Io {
+            path: PathBuf::from("/out/f"),
+            source: std::io::Error::from_raw_os_error(code),
+        };
+        // ENOSPC, EDQUOT, EIO, EROFS (Linux numbers).
+        for code in [28, 122, 5, 30] {
+            assert!(io(code).is_transient(), "errno {code}");
+        }
+        // EACCES, ENOENT, EISDIR: the set-up is wrong; retrying will not help.
+        for code in [13, 2, 21] {
+            assert!(!io(code).is_transient(), "errno {code}");
+        }
+        assert!(!DiskError::Unsafe("..".into()).is_transient());
+        assert!(!DiskError::Exists(PathBuf::from("/out/f")).is_transient());
+        assert!(!DiskError::Escapes {
+            path: PathBuf::from("/out/l"),
+            directory: PathBuf::from("/out"),
+        }
+        .is_transient());
+        let missing = DiskError::Template {
+            template: "{x}".into(),
+            source: TemplateError::Missing("x".into()),
+        };
+        assert!(!missing.is_transient());
     }
 
     #[test]

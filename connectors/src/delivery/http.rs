@@ -44,6 +44,20 @@ pub enum HttpError {
     },
 }
 
+impl HttpError {
+    /// True when posting again later may succeed: the endpoint could not
+    /// be reached or timed out, or answered 408, 429 or 5xx, even after
+    /// the step's own retries. A bad template or a 4xx refusal is
+    /// permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HttpError::Template(_) => false,
+            HttpError::Status { status, .. } => retryable(*status),
+            HttpError::Transport { .. } => true,
+        }
+    }
+}
+
 fn retryable(status: u16) -> bool {
     status == 408 || status == 429 || status >= 500
 }
@@ -122,5 +136,33 @@ impl HttpTarget {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(60));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_endpoints_and_5xx_are_transient_4xx_and_templates_are_not() {
+        let status = |status: u16| HttpError::Status {
+            url: "http://erp/orders".into(),
+            status,
+            attempts: 4,
+            body: String::new(),
+        };
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(status(code).is_transient(), "HTTP {code}");
+        }
+        for code in [400, 401, 403, 404, 413, 422] {
+            assert!(!status(code).is_transient(), "HTTP {code}");
+        }
+        assert!(HttpError::Transport {
+            url: "http://erp/orders".into(),
+            reason: "connection refused".into(),
+            attempts: 4,
+        }
+        .is_transient());
+        assert!(!HttpError::Template("url: no property x".into()).is_transient());
     }
 }

@@ -1,0 +1,387 @@
+//! Executions under faults, against the real `atom` binary on loopback:
+//! a panicking step does not poison its worker or leak its listener's
+//! slot, a transient disk failure is retried with back-off until it
+//! succeeds (or gives up), and `atom executions rerun` runs a finished
+//! execution again on the deployed version.
+//!
+//! Faults are injected with the runtime's test-only switches
+//! (`ATOM_TEST_PANIC_SUBJECT`, `ATOM_TEST_TRANSIENT_FAILURES`), set on the
+//! `atom run` child only.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A guest that copies nothing and exits 0.
+const OK_GUEST: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+/// A guest that logs a reason and exits 3.
+const FAILING_GUEST: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "bad input: no ISA segment\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 26))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 3))))"#;
+
+/// A guest that sleeps `millis` in a WASI poll.
+fn sleeping_guest(millis: u64) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const {nanos}))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#,
+        nanos = millis * 1_000_000
+    )
+}
+
+/// Like `Site::start`, with extra environment variables for `atom run`.
+fn start_with(site: &Site, env: &[(&str, &str)]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atom"))
+        .arg("-c")
+        .arg(site.config())
+        .arg("run")
+        .env("RUST_LOG", "info,actix_server=warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(site.path().join("atom.log"))
+                .expect("log file"),
+        ))
+        .spawn()
+        .expect("atom run starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "atom did not become ready; log:\n{}",
+            site.log()
+        );
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("atom ready:") => {
+                let field = |name: &str| -> Option<SocketAddr> {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                        .and_then(|v| v.parse().ok())
+                };
+                return Running {
+                    child,
+                    http: field("http"),
+                    https: field("https"),
+                    admin: field("admin").expect("admin address"),
+                };
+            }
+            Some(Ok(_)) => continue,
+            _ => panic!("atom exited before it was ready; log:\n{}", site.log()),
+        }
+    }
+}
+
+fn send(atom: &Running, partner: &str, id: &str, subject: &str, body: &[u8]) -> Response {
+    let mut headers = plain_headers(partner, "US", id);
+    set_header(&mut headers, "Subject", subject);
+    post(atom.http(), "/as2", &headers, body)
+}
+
+/// Polls one execution until `done` holds for it.
+fn wait_for(site: &Site, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown: Value =
+            serde_json::from_str(&site.atom_ok(&["executions", "show", id, "--json"]))
+                .expect("execution JSON");
+        if done(&shown) {
+            return shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never got {what}: {shown}\nlog:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn is_final(e: &Value) -> bool {
+    matches!(
+        e["status"].as_str(),
+        Some("COMPLETE" | "COMPLETE_WARN" | "ERROR" | "ABORTED")
+    )
+}
+
+fn text<'a>(e: &'a Value, field: &str) -> &'a str {
+    e[field].as_str().unwrap_or_default()
+}
+
+/// A panic in a step used to kill the worker thread and leak the
+/// listener's slot: with `max_concurrent_executions: 1`, one panic was
+/// enough for the process never to run again.
+#[test]
+fn worker_panic_does_not_leak_the_listener_slot() {
+    let site = Site::new("");
+    site.deploy(
+        "fragile",
+        &format!(
+            "{}limits:\n  max_concurrent_executions: 1\nsteps:\n  - disk:\n      directory: out/fragile\n      file_name: \"{{subject}}-{{execution_id}}.txt\"\n",
+            plain_start("FRAGILE", "US")
+        ),
+    );
+    let atom = start_with(&site, &[("ATOM_TEST_PANIC_SUBJECT", "boom")]);
+    for n in 0..3 {
+        let r = send(&atom, "FRAGILE", &format!("<boom-{n}@x>"), "boom", b"ISA");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for n in 0..3 {
+        let r = send(&atom, "FRAGILE", &format!("<fine-{n}@x>"), "fine", b"ISA");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let all = site.wait_for_executions(6);
+    let (panicked, fine): (Vec<&Value>, Vec<&Value>) = all
+        .iter()
+        .partition(|e| text(e, "log").contains("injected test panic"));
+    assert_eq!(panicked.len(), 3, "{all:?}");
+    for e in &panicked {
+        assert_eq!(e["status"], "ERROR", "{e}");
+        assert_eq!(e["attempts"], 1, "{e}");
+        let error = text(e, "error");
+        assert!(
+            error.contains("the execution panicked: injected test panic in step 1")
+                && error.contains("ATOM_TEST_PANIC_SUBJECT=boom")
+                && error.contains("the worker carried on"),
+            "{error}"
+        );
+        assert!(
+            text(e, "log").contains("ERROR the execution panicked"),
+            "{e}"
+        );
+    }
+    assert_eq!(fine.len(), 3, "{all:?}");
+    for e in &fine {
+        assert_eq!(e["status"], "COMPLETE", "{e}");
+    }
+    let written = std::fs::read_dir(site.path().join("data/out/fragile"))
+        .expect("out dir")
+        .count();
+    assert_eq!(written, 3, "only the documents that did not panic");
+    // The runtime still serves, and the process still runs.
+    let r = send(&atom, "FRAGILE", "<later@x>", "later", b"ISA");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let all = site.wait_for_executions(7);
+    assert_eq!(
+        all.iter().filter(|e| e["status"] == "COMPLETE").count(),
+        4,
+        "{all:?}"
+    );
+    assert!(site.log().contains("execution panicked; recorded as ERROR"));
+}
+
+/// An acknowledged message whose disk step hit a full disk used to end
+/// ERROR at once. Now it is queued again with a doubling delay until the
+/// write succeeds, or gives up after its retries.
+#[test]
+fn transient_disk_failures_are_retried_with_back_off() {
+    let site = Site::new("");
+    let disk = |dir: &str| {
+        format!("steps:\n  - disk:\n      directory: out/{dir}\n      file_name: \"{{message_id}}.txt\"\n")
+    };
+    site.deploy(
+        "giving-up",
+        &format!(
+            "{}limits:\n  retries: 1\n  retry_delay_seconds: 1\n{}",
+            plain_start("GIVER", "US"),
+            disk("giving-up")
+        ),
+    );
+    site.deploy(
+        "recovering",
+        &format!(
+            "{}limits:\n  retries: 3\n  retry_delay_seconds: 1\n{}",
+            plain_start("RECOVERER", "US"),
+            disk("recovering")
+        ),
+    );
+    // The first four disk writes of this Atom fail with ENOSPC.
+    let atom = start_with(&site, &[("ATOM_TEST_TRANSIENT_FAILURES", "4")]);
+
+    // Two attempts (retries: 1), both on a "full disk": ERROR, after both.
+    assert_eq!(send(&atom, "GIVER", "<g@x>", "s", b"G").status, 200);
+    let given_up = site.wait_for_executions(1).remove(0);
+    assert_eq!(given_up["status"], "ERROR", "{given_up}");
+    assert_eq!(given_up["attempts"], 2, "{given_up}");
+    let error = text(&given_up, "error");
+    assert!(
+        error.contains("No space left on device")
+            && error.contains("transient failure; gave up after 2 attempts"),
+        "{error}"
+    );
+    assert!(
+        text(&given_up, "log").contains("WARN attempt 2 of 2 in 1 s: step 1 (disk"),
+        "{given_up}"
+    );
+
+    // Two more injected failures, then the disk "has room": COMPLETE on
+    // the third attempt, after 1 s and 2 s.
+    let started = Instant::now();
+    assert_eq!(send(&atom, "RECOVERER", "<r@x>", "s", b"R").status, 200);
+    let id = site
+        .executions()
+        .into_iter()
+        .find(|e| e["process"] == "recovering")
+        .and_then(|e| e["id"].as_str().map(str::to_string))
+        .expect("queued execution");
+    // Between attempts it is queued (STARTED) with the last failure.
+    let waiting = wait_for(&site, &id, "a retry queued", |e| {
+        e["status"] == "STARTED" && e["attempts"].as_u64() >= Some(1)
+    });
+    assert!(
+        text(&waiting, "error").contains("No space left on device"),
+        "{waiting}"
+    );
+    let done = wait_for(&site, &id, "a final state", is_final);
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+    assert_eq!(done["attempts"], 3, "{done}");
+    assert!(done["error"].is_null(), "{done}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "waited 1 s + 2 s"
+    );
+    let log = text(&done, "log");
+    assert!(log.contains("WARN attempt 2 of 4 in 1 s: "), "{log}");
+    assert!(log.contains("WARN attempt 3 of 4 in 2 s: "), "{log}");
+    assert!(!log.contains("attempt 4 of 4"), "{log}");
+    let path = done["documents"][0]["delivered"][0]
+        .as_str()
+        .expect("delivered to a file");
+    assert_eq!(std::fs::read(path).expect("written"), b"R");
+}
+
+/// Deploys `guest` as process `name` through `atom deploy`, which waits
+/// until the running Atom serves it.
+fn deploy_through_cli(
+    site: &Site,
+    staging: &std::path::Path,
+    name: &str,
+    partner: &str,
+    guest: &str,
+) {
+    let bundle = staging.join(name);
+    std::fs::create_dir_all(&bundle).expect("bundle dir");
+    std::fs::write(bundle.join("guest.wat"), guest).expect("guest");
+    std::fs::write(
+        bundle.join("process.yaml"),
+        format!(
+            "{}steps:\n  - wasm: guest.wat\n",
+            plain_start(partner, "US")
+        ),
+    )
+    .expect("process.yaml");
+    let out = site.atom_ok(&["deploy", bundle.to_str().expect("utf-8")]);
+    assert!(out.contains("the running Atom serves"), "{out}");
+}
+
+fn refused(site: &Site, args: &[&str]) -> String {
+    let out = site.atom(args);
+    assert_eq!(out.status.code(), Some(1), "{args:?} should be refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn rerun_runs_a_finished_execution_again_on_the_deployed_version() {
+    let site = Site::new("");
+    let staging = tempfile::tempdir().expect("staging");
+    let atom = site.start();
+    deploy_through_cli(&site, staging.path(), "fixable", "FIXABLE", FAILING_GUEST);
+    deploy_through_cli(&site, staging.path(), "slow", "SLOW", &sleeping_guest(3000));
+
+    assert_eq!(send(&atom, "FIXABLE", "<f@x>", "s", b"ISA").status, 200);
+    let failed = site.wait_for_executions(1).remove(0);
+    assert_eq!(failed["status"], "ERROR", "{failed}");
+    assert_eq!(failed["attempts"], 1);
+    let id = text(&failed, "id").to_string();
+    let old_version = text(&failed, "version").to_string();
+
+    // Unknown and unfinished executions are refused.
+    let stderr = refused(
+        &site,
+        &[
+            "executions",
+            "rerun",
+            "execution-00000000-0000-0000-0000-000000000000-2026.01.01",
+        ],
+    );
+    assert!(
+        stderr.contains("404") && stderr.contains("no execution"),
+        "{stderr}"
+    );
+    assert_eq!(send(&atom, "SLOW", "<s@x>", "s", b"ISA").status, 200);
+    let running = site
+        .executions()
+        .into_iter()
+        .find(|e| e["process"] == "slow")
+        .expect("slow execution");
+    assert!(!is_final(&running), "{running}");
+    let stderr = refused(&site, &["executions", "rerun", text(&running, "id")]);
+    assert!(
+        stderr.contains("409") && stderr.contains("not finished"),
+        "{stderr}"
+    );
+
+    // Fixed and redeployed: the rerun runs the new version and completes.
+    deploy_through_cli(&site, staging.path(), "fixable", "FIXABLE", OK_GUEST);
+    let out = site.atom_ok(&["executions", "rerun", &id]);
+    assert!(
+        out.contains(&format!("execution {id} queued again")),
+        "{out}"
+    );
+    assert!(out.contains("(attempt 2)"), "{out}");
+    let rerun = wait_for(&site, &id, "its second attempt's end", |e| {
+        e["attempts"] == 2 && is_final(e)
+    });
+    assert_eq!(rerun["status"], "COMPLETE", "{rerun}");
+    assert!(rerun["error"].is_null(), "{rerun}");
+    assert_ne!(
+        text(&rerun, "version"),
+        old_version,
+        "runs the deployed version"
+    );
+    let log = text(&rerun, "log");
+    assert!(log.contains("(attempt 2, general mode)"), "{log}");
+    assert!(!log.contains("bad input"), "a fresh log: {log}");
+
+    // A purged document cannot be rerun; nor can an undeployed process's execution.
+    std::fs::remove_file(text(&rerun, "payload_path")).expect("remove payload");
+    let stderr = refused(&site, &["executions", "rerun", &id]);
+    assert!(
+        stderr.contains("410") && stderr.contains("is gone"),
+        "{stderr}"
+    );
+    site.atom_ok(&["undeploy", "fixable"]);
+    let stderr = refused(&site, &["executions", "rerun", &id]);
+    assert!(
+        stderr.contains("409") && stderr.contains("not deployed"),
+        "{stderr}"
+    );
+    // The refusals changed nothing.
+    let after = wait_for(&site, &id, "its state kept", is_final);
+    assert_eq!(
+        (after["status"].clone(), after["attempts"].clone()),
+        ("COMPLETE".into(), 2.into())
+    );
+}

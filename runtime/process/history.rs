@@ -30,7 +30,8 @@ pub struct HistoryWriter {
 }
 
 enum Update {
-    State(ExecutionRecord),
+    // Boxed: a record is large next to the other variant.
+    State(Box<ExecutionRecord>),
     /// Everything queued before it goes to the committer now (INPROCESS
     /// states included); answered once handed over.
     Flush(crossbeam_channel::Sender<()>),
@@ -66,7 +67,7 @@ impl HistoryWriter {
 
     /// Queues the current state of an execution for writing.
     pub fn record(&self, execution: &ExecutionRecord) {
-        if self.queue.send(Update::State(execution.clone())).is_err() {
+        if self.queue.send(Update::State(Box::new(execution.clone()))).is_err() {
             tracing::error!(execution = %execution.id, "history writer stopped; state not recorded");
         }
     }
@@ -86,11 +87,11 @@ fn run(committer: GroupCommitter, updates: Receiver<Update>) {
         for update in first.into_iter().chain(updates.try_iter().take(MAX_BATCH)) {
             match update {
                 Update::State(update) if update.status == status::INPROCESS => {
-                    running.insert(update.id.clone(), (Instant::now(), update));
+                    running.insert(update.id.clone(), (Instant::now(), *update));
                 }
                 Update::State(update) => {
                     running.remove(&update.id);
-                    batch.push(update);
+                    batch.push(*update);
                 }
                 Update::Flush(done) => flushes.push(done),
             }

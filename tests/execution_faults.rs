@@ -426,3 +426,39 @@ fn rerun_runs_a_finished_execution_again_on_the_deployed_version() {
         ("COMPLETE".into(), 2.into())
     );
 }
+
+/// An execution waiting for its retry is STARTED in the store: a crash
+/// meanwhile loses nothing, recovery at the next start runs it.
+#[test]
+fn an_execution_waiting_for_a_retry_survives_a_crash() {
+    let site = Site::new("");
+    site.deploy(
+        "patient",
+        &format!(
+            "{}limits:\n  retries: 3\n  retry_delay_seconds: 300\nsteps:\n  - disk:\n      directory: out/patient\n      file_name: \"{{execution_id}}.txt\"\n",
+            plain_start("PATIENT", "US")
+        ),
+    );
+    let atom = start_with(&site, &[("ATOM_TEST_TRANSIENT_FAILURES", "1")]);
+    assert_eq!(send(&atom, "PATIENT", "<p@x>", "s", b"P").status, 200);
+    let id = site
+        .executions()
+        .first()
+        .and_then(|e| e["id"].as_str().map(str::to_string))
+        .expect("queued execution");
+    let waiting = wait_for(&site, &id, "a retry queued", |e| {
+        e["status"] == "STARTED" && e["attempts"] == 1
+    });
+    assert!(
+        text(&waiting, "log").contains("attempt 2 of 4 in 300 s: "),
+        "{waiting}"
+    );
+    // SIGKILL while the retry waits; the next start recovers it at once.
+    drop(atom);
+    let _atom = site.start();
+    let done = wait_for(&site, &id, "a final state", is_final);
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let log = text(&done, "log");
+    assert!(log.contains("(attempt 2, general mode)"), "{log}");
+}

@@ -132,17 +132,26 @@ fn text<'a>(e: &'a Value, field: &str) -> &'a str {
 
 /// A panic in a step used to kill the worker thread and leak the
 /// listener's slot: with `max_concurrent_executions: 1`, one panic was
-/// enough for the process never to run again.
+/// enough for the process never to run again (and with one
+/// Low_Latency_Debug worker, for no such process to run again).
 #[test]
 fn worker_panic_does_not_leak_the_listener_slot() {
     let site = Site::new("");
-    site.deploy(
-        "fragile",
-        &format!(
-            "{}limits:\n  max_concurrent_executions: 1\nsteps:\n  - disk:\n      directory: out/fragile\n      file_name: \"{{subject}}-{{execution_id}}.txt\"\n",
-            plain_start("FRAGILE", "US")
-        ),
-    );
+    let config = std::fs::read_to_string(site.config()).expect("config")
+        + "quotas:\n  low_latency_debug:\n    max_running_executions: 1\n";
+    std::fs::write(site.config(), config).expect("config");
+    for (name, partner, mode) in [
+        ("fragile", "FRAGILE", "general"),
+        ("fragile-lld", "FRAGILE-LLD", "low_latency_debug"),
+    ] {
+        site.deploy(
+            name,
+            &format!(
+                "{}mode: {mode}\nlimits:\n  max_concurrent_executions: 1\nsteps:\n  - disk:\n      directory: out/{name}\n      file_name: \"{{subject}}-{{execution_id}}.txt\"\n",
+                plain_start(partner, "US")
+            ),
+        );
+    }
     let atom = start_with(&site, &[("ATOM_TEST_PANIC_SUBJECT", "boom")]);
     for n in 0..3 {
         let r = send(&atom, "FRAGILE", &format!("<boom-{n}@x>"), "boom", b"ISA");
@@ -190,6 +199,38 @@ fn worker_panic_does_not_leak_the_listener_slot() {
         "{all:?}"
     );
     assert!(site.log().contains("execution panicked; recorded as ERROR"));
+
+    // Low_Latency_Debug: the admission and the only worker are freed too.
+    for (n, subject) in ["boom", "boom", "fine", "fine"].iter().enumerate() {
+        let r = send(
+            &atom,
+            "FRAGILE-LLD",
+            &format!("<lld-{n}@x>"),
+            subject,
+            b"ISA",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let all = site.wait_for_executions(11);
+    let lld: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["process"] == "fragile-lld")
+        .collect();
+    assert_eq!(lld.len(), 4, "{all:?}");
+    for e in &lld {
+        assert_eq!(e["mode"], "low_latency_debug", "{e}");
+        if text(e, "log").contains("injected test panic") {
+            assert_eq!(e["status"], "ERROR", "{e}");
+            assert!(text(e, "error").contains("the execution panicked"), "{e}");
+        } else {
+            assert_eq!(e["status"], "COMPLETE", "{e}");
+        }
+    }
+    assert_eq!(
+        lld.iter().filter(|e| e["status"] == "COMPLETE").count(),
+        2,
+        "{lld:?}"
+    );
 }
 
 /// An acknowledged message whose disk step hit a full disk used to end
@@ -384,4 +425,40 @@ fn rerun_runs_a_finished_execution_again_on_the_deployed_version() {
         (after["status"].clone(), after["attempts"].clone()),
         ("COMPLETE".into(), 2.into())
     );
+}
+
+/// An execution waiting for its retry is STARTED in the store: a crash
+/// meanwhile loses nothing, recovery at the next start runs it.
+#[test]
+fn an_execution_waiting_for_a_retry_survives_a_crash() {
+    let site = Site::new("");
+    site.deploy(
+        "patient",
+        &format!(
+            "{}limits:\n  retries: 3\n  retry_delay_seconds: 300\nsteps:\n  - disk:\n      directory: out/patient\n      file_name: \"{{execution_id}}.txt\"\n",
+            plain_start("PATIENT", "US")
+        ),
+    );
+    let atom = start_with(&site, &[("ATOM_TEST_TRANSIENT_FAILURES", "1")]);
+    assert_eq!(send(&atom, "PATIENT", "<p@x>", "s", b"P").status, 200);
+    let id = site
+        .executions()
+        .first()
+        .and_then(|e| e["id"].as_str().map(str::to_string))
+        .expect("queued execution");
+    let waiting = wait_for(&site, &id, "a retry queued", |e| {
+        e["status"] == "STARTED" && e["attempts"] == 1
+    });
+    assert!(
+        text(&waiting, "log").contains("attempt 2 of 4 in 300 s: "),
+        "{waiting}"
+    );
+    // SIGKILL while the retry waits; the next start recovers it at once.
+    drop(atom);
+    let _atom = site.start();
+    let done = wait_for(&site, &id, "a final state", is_final);
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let log = text(&done, "log");
+    assert!(log.contains("(attempt 2, general mode)"), "{log}");
 }

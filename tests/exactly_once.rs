@@ -367,6 +367,7 @@ fn full_disk_acknowledged_unstored_messages_regression() {
     }
     let filler = site.path().join("data/filler");
     let filled = fill(&filler);
+
     assert!(filled > 0);
 
     // Load while full: nothing may be acknowledged that is not stored.
@@ -421,6 +422,15 @@ fn full_disk_acknowledged_unstored_messages_regression() {
         refused.load(Ordering::SeqCst) >= 20
     });
     let acknowledged_while_full = acknowledged.lock().expect("lock").len();
+    // Executions of the first batch meet the full disk in their disk step.
+    wait_until(
+        "an execution to fail on the full disk",
+        Duration::from_secs(30),
+        || {
+            site.log()
+                .contains("transient step failure; execution queued again")
+        },
+    );
 
     // Space comes back: the Atom serves again by itself.
     std::fs::remove_file(&filler).expect("free space");
@@ -468,7 +478,11 @@ fn full_disk_acknowledged_unstored_messages_regression() {
         .count();
     assert!(
         retried > 0,
-        "some executions met the full disk and were retried: {executions:?}"
+        "some executions met the full disk and were retried: attempts {:?}",
+        executions
+            .iter()
+            .map(|e| e["attempts"].clone())
+            .collect::<Vec<_>>()
     );
     eprintln!(
         "full disk: {} acknowledged, {} refused with 503, {retried} executions retried",

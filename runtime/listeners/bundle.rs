@@ -290,6 +290,7 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         max_decompressed_size: security
             .max_decompressed_size
             .unwrap_or(defaults.max_decompressed_size),
+        ..defaults
     };
     Ok(ListenerSpec {
         id,

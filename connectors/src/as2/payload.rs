@@ -228,7 +228,14 @@ impl SpillWriter {
         if let Some(file) = self.file.as_mut() {
             return file.write_all(data).map_err(|e| self.io_error(e));
         }
-        if self.memory.len() + data.len() <= self.threshold {
+        let needed = self.memory.len() + data.len();
+        if needed <= self.threshold {
+            // Doubling, but never past the threshold (plain doubling of
+            // odd-sized pieces overshot 4 MiB to 6 MiB).
+            if needed > self.memory.capacity() {
+                let target = (self.memory.capacity() * 2).max(needed).min(self.threshold);
+                self.memory.reserve_exact(target - self.memory.len());
+            }
             self.memory.extend_from_slice(data);
             return Ok(());
         }

@@ -303,6 +303,17 @@ fn content_under_the_limit_is_spilled_and_mapped() {
         "peak heap {} KiB",
         peak >> 10
     );
+    // Without MIME headers: the header search stops after 64 KiB (the
+    // mapped zeros are not scanned) and the content is the payload.
+    let bare = compressed_data(&zlib_bomb(b"", 0, 16));
+    let opened = open(&settings, COMPRESSED, &[], &bare).expect("16 MiB opens");
+    assert!(opened.payload.is_mapped());
+    assert_eq!(opened.payload.len(), 16 * MIB);
+    assert_eq!(opened.content_type, "application/octet-stream");
+    assert_eq!(
+        opened.warnings,
+        vec!["decompressed content has no MIME headers; treated as application/octet-stream"]
+    );
     // Small content stays on the heap.
     let small = compressed_data(&zlib_bomb(head, 0, 1));
     let opened = open(&settings, COMPRESSED, &[], &small).expect("1 MiB opens");

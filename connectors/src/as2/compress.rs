@@ -162,7 +162,7 @@ pub fn inflate_to(
         };
         total += n as u64;
         if total > limit {
-            tracing::warn!(
+            tracing::debug!(
                 limit,
                 compressed = deflated.len(),
                 "decompression stopped at the limit"

@@ -120,8 +120,13 @@ pub fn parse_entity(raw: &[u8]) -> Result<Entity<'_>> {
                 "MIME header section is longer than {MAX_HEADER_BLOCK} bytes"
             )));
         }
-        let Some(nl) = memchr::memchr(b'\n', &raw[pos..]) else {
-            if raw.len() - pos > MAX_HEADER_BLOCK {
+        // No header line is longer than the limit, so look no further: a
+        // large (mapped) body without line ends is neither scanned nor
+        // paged in just to find that out.
+        let rest = &raw[pos..];
+        let window = &rest[..rest.len().min(MAX_HEADER_BLOCK + 2)];
+        let Some(nl) = memchr::memchr(b'\n', window) else {
+            if rest.len() > MAX_HEADER_BLOCK {
                 return Err(As2Error::malformed(format!(
                     "MIME header line is longer than {MAX_HEADER_BLOCK} bytes"
                 )));

@@ -47,7 +47,8 @@ pub struct ReceiveSettings {
     pub max_decompressed_size: u64,
     /// Where content too large for memory (inflated layers, canonical
     /// forms, decoded payloads over [`payload::MEMORY_THRESHOLD`]) is
-    /// spilled, in anonymous files; the system temp dir if `None`.
+    /// spilled, in anonymous files; the system temp dir if `None`. Give a
+    /// disk-backed directory: spilling to a tmpfs `/tmp` is memory again.
     pub spool_dir: Option<PathBuf>,
 }
 

@@ -201,8 +201,18 @@ pub fn unwrap(
                 return Err(twice("compressed"));
             }
             let (bytes, what) = {
-                let der = cms_body(&entity)?;
-                let kind = ber::content_info(&der)
+                let decoded_der;
+                let der: &[u8] = match cms_body(&entity)? {
+                    Bytes::Borrowed(der) => der,
+                    Bytes::Owned(der) => {
+                        // Decoded (base64): the encoded layer is not needed
+                        // any more; free it before the heavy work.
+                        decoded_der = der;
+                        layer.body = Bytes::Borrowed(&[]);
+                        &decoded_der
+                    }
+                };
+                let kind = ber::content_info(der)
                     .map(|(oid, _)| oid)
                     .unwrap_or_default();
                 if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
@@ -214,7 +224,7 @@ pub fn unwrap(
                     }
                     compressed_at = Some(signature.is_some());
                     let inflated = compress::decompress_spilling(
-                        &der,
+                        der,
                         settings.max_decompressed_size,
                         spool_dir,
                     )?;
@@ -226,7 +236,7 @@ pub fn unwrap(
                     if encryption.is_some() {
                         return Err(twice("encrypted"));
                     }
-                    let decrypted = cms::decrypt(&der, &settings.decryption_keys)?;
+                    let decrypted = cms::decrypt(der, &settings.decryption_keys)?;
                     encryption = Some(EncryptionInfo {
                         algorithm: decrypted
                             .algorithms
@@ -329,7 +339,7 @@ fn encryption_required(found: &str) -> As2Error {
     )
 }
 
-/// The envelope is always the outermost layer (RFC 4130 section 2.4.2;
+/// The envelope is always the outermost layer (AS2 signs, then encrypts;
 /// RFC 5402 compresses before encrypting): a partner that must encrypt and
 /// sent anything else is refused from the headers and the ContentInfo OID.
 /// When neither tells (garbage), the layer is left to fail on its own.

@@ -328,6 +328,7 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         max_decompressed_size: security
             .max_decompressed_size
             .unwrap_or(defaults.max_decompressed_size),
+        ..defaults
     };
     let (basic_auth_set, client_certificate_set, ip_filter_set) = (
         basic_auth.is_some(),

@@ -321,6 +321,23 @@ pub fn content_info(data: &[u8]) -> Result<(String, Tlv<'_>)> {
     Ok((content_type, inner))
 }
 
+/// The content type OID of a CMS ContentInfo, read from its first bytes
+/// only (the outer length is not checked): enough to tell an envelope from
+/// compressed data before any of the body is decoded or walked.
+pub fn peek_content_type(prefix: &[u8]) -> Option<String> {
+    if prefix.first() != Some(&0x30) {
+        return None;
+    }
+    let len_byte = *prefix.get(1)?;
+    let skip = match len_byte {
+        0x80 => 2,
+        b if b & 0x80 == 0 => 2,
+        b => 2 + usize::from(b & 0x7f),
+    };
+    let (tlv, _) = read(prefix.get(skip..)?).ok()?;
+    tlv.oid().ok()
+}
+
 /// The algorithms an EnvelopedData or AuthEnvelopedData names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EnvelopeAlgorithms {
@@ -410,6 +427,30 @@ mod tests {
         let deep: Vec<u8> = std::iter::repeat_n([0x30u8, 0x80], 200).flatten().collect();
         assert!(read(&deep).is_err(), "deep nesting");
         assert!(read(&[]).is_err());
+    }
+
+    #[test]
+    fn content_type_from_a_prefix() {
+        let info = der(
+            ID_SEQUENCE,
+            &[
+                der_oid(oid::COMPRESSED_DATA),
+                der(ID_CONTEXT_0, &[0u8; 300]),
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            peek_content_type(&info[..20]).as_deref(),
+            Some(oid::COMPRESSED_DATA)
+        );
+        let indefinite = [&[0x30, 0x80][..], &der_oid(oid::ENVELOPED_DATA)].concat();
+        assert_eq!(
+            peek_content_type(&indefinite).as_deref(),
+            Some(oid::ENVELOPED_DATA)
+        );
+        assert_eq!(peek_content_type(b"hello"), None);
+        assert_eq!(peek_content_type(&[0x30, 0x84, 1]), None);
+        assert_eq!(peek_content_type(&[]), None);
     }
 
     #[test]

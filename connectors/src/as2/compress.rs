@@ -3,6 +3,7 @@
 //! with `decompression-failed` instead of exhausting memory.
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
@@ -10,6 +11,7 @@ use flate2::Compression;
 
 use super::ber::{self, oid, CLASS_CONTEXT, CLASS_UNIVERSAL, TAG_OCTET_STRING, TAG_SEQUENCE};
 use super::error::{As2Error, ErrorKind, Result};
+use super::payload::{Payload, SpillWriter};
 
 /// Wraps `content` (a MIME entity) in a DER CompressedData ContentInfo.
 pub fn compress(content: &[u8]) -> Result<Vec<u8>> {
@@ -45,8 +47,30 @@ pub fn compress(content: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Unwraps a BER or DER CompressedData ContentInfo, inflating at most
-/// `limit` bytes.
+/// `limit` bytes onto the heap. For small limits (fuzzing, tests, tools);
+/// the receive path uses [`decompress_spilling`].
 pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>> {
+    let octets = compressed_octets(data)?;
+    inflate_limited(&octets, limit)
+}
+
+/// Unwraps a CompressedData ContentInfo like [`decompress`], with bounded
+/// memory: the inflated content stays on the heap up to
+/// [`MEMORY_THRESHOLD`](super::payload::MEMORY_THRESHOLD) and beyond it streams into an anonymous
+/// temporary file in `spool_dir` (system temp dir if `None`), returned
+/// memory-mapped. Inflation stops at `limit + 1` bytes.
+pub fn decompress_spilling(data: &[u8], limit: u64, spool_dir: Option<&Path>) -> Result<Payload> {
+    let octets = compressed_octets(data)?;
+    let mut out = SpillWriter::new(spool_dir);
+    inflate_to(&octets, limit, |chunk| out.write(chunk))?;
+    if out.spilled() {
+        tracing::debug!(bytes = out.len(), "inflated content spilled to disk");
+    }
+    out.finish()
+}
+
+/// The zlib stream of a CompressedData ContentInfo.
+fn compressed_octets(data: &[u8]) -> Result<Vec<u8>> {
     let bad = |what: &str| {
         As2Error::new(
             ErrorKind::Decompression,
@@ -87,13 +111,12 @@ pub fn decompress(data: &[u8], limit: u64) -> Result<Vec<u8>> {
         .ok_or_else(|| bad("no eContent (detached compressed content is not used by AS2)"))?
         .children()
         .map_err(|e| bad(e.message()))?;
-    let octets = econtent
+    econtent
         .first()
         .filter(|f| f.is(CLASS_UNIVERSAL, TAG_OCTET_STRING))
         .ok_or_else(|| bad("eContent is not an OCTET STRING"))?
         .octets()
-        .map_err(|e| bad(e.message()))?;
-    inflate_limited(&octets, limit)
+        .map_err(|e| bad(e.message()))
 }
 
 /// Inflates zlib data, failing once the output would pass `limit` bytes.
@@ -105,27 +128,62 @@ pub fn inflate_limited(deflated: &[u8], limit: u64) -> Result<Vec<u8>> {
             .min(limit as usize)
             .min(64 << 20),
     );
-    let mut decoder = ZlibDecoder::new(deflated).take(limit.saturating_add(1));
-    decoder.read_to_end(&mut out).map_err(|e| {
-        As2Error::new(
-            ErrorKind::Decompression,
-            format!("zlib stream is corrupt: {e}"),
-        )
+    inflate_to(deflated, limit, |chunk| {
+        out.extend_from_slice(chunk);
+        Ok(())
     })?;
-    if out.len() as u64 > limit {
-        return Err(As2Error::new(
-            ErrorKind::Decompression,
-            format!(
-                "decompressed content exceeds the limit of {limit} bytes (compressed size {})",
-                deflated.len()
-            ),
-        ));
-    }
-    // read_to_end grows by doubling: give back the unused tail (for a
-    // large payload up to half of it again) before the buffer lives on.
+    // The vector grew by doubling: give back the unused tail (for a large
+    // payload up to half of it again) before the buffer lives on.
     out.shrink_to_fit();
     Ok(out)
 }
+
+/// Inflates zlib data chunk by chunk into `sink`. At most `limit + 1`
+/// bytes are ever inflated; the sink never receives more than `limit`.
+pub fn inflate_to(
+    deflated: &[u8],
+    limit: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut decoder = ZlibDecoder::new(deflated).take(limit.saturating_add(1));
+    let mut buf = vec![0u8; INFLATE_CHUNK];
+    let mut total: u64 = 0;
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(As2Error::new(
+                    ErrorKind::Decompression,
+                    format!("zlib stream is corrupt: {e}"),
+                ))
+            }
+        };
+        total += n as u64;
+        if total > limit {
+            tracing::debug!(
+                limit,
+                compressed = deflated.len(),
+                "decompression stopped at the limit"
+            );
+            return Err(As2Error::new(
+                ErrorKind::Decompression,
+                format!(
+                    "decompressed content exceeds the limit of {limit} bytes \
+                     (max_decompressed_size; compressed size {}): the sender can split the \
+                     document or send it uncompressed, or the receiver can raise \
+                     security.max_decompressed_size for this partner",
+                    deflated.len()
+                ),
+            ));
+        }
+        sink(&buf[..n])?;
+    }
+}
+
+/// Inflation hands out this much at a time.
+const INFLATE_CHUNK: usize = 64 << 10;
 
 #[cfg(test)]
 mod tests {

@@ -246,7 +246,7 @@ pub fn parse(content_type: &str, body: &[u8], trust: MdnTrust<'_>) -> Result<Par
                 MdnTrust::Verify(certs) => {
                     let v = signed::verify(&parts, certs)
                         .map_err(|e| e.context("verifying the MDN signature"))?;
-                    (v.received, true, Some(v.verified))
+                    (parts.content.to_vec(), true, Some(v.verified))
                 }
                 MdnTrust::Skip => (parts.content.to_vec(), true, None),
             }

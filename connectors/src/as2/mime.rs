@@ -60,7 +60,15 @@ impl<'a> Entity<'a> {
     /// The entity with header lines ended by CRLF and the body untouched:
     /// the canonical form for a binary part (headers are always text).
     pub fn with_crlf_headers(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.raw.len() + 64);
+        let mut out = self.with_crlf_headers_only();
+        out.extend_from_slice(self.body);
+        out
+    }
+
+    /// The header section of [`Entity::with_crlf_headers`], blank line
+    /// included: what goes before the untouched body.
+    pub fn with_crlf_headers_only(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_block.len() + 64);
         if !self.header_block.is_empty() {
             for line in split_lines(self.header_block) {
                 out.extend_from_slice(line);
@@ -68,7 +76,6 @@ impl<'a> Entity<'a> {
             }
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(self.body);
         out
     }
 }
@@ -83,8 +90,13 @@ fn split_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Converts every bare LF to CRLF (RFC 5751 section 3.1.1 canonical text).
 pub fn to_crlf(data: &[u8]) -> Vec<u8> {
+    to_crlf_after(data, 0)
+}
+
+/// [`to_crlf`] of a chunk whose preceding byte was `prev`, so that a long
+/// input can be converted piece by piece.
+pub fn to_crlf_after(data: &[u8], mut prev: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 32);
-    let mut prev = 0u8;
     for &b in data {
         if b == b'\n' && prev != b'\r' {
             out.push(b'\r');
@@ -108,8 +120,13 @@ pub fn parse_entity(raw: &[u8]) -> Result<Entity<'_>> {
                 "MIME header section is longer than {MAX_HEADER_BLOCK} bytes"
             )));
         }
-        let Some(nl) = memchr::memchr(b'\n', &raw[pos..]) else {
-            if raw.len() - pos > MAX_HEADER_BLOCK {
+        // No header line is longer than the limit, so look no further: a
+        // large (mapped) body without line ends is neither scanned nor
+        // paged in just to find that out.
+        let rest = &raw[pos..];
+        let window = &rest[..rest.len().min(MAX_HEADER_BLOCK + 2)];
+        let Some(nl) = memchr::memchr(b'\n', window) else {
+            if rest.len() > MAX_HEADER_BLOCK {
                 return Err(As2Error::malformed(format!(
                     "MIME header line is longer than {MAX_HEADER_BLOCK} bytes"
                 )));
@@ -457,15 +474,72 @@ pub fn decode_base64(data: &[u8]) -> Result<Vec<u8>> {
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    let engine = base64::engine::GeneralPurpose::new(
+    lenient_base64()
+        .decode(&compact)
+        .map_err(|e| As2Error::malformed(format!("invalid base64 body: {e}")))
+}
+
+fn lenient_base64() -> base64::engine::GeneralPurpose {
+    base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
             .with_decode_allow_trailing_bits(true),
-    );
-    engine
-        .decode(&compact)
-        .map_err(|e| As2Error::malformed(format!("invalid base64 body: {e}")))
+    )
+}
+
+/// Piece size of the streaming decoders.
+const DECODE_CHUNK: usize = 256 << 10;
+
+/// Removes a Content-Transfer-Encoding piece by piece into `sink`, holding
+/// at most a few hundred KiB at once: for bodies too large to decode into
+/// one buffer (an inflated layer spilled to disk).
+pub fn decode_transfer_encoding_to(
+    encoding: &str,
+    body: &[u8],
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "base64" => {
+            let engine = lenient_base64();
+            let mut pending: Vec<u8> = Vec::with_capacity(DECODE_CHUNK + 4);
+            for chunk in body.chunks(DECODE_CHUNK) {
+                pending.extend(chunk.iter().filter(|b| !b.is_ascii_whitespace()));
+                // Whole quanta only; the rest waits for the next piece.
+                let whole = pending.len() / 4 * 4;
+                if whole > 0 {
+                    let decoded = engine
+                        .decode(&pending[..whole])
+                        .map_err(|e| As2Error::malformed(format!("invalid base64 body: {e}")))?;
+                    sink(&decoded)?;
+                    pending.drain(..whole);
+                }
+            }
+            if !pending.is_empty() {
+                sink(&decode_base64(&pending)?)?;
+            }
+            Ok(())
+        }
+        "quoted-printable" => {
+            // Pieces end at a line end, where quoted-printable state resets.
+            let mut rest = body;
+            while !rest.is_empty() {
+                let mut end = rest.len().min(DECODE_CHUNK);
+                if end < rest.len() {
+                    end = match memchr::memrchr(b'\n', &rest[..end]) {
+                        Some(i) => i + 1,
+                        None => memchr::memchr(b'\n', &rest[end..])
+                            .map(|i| end + i + 1)
+                            .unwrap_or(rest.len()),
+                    };
+                }
+                sink(&decode_transfer_encoding("quoted-printable", &rest[..end])?)?;
+                rest = &rest[end..];
+            }
+            Ok(())
+        }
+        other => sink(&decode_transfer_encoding(other, body)?),
+    }
 }
 
 /// Base64 with 76-character CRLF-terminated lines, as MIME writes it.

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod mdn;
 pub mod mic;
 pub mod mime;
+pub mod payload;
 pub mod signed;
 pub mod unwrap;
 

@@ -8,12 +8,15 @@
 //! sign binary bodies this way), then, for text bodies only, everything
 //! converted to CRLF. A binary body is never altered.
 
+use std::path::Path;
+
 use openssl::x509::X509;
 
 use super::cms::{self, KeyPair, SignatureScheme, Verified};
 use super::error::{As2Error, ErrorKind, Result};
 use super::headers::MicAlg;
 use super::mime::{self, ContentType};
+use super::payload::{Bytes, SpillWriter};
 
 /// Which form of the signed part the signature covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +39,13 @@ impl Canonicalization {
     }
 }
 
-/// A verified multipart/signed body.
-#[derive(Debug, Clone)]
-pub struct VerifiedPart {
+/// A verified multipart/signed body. The signed entity as received is
+/// `SignedParts::content`; nothing of it is copied here.
+pub struct VerifiedPart<'a> {
     /// The signed entity in the form that verified; the MIC covers it.
-    pub signed_bytes: Vec<u8>,
-    /// The signed entity exactly as received (to read the payload from).
-    pub received: Vec<u8>,
+    /// Borrowed when it verified as received; a canonicalised copy (in
+    /// memory, or spilled to a mapped file when large) otherwise.
+    pub signed_bytes: Bytes<'a>,
     pub canonicalization: Canonicalization,
     pub verified: Verified,
 }
@@ -92,28 +95,55 @@ pub fn split<'a>(content_type: &ContentType, body: &'a [u8]) -> Result<SignedPar
 
 /// Verifies the signed part against the pinned certificates, trying the
 /// canonical forms described in the module documentation.
-pub fn verify(parts: &SignedParts<'_>, trusted: &[X509]) -> Result<VerifiedPart> {
-    let mut candidates: Vec<(Canonicalization, Vec<u8>)> =
-        vec![(Canonicalization::AsReceived, parts.content.to_vec())];
-    if let Ok(entity) = mime::parse_entity(parts.content) {
-        let crlf_headers = entity.with_crlf_headers();
-        if crlf_headers != parts.content {
-            candidates.push((Canonicalization::CrlfHeaders, crlf_headers));
-        }
-        if entity.transfer_encoding() != "binary" {
-            let crlf_all = mime::to_crlf(parts.content);
-            if candidates.iter().all(|(_, c)| *c != crlf_all) {
-                candidates.push((Canonicalization::CrlfAll, crlf_all));
-            }
-        }
-    }
+pub fn verify<'a>(parts: &SignedParts<'a>, trusted: &[X509]) -> Result<VerifiedPart<'a>> {
+    verify_in(parts, trusted, None)
+}
+
+/// Like [`verify`]; canonical forms of a large part are built in a
+/// temporary file in `spool_dir` (system temp dir if `None`) rather than on
+/// the heap, and only when the forms before them failed.
+pub fn verify_in<'a>(
+    parts: &SignedParts<'a>,
+    trusted: &[X509],
+    spool_dir: Option<&Path>,
+) -> Result<VerifiedPart<'a>> {
+    let content = parts.content;
+    let entity = mime::parse_entity(content).ok();
     let mut first_error: Option<As2Error> = None;
-    for (canonicalization, bytes) in candidates {
+    for canonicalization in [
+        Canonicalization::AsReceived,
+        Canonicalization::CrlfHeaders,
+        Canonicalization::CrlfAll,
+    ] {
+        let bytes = match (canonicalization, &entity) {
+            (Canonicalization::AsReceived, _) => Bytes::Borrowed(content),
+            // Skipped when it would equal a form already tried.
+            (Canonicalization::CrlfHeaders, Some(e))
+                if has_bare_lf(&content[..e.raw.len() - e.body.len()]) =>
+            {
+                let mut out = SpillWriter::new(spool_dir);
+                out.write(&e.with_crlf_headers_only())?;
+                out.write(e.body)?;
+                Bytes::Owned(out.finish()?)
+            }
+            (Canonicalization::CrlfAll, Some(e))
+                if e.transfer_encoding() != "binary" && has_bare_lf(e.body) =>
+            {
+                let mut out = SpillWriter::new(spool_dir);
+                let mut prev = 0u8;
+                for chunk in content.chunks(64 << 10) {
+                    let converted = mime::to_crlf_after(chunk, prev);
+                    prev = chunk.last().copied().unwrap_or(prev);
+                    out.write(&converted)?;
+                }
+                Bytes::Owned(out.finish()?)
+            }
+            _ => continue,
+        };
         match cms::verify_detached(&parts.signature_der, &bytes, trusted) {
             Ok(verified) => {
                 return Ok(VerifiedPart {
                     signed_bytes: bytes,
-                    received: parts.content.to_vec(),
                     canonicalization,
                     verified,
                 })
@@ -123,11 +153,19 @@ pub fn verify(parts: &SignedParts<'_>, trusted: &[X509]) -> Result<VerifiedPart>
                 if e.kind() != ErrorKind::Integrity || first_error.is_none() {
                     first_error.get_or_insert(e);
                 }
+                if trusted.is_empty() {
+                    break;
+                }
             }
         }
     }
     Err(first_error
         .unwrap_or_else(|| As2Error::new(ErrorKind::Integrity, "signature does not verify")))
+}
+
+/// A line feed not preceded by a carriage return.
+fn has_bare_lf(data: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', data).any(|i| i == 0 || data[i - 1] != b'\r')
 }
 
 /// A multipart/signed entity built by us.

@@ -13,6 +13,7 @@
 //! Each kind may appear once; anything else is the payload.
 
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 use openssl::x509::X509;
 
@@ -22,8 +23,11 @@ use super::compress;
 use super::error::{As2Error, ErrorKind, Result};
 use super::headers::{ChosenMicAlg, Headers, MicAlg};
 use super::mic::Mic;
-use super::mime::{self, Entity};
+use super::mime::{self, ContentType, Entity};
+use super::payload::{self, Bytes, SpillWriter};
 use super::signed::{self, Canonicalization};
+
+pub use super::payload::Payload;
 
 /// At most this many layers (encrypt, sign, compress, and slack).
 const MAX_LAYERS: usize = 6;
@@ -41,6 +45,11 @@ pub struct ReceiveSettings {
     pub require_encrypted: bool,
     /// Decompression stops with an error past this many bytes.
     pub max_decompressed_size: u64,
+    /// Where content too large for memory (inflated layers, canonical
+    /// forms, decoded payloads over [`payload::MEMORY_THRESHOLD`]) is
+    /// spilled, in anonymous files; the system temp dir if `None`. Give a
+    /// disk-backed directory: spilling to a tmpfs `/tmp` is memory again.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for ReceiveSettings {
@@ -51,8 +60,10 @@ impl Default for ReceiveSettings {
             enforce_cert_validity: false,
             require_signed: false,
             require_encrypted: false,
-            // A bomb costs a few times this in buffers; 512 MiB covers large EDI files.
+            // Inflated content beyond 4 MiB streams to a spill file, so this
+            // bounds disk, not heap; 512 MiB covers large EDI files.
             max_decompressed_size: 512 << 20,
+            spool_dir: None,
         }
     }
 }
@@ -86,7 +97,9 @@ pub enum Compression {
 /// An opened message.
 #[derive(Debug, Clone)]
 pub struct Unwrapped {
-    pub payload: Vec<u8>,
+    /// The content: on the heap, or (large inflated content) a mapped
+    /// temporary file. Derefs to `[u8]`; `as_slice()` and `len()` read it.
+    pub payload: Payload,
     /// The payload's Content-Type as sent.
     pub content_type: String,
     /// The sanitised file name from Content-Disposition, if any.
@@ -102,34 +115,25 @@ pub struct Unwrapped {
 /// One layer being looked at: its headers and body.
 struct Layer<'a> {
     headers: Headers,
-    body: Cow<'a, [u8]>,
+    body: Bytes<'a>,
 }
 
-impl Layer<'_> {
-    /// Takes over a decrypted or decompressed entity. The body is kept in
-    /// the same buffer (headers cut off in place) rather than copied: for a
-    /// large payload that copy was a whole extra message in memory.
-    fn from_owned_entity(mut bytes: Vec<u8>) -> Result<Layer<'static>> {
-        let entity = mime::parse_entity(&bytes)?;
-        let headers = entity.headers.clone();
-        let start = bytes.as_ptr() as usize;
-        let body_at = entity.body.as_ptr() as usize;
-        let body_len = entity.body.len();
-        let inside = body_at >= start && body_at + body_len <= start + bytes.len();
-        if !inside {
-            // A decoded (not borrowed) body: nothing to reuse.
-            let body = entity.body.to_vec();
-            return Ok(Layer {
-                headers,
-                body: Cow::Owned(body),
-            });
-        }
-        let offset = body_at - start;
-        bytes.truncate(offset + body_len);
-        bytes.drain(..offset);
+impl<'a> Layer<'a> {
+    /// Takes over a decrypted, decompressed or verified entity. The body is
+    /// kept in the same buffer (headers cut off in place, or the mapping
+    /// narrowed) rather than copied: for a large payload that copy was a
+    /// whole extra message in memory.
+    fn from_entity(bytes: Bytes<'a>) -> Result<Layer<'a>> {
+        let (headers, range) = {
+            let entity = mime::parse_entity(&bytes)?;
+            let range = payload::range_within(&bytes, entity.body).ok_or_else(|| {
+                As2Error::new(ErrorKind::Internal, "MIME body outside its entity")
+            })?;
+            (entity.headers, range)
+        };
         Ok(Layer {
             headers,
-            body: Cow::Owned(bytes),
+            body: bytes.narrow(range),
         })
     }
 }
@@ -159,7 +163,7 @@ pub fn unwrap(
     }
     let mut layer = Layer {
         headers: top,
-        body: Cow::Borrowed(body),
+        body: Bytes::Borrowed(body),
     };
     let mut encryption = None;
     let mut signature: Option<SignatureInfo> = None;
@@ -170,97 +174,133 @@ pub fn unwrap(
     let mut signed_mic: Option<Mic> = None;
     let mut decrypted_mic: Option<Mic> = None;
     let http_disposition = http_headers.get("content-disposition").map(str::to_string);
+    let spool_dir = settings.spool_dir.as_deref();
 
     for _ in 0..MAX_LAYERS {
         let entity = mime::entity_from_parts(layer.headers.clone(), &layer.body);
         let content_type = entity.content_type()?;
+        // Policy before work: what the agreement refuses for certain is
+        // refused from the headers and the first bytes of the layer, before
+        // anything is inflated, verified or parsed (issue 11).
+        let peeked = if content_type.is_pkcs7_mime() {
+            peek_cms_type(&entity)
+        } else {
+            None
+        };
+        let smime_type = content_type
+            .param("smime-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if settings.require_encrypted && encryption.is_none() {
+            refuse_unless_enveloped(&content_type, peeked.as_deref(), &smime_type)?;
+        }
         if content_type.is_pkcs7_mime() {
-            let der = cms_body(&entity)?;
-            let kind = ber::content_info(&der)
-                .map(|(oid, _)| oid)
-                .unwrap_or_default();
-            let smime_type = content_type
-                .param("smime-type")
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            // The layer's bytes live on in `der`: free them before the
-            // next layer is built (for a large message, one copy less).
-            layer.body = Cow::Borrowed(&[]);
-            if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
-                if compressed_at.is_some() {
-                    return Err(As2Error::new(
-                        ErrorKind::Unsupported,
-                        "message is compressed twice",
-                    ));
-                }
-                compressed_at = Some(signature.is_some());
-                let inflated = compress::decompress(&der, settings.max_decompressed_size)?;
-                layer = inner_layer(inflated, "decompressed", &mut warnings)?;
-            } else if kind == ber::oid::ENVELOPED_DATA
-                || kind == ber::oid::AUTH_ENVELOPED_DATA
-                || smime_type.contains("enveloped")
-            {
-                if encryption.is_some() {
-                    return Err(As2Error::new(
-                        ErrorKind::Unsupported,
-                        "message is encrypted twice",
-                    ));
-                }
-                let decrypted = cms::decrypt(&der, &settings.decryption_keys)?;
-                encryption = Some(EncryptionInfo {
-                    algorithm: decrypted
-                        .algorithms
-                        .content_encryption
-                        .unwrap_or_else(|| "unknown".into()),
-                    key_transport: decrypted.algorithms.key_transport,
-                });
-                if signature.is_none() {
-                    // Used only if no signature follows: then the digest is
-                    // the requested one or SHA-256.
-                    let (alg, spelling) = mic_algorithm(mic_alg, None);
-                    decrypted_mic = Some(Mic::compute(alg, &spelling, &decrypted.content)?);
-                }
-                layer = inner_layer(decrypted.content, "decrypted", &mut warnings)?;
-            } else if kind == ber::oid::SIGNED_DATA {
-                return Err(As2Error::new(
-                    ErrorKind::Unsupported,
-                    "opaque signed-data is not used by AS2; RFC 4130 requires multipart/signed",
-                ));
-            } else {
-                return Err(As2Error::new(
-                    if encryption.is_none() && smime_type.is_empty() { ErrorKind::Malformed } else { ErrorKind::Decryption },
-                    format!("application/pkcs7-mime body is not a CMS structure we know (content type {kind:?})"),
-                ));
+            let compressed_by_peek = peeked.as_deref() == Some(ber::oid::COMPRESSED_DATA)
+                || smime_type == "compressed-data";
+            if compressed_by_peek && compressed_at.is_some() {
+                return Err(twice("compressed"));
             }
+            let (bytes, what) = {
+                let decoded_der;
+                let der: &[u8] = match cms_body(&entity)? {
+                    Bytes::Borrowed(der) => der,
+                    Bytes::Owned(der) => {
+                        // Decoded (base64): the encoded layer is not needed
+                        // any more; free it before the heavy work.
+                        decoded_der = der;
+                        layer.body = Bytes::Borrowed(&[]);
+                        &decoded_der
+                    }
+                };
+                let kind = ber::content_info(der)
+                    .map(|(oid, _)| oid)
+                    .unwrap_or_default();
+                if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
+                    if compressed_at.is_some() {
+                        return Err(twice("compressed"));
+                    }
+                    if settings.require_encrypted && encryption.is_none() {
+                        return Err(encryption_required("compressed-data"));
+                    }
+                    compressed_at = Some(signature.is_some());
+                    let inflated = compress::decompress_spilling(
+                        der,
+                        settings.max_decompressed_size,
+                        spool_dir,
+                    )?;
+                    (inflated, "decompressed")
+                } else if kind == ber::oid::ENVELOPED_DATA
+                    || kind == ber::oid::AUTH_ENVELOPED_DATA
+                    || smime_type.contains("enveloped")
+                {
+                    if encryption.is_some() {
+                        return Err(twice("encrypted"));
+                    }
+                    let decrypted = cms::decrypt(der, &settings.decryption_keys)?;
+                    encryption = Some(EncryptionInfo {
+                        algorithm: decrypted
+                            .algorithms
+                            .content_encryption
+                            .unwrap_or_else(|| "unknown".into()),
+                        key_transport: decrypted.algorithms.key_transport,
+                    });
+                    if signature.is_none() {
+                        // Used only if no signature follows: then the digest is
+                        // the requested one or SHA-256.
+                        let (alg, spelling) = mic_algorithm(mic_alg, None);
+                        decrypted_mic = Some(Mic::compute(alg, &spelling, &decrypted.content)?);
+                    }
+                    (Payload::from(decrypted.content), "decrypted")
+                } else if kind == ber::oid::SIGNED_DATA {
+                    return Err(As2Error::new(
+                        ErrorKind::Unsupported,
+                        "opaque signed-data is not used by AS2; RFC 4130 requires multipart/signed",
+                    ));
+                } else {
+                    return Err(As2Error::new(
+                        if encryption.is_none() && smime_type.is_empty() { ErrorKind::Malformed } else { ErrorKind::Decryption },
+                        format!("application/pkcs7-mime body is not a CMS structure we know (content type {kind:?})"),
+                    ));
+                }
+            };
+            // The outer layer's bytes are released here, before the next
+            // layer is parsed (for a large message, one copy less).
+            layer = inner_layer(bytes, what, &mut warnings)?;
         } else if content_type.is("multipart/signed") {
             if signature.is_some() {
-                return Err(As2Error::new(
-                    ErrorKind::Unsupported,
-                    "message is signed twice",
-                ));
+                return Err(twice("signed"));
             }
-            let parts = signed::split(&content_type, &layer.body)?;
-            let verified = signed::verify(&parts, &settings.partner_certs)?;
-            if verified.verified.signer_expired {
-                let text = format!(
-                    "signing certificate {} is outside its validity period",
-                    verified.verified.signer_subject
-                );
-                if settings.enforce_cert_validity {
-                    return Err(As2Error::new(ErrorKind::Authentication, text));
+            let received = {
+                let parts = signed::split(&content_type, &layer.body)?;
+                let verified = signed::verify_in(&parts, &settings.partner_certs, spool_dir)?;
+                if verified.verified.signer_expired {
+                    let text = format!(
+                        "signing certificate {} is outside its validity period",
+                        verified.verified.signer_subject
+                    );
+                    if settings.enforce_cert_validity {
+                        return Err(As2Error::new(ErrorKind::Authentication, text));
+                    }
+                    tracing::warn!(signer = %verified.verified.signer_subject, "accepted signature by an expired pinned certificate");
+                    warnings.push(text);
                 }
-                tracing::warn!(signer = %verified.verified.signer_subject, "accepted signature by an expired pinned certificate");
-                warnings.push(text);
-            }
-            signature = Some(SignatureInfo {
-                digest: verified.verified.digest,
-                signer: verified.verified.signer_subject.clone(),
-                canonicalization: verified.canonicalization,
-            });
-            let (alg, spelling) = mic_algorithm(mic_alg, signature.as_ref());
-            signed_mic = Some(Mic::compute(alg, &spelling, &verified.signed_bytes)?);
-            drop(verified.signed_bytes);
-            layer = Layer::from_owned_entity(verified.received)?;
+                signature = Some(SignatureInfo {
+                    digest: verified.verified.digest,
+                    signer: verified.verified.signer_subject.clone(),
+                    canonicalization: verified.canonicalization,
+                });
+                let (alg, spelling) = mic_algorithm(mic_alg, signature.as_ref());
+                signed_mic = Some(Mic::compute(alg, &spelling, &verified.signed_bytes)?);
+                payload::range_within(&layer.body, parts.content).ok_or_else(|| {
+                    As2Error::new(
+                        ErrorKind::Internal,
+                        "signed part outside its multipart body",
+                    )
+                })?
+            };
+            // The signed entity as received is a range of this layer: no copy.
+            let body = std::mem::replace(&mut layer.body, Bytes::Borrowed(&[]));
+            layer = Layer::from_entity(body.narrow(received))?;
         } else {
             return finish(FinishInput {
                 layer,
@@ -283,26 +323,99 @@ pub fn unwrap(
     ))
 }
 
+fn twice(what: &str) -> As2Error {
+    As2Error::new(ErrorKind::Unsupported, format!("message is {what} twice"))
+}
+
+fn encryption_required(found: &str) -> As2Error {
+    tracing::debug!(found, "unencrypted message refused before any work");
+    As2Error::new(
+        ErrorKind::InsufficientSecurity,
+        format!(
+            "the partner agreement requires encryption; the message was not encrypted: its \
+             outer layer is {found}, not enveloped-data (refused before decompression, \
+             signature verification or parsing); the partner must encrypt it with our certificate"
+        ),
+    )
+}
+
+/// The envelope is always the outermost layer (AS2 signs, then encrypts;
+/// RFC 5402 compresses before encrypting): a partner that must encrypt and
+/// sent anything else is refused from the headers and the ContentInfo OID.
+/// When neither tells (garbage), the layer is left to fail on its own.
+fn refuse_unless_enveloped(
+    content_type: &ContentType,
+    peeked: Option<&str>,
+    smime_type: &str,
+) -> Result<()> {
+    if !content_type.is_pkcs7_mime() {
+        return Err(encryption_required(&content_type.mime_type));
+    }
+    let enveloped = match peeked {
+        Some(oid) => oid == ber::oid::ENVELOPED_DATA || oid == ber::oid::AUTH_ENVELOPED_DATA,
+        None => smime_type.is_empty() || smime_type.contains("enveloped"),
+    };
+    if enveloped {
+        return Ok(());
+    }
+    let found = match peeked {
+        Some(ber::oid::COMPRESSED_DATA) => "compressed-data".to_string(),
+        Some(ber::oid::SIGNED_DATA) => "signed-data".to_string(),
+        Some(oid) => format!("CMS content type {oid}"),
+        None => smime_type.to_string(),
+    };
+    Err(encryption_required(&format!(
+        "application/pkcs7-mime {found}"
+    )))
+}
+
+/// The ContentInfo type of an application/pkcs7-mime body, read from its
+/// first bytes only (base64-decoding at most 88 characters).
+fn peek_cms_type(entity: &Entity<'_>) -> Option<String> {
+    let body = entity.body;
+    let encoding = entity.transfer_encoding();
+    let prefix: Vec<u8> = if encoding != "base64" && body.first() == Some(&0x30) {
+        body[..body.len().min(64)].to_vec()
+    } else if encoding == "quoted-printable" {
+        return None;
+    } else {
+        let mut chars: Vec<u8> = body
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .take(88)
+            .collect();
+        chars.truncate(chars.len() / 4 * 4);
+        mime::decode_base64(&chars).ok()?
+    };
+    ber::peek_content_type(&prefix)
+}
+
 /// The DER inside an application/pkcs7-mime entity, whatever its transfer
-/// encoding says (some senders base64 without declaring it).
-fn cms_body(entity: &Entity<'_>) -> Result<Vec<u8>> {
-    let decoded = entity.decoded_body()?.into_owned();
+/// encoding says (some senders base64 without declaring it). Binary DER is
+/// borrowed, not copied.
+fn cms_body<'e>(entity: &Entity<'e>) -> Result<Bytes<'e>> {
+    let decoded = entity.decoded_body()?;
     if decoded.first() == Some(&0x30) {
-        return Ok(decoded);
+        return Ok(match decoded {
+            Cow::Borrowed(b) => Bytes::Borrowed(b),
+            Cow::Owned(v) => Bytes::Owned(Payload::from(v)),
+        });
     }
     mime::decode_base64(&decoded)
+        .map(|v| Bytes::Owned(Payload::from(v)))
         .map_err(|_| As2Error::malformed("application/pkcs7-mime body is neither DER nor base64"))
 }
 
 /// Parses the MIME entity a decryption or decompression produced. Some
 /// products encrypt the bare payload without MIME headers; we accept it as
 /// an application/octet-stream payload and say so.
-fn inner_layer(bytes: Vec<u8>, what: &str, warnings: &mut Vec<String>) -> Result<Layer<'static>> {
+fn inner_layer(bytes: Payload, what: &str, warnings: &mut Vec<String>) -> Result<Layer<'static>> {
     let looks_like_mime = mime::parse_entity(&bytes)
         .map(|e| e.headers.get("content-type").is_some())
         .unwrap_or(false);
     if looks_like_mime {
-        return Layer::from_owned_entity(bytes);
+        return Layer::from_entity(Bytes::Owned(bytes));
     }
     warnings.push(format!(
         "{what} content has no MIME headers; treated as application/octet-stream"
@@ -311,8 +424,26 @@ fn inner_layer(bytes: Vec<u8>, what: &str, warnings: &mut Vec<String>) -> Result
     headers.push("Content-Type", "application/octet-stream");
     Ok(Layer {
         headers,
-        body: Cow::Owned(bytes),
+        body: Bytes::Owned(bytes),
     })
+}
+
+/// The payload without its transfer encoding. A binary payload takes the
+/// layer's buffer over instead of being copied (a whole message less in
+/// memory); a large encoded one is decoded piece by piece into a spill
+/// file, so an inflated base64 bomb does not land on the heap either.
+fn decode_payload(body: Bytes<'_>, headers: &Headers, spool_dir: Option<&Path>) -> Result<Payload> {
+    let encoding = mime::entity_from_parts(headers.clone(), &body).transfer_encoding();
+    if matches!(encoding.as_str(), "" | "7bit" | "8bit" | "binary") {
+        return Ok(body.into_payload());
+    }
+    if body.len() <= payload::MEMORY_THRESHOLD {
+        let decoded = mime::decode_transfer_encoding(&encoding, &body)?.into_owned();
+        return Ok(Payload::from(decoded));
+    }
+    let mut out = SpillWriter::new(spool_dir);
+    mime::decode_transfer_encoding_to(&encoding, &body, |piece| out.write(piece))?;
+    out.finish()
 }
 
 /// The MIC digest: the one the partner asked for, else the signature's,
@@ -373,20 +504,7 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
             "the partner agreement requires a signature; message was not signed",
         ));
     }
-    // A binary payload that is the whole layer body takes the layer's
-    // buffer over instead of being copied (a whole message less in memory).
-    let decoded: Option<Vec<u8>> = {
-        let entity = mime::entity_from_parts(layer.headers.clone(), &layer.body);
-        match entity.decoded_body()? {
-            Cow::Owned(decoded) => Some(decoded),
-            Cow::Borrowed(slice) if slice.len() == layer.body.len() => None,
-            Cow::Borrowed(slice) => Some(slice.to_vec()),
-        }
-    };
-    let payload = match decoded {
-        Some(decoded) => decoded,
-        None => layer.body.into_owned(),
-    };
+    let payload = decode_payload(layer.body, &layer.headers, settings.spool_dir.as_deref())?;
     let content_type = layer
         .headers
         .get("content-type")

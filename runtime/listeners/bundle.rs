@@ -328,6 +328,9 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         max_decompressed_size: security
             .max_decompressed_size
             .unwrap_or(defaults.max_decompressed_size),
+        // Large decompressed layers spill here, on the data filesystem, not
+        // into a /tmp that may be memory.
+        spool_dir: Some(context.data_dir.join("spool")),
         ..defaults
     };
     let (basic_auth_set, client_certificate_set, ip_filter_set) = (

@@ -240,6 +240,7 @@ impl SpillWriter {
             return Ok(());
         }
         let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| self.io_error(e))?;
         // Anonymous (O_TMPFILE or unlinked at once): nothing to clean up,
         // even if we are killed.
         let mut file = tempfile::tempfile_in(&dir).map_err(|e| self.io_error(e))?;

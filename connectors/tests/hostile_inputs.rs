@@ -372,6 +372,26 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
+    /// Stripping carried certificates from a signature never panics on
+    /// arbitrary bytes, and whatever it returns is SignedData again.
+    #[test]
+    fn stripping_certificates_from_arbitrary_bytes(
+        mut data in prop::collection::vec(any::<u8>(), 0..600),
+        signed_data_prefix in any::<bool>(),
+    ) {
+        if signed_data_prefix {
+            // ContentInfo { id-signedData, [0] ... } with indefinite lengths, then noise.
+            let mut framed = b"\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02\xa0\x80\x30\x80".to_vec();
+            framed.append(&mut data);
+            data = framed;
+        }
+        if let Some(stripped) = ber::signed_data_without_certificates(&data) {
+            let (content_type, _) = ber::content_info(&stripped).expect("re-encoded ContentInfo parses");
+            prop_assert_eq!(content_type, ber::oid::SIGNED_DATA);
+            prop_assert!(ber::signed_data_without_certificates(&stripped).is_none());
+        }
+    }
+
     #[test]
     fn entity_round_trip(
         fields in prop::collection::vec((header_name(), header_value(), any::<bool>()), 0..12),

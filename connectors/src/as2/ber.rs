@@ -266,6 +266,42 @@ pub fn der_oid(dotted: &str) -> Vec<u8> {
     der(ID_OID, &content)
 }
 
+/// Re-encodes one element with a definite length (its content as it was,
+/// BER inside included); `None` for high tag numbers, which CMS does not use
+/// where this is called.
+fn reencode(tlv: &Tlv<'_>) -> Option<Vec<u8>> {
+    if tlv.tag >= 0x1f {
+        return None;
+    }
+    let identifier = (tlv.class << 6) | (u8::from(tlv.constructed) << 5) | tlv.tag as u8;
+    Some(der(identifier, tlv.content))
+}
+
+/// A SignedData ContentInfo without its `certificates` and `crls` fields
+/// (RFC 5652 section 5.1), or `None` when it has neither or is not
+/// SignedData. We verify against pinned certificates only and ignore the
+/// ones a message carries; OpenSSL would still decode every carried
+/// certificate and its public key while parsing, which is most of the cost
+/// of verifying a small message. Neither field is covered by the signature.
+pub fn signed_data_without_certificates(data: &[u8]) -> Option<Vec<u8>> {
+    let (content_type, signed) = content_info(data).ok()?;
+    if content_type != oid::SIGNED_DATA || !signed.is(CLASS_UNIVERSAL, TAG_SEQUENCE) {
+        return None;
+    }
+    let fields = signed.children().ok()?;
+    let carried = |f: &Tlv<'_>| f.class == CLASS_CONTEXT && (f.tag == 0 || f.tag == 1);
+    if !fields.iter().any(carried) {
+        return None;
+    }
+    let mut content = Vec::with_capacity(signed.content.len());
+    for field in fields.iter().filter(|f| !carried(f)) {
+        content.extend_from_slice(&reencode(field)?);
+    }
+    let mut info = der_oid(oid::SIGNED_DATA);
+    info.extend_from_slice(&der(ID_CONTEXT_0, &der(ID_SEQUENCE, &content)));
+    Some(der(ID_SEQUENCE, &info))
+}
+
 /// Object identifiers AS2 messages use.
 pub mod oid {
     pub const DATA: &str = "1.2.840.113549.1.7.1";

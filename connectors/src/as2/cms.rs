@@ -411,7 +411,10 @@ pub fn verify_detached(signature_der: &[u8], content: &[u8], trusted: &[X509]) -
             format!("signature has CMS content type {content_type}, not signed-data"),
         ));
     }
-    let mut cms = CmsContentInfo::from_der(signature_der)
+    // The certificates a message carries are never trusted; not parsing
+    // them saves decoding their keys (most of a small message's cost).
+    let stripped = ber::signed_data_without_certificates(signature_der);
+    let mut cms = CmsContentInfo::from_der(stripped.as_deref().unwrap_or(signature_der))
         .map_err(|e| As2Error::openssl(ErrorKind::Integrity, "reading signed-data", e))?;
     let mut certs: Stack<X509> =
         Stack::new().map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
@@ -508,4 +511,53 @@ pub fn key_matches_cert(key: &PKeyRef<Private>, cert: &X509Ref) -> bool {
     cert.public_key()
         .map(|public| public.public_eq(key))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{self, KeyKind};
+
+    #[test]
+    fn carried_certificates_are_stripped_and_the_signature_still_verifies() {
+        let signer = keys::generate("strip-test", KeyKind::Rsa(2048), 30).expect("key");
+        let other = keys::generate("someone else", KeyKind::Rsa(2048), 30).expect("key");
+        let content = b"ISA*00*strip~";
+        let signature = sign_detached(content, &signer, MicAlg::Sha256, SignatureScheme::Pkcs1v15)
+            .expect("signs");
+        let stripped = ber::signed_data_without_certificates(&signature)
+            .expect("our signatures carry the signer's certificate");
+        assert!(stripped.len() < signature.len());
+        let (_, signed) = ber::content_info(&stripped).expect("still a ContentInfo");
+        let fields = signed.children().expect("fields");
+        assert!(
+            !fields
+                .iter()
+                .any(|f| f.is(ber::CLASS_CONTEXT, 0) || f.is(ber::CLASS_CONTEXT, 1)),
+            "no certificates or crls left"
+        );
+        assert_eq!(
+            ber::signed_data_without_certificates(&stripped),
+            None,
+            "nothing left to strip"
+        );
+        let verified =
+            verify_detached(&signature, content, std::slice::from_ref(&signer.cert)).expect("ok");
+        assert_eq!(verified.digest, Some(MicAlg::Sha256));
+        assert!(verified.signer_subject.contains("strip-test"));
+        assert!(verify_detached(
+            &signature,
+            b"other content",
+            std::slice::from_ref(&signer.cert)
+        )
+        .is_err());
+        assert!(
+            verify_detached(&signature, content, std::slice::from_ref(&other.cert)).is_err(),
+            "the carried certificate brings no trust"
+        );
+        assert_eq!(
+            ber::signed_data_without_certificates(b"\x30\x03\x02\x01\x00"),
+            None
+        );
+    }
 }

@@ -311,10 +311,18 @@ mod tests {
     }
 
     #[test]
-    fn spill_dir_that_does_not_exist_is_an_internal_error() {
-        let mut w = SpillWriter::with_threshold(Some(Path::new("/nonexistent/atom-spill")), 1);
-        let err = w.write(b"abc").expect_err("no such dir");
+    fn spill_dir_is_created_and_one_that_cannot_be_is_an_internal_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("spool");
+        let mut w = SpillWriter::with_threshold(Some(&missing), 1);
+        w.write(b"abc").expect("created when needed");
+        assert!(missing.is_dir());
+        let blocked = dir.path().join("a-file");
+        std::fs::write(&blocked, b"x").expect("file");
+        let under_a_file = blocked.join("spool");
+        let mut w = SpillWriter::with_threshold(Some(&under_a_file), 1);
+        let err = w.write(b"abc").expect_err("cannot create under a file");
         assert_eq!(err.kind(), ErrorKind::Internal);
-        assert!(err.message().contains("/nonexistent/atom-spill"), "{err}");
+        assert!(err.message().contains("a-file"), "{err}");
     }
 }

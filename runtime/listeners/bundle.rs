@@ -331,7 +331,6 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         // Large decompressed layers spill here, on the data filesystem, not
         // into a /tmp that may be memory.
         spool_dir: Some(context.data_dir.join("spool")),
-        ..defaults
     };
     let (basic_auth_set, client_certificate_set, ip_filter_set) = (
         basic_auth.is_some(),

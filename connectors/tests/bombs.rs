@@ -354,7 +354,9 @@ fn require_encrypted_refuses_unencrypted_bodies_before_inflating() {
     };
     let bomb = one_gib_bomb();
     let b64 = base64::engine::general_purpose::STANDARD.encode(bomb);
-    let cases: [(&str, &str, &[(&str, &str)], &[u8]); 5] = [
+    // (what, Content-Type, extra headers, body)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+    let cases: [Case<'_>; 5] = [
         ("compressed, binary", COMPRESSED, &[], bomb),
         (
             "compressed, base64",

@@ -10,9 +10,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,79 +17,6 @@ use serde_json::Value;
 
 /// A guest that copies nothing and exits 0.
 const OK_GUEST: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
-
-/// A guest that logs a reason and exits 3.
-const FAILING_GUEST: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 64) "bad input: no ISA segment\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 64))
-    (i32.store (i32.const 4) (i32.const 26))
-    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
-    (call $proc_exit (i32.const 3))))"#;
-
-/// A guest that sleeps `millis` in a WASI poll.
-fn sleeping_guest(millis: u64) -> String {
-    format!(
-        r#"(module
-  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (i32.store (i32.const 16) (i32.const 1))
-    (i64.store (i32.const 24) (i64.const {nanos}))
-    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#,
-        nanos = millis * 1_000_000
-    )
-}
-
-/// Like `Site::start`, with extra environment variables for `atom run`.
-fn start_with(site: &Site, env: &[(&str, &str)]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atom"))
-        .arg("-c")
-        .arg(site.config())
-        .arg("run")
-        .env("RUST_LOG", "info,actix_server=warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(site.path().join("atom.log"))
-                .expect("log file"),
-        ))
-        .spawn()
-        .expect("atom run starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "atom did not become ready; log:\n{}",
-            site.log()
-        );
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("atom ready:") => {
-                let field = |name: &str| -> Option<SocketAddr> {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                        .and_then(|v| v.parse().ok())
-                };
-                return Running {
-                    child,
-                    http: field("http"),
-                    https: field("https"),
-                    admin: field("admin").expect("admin address"),
-                };
-            }
-            Some(Ok(_)) => continue,
-            _ => panic!("atom exited before it was ready; log:\n{}", site.log()),
-        }
-    }
-}
 
 fn send(atom: &Running, partner: &str, id: &str, subject: &str, body: &[u8]) -> Response {
     let mut headers = plain_headers(partner, "US", id);
@@ -152,7 +76,7 @@ fn worker_panic_does_not_leak_the_listener_slot() {
             ),
         );
     }
-    let atom = start_with(&site, &[("ATOM_TEST_PANIC_SUBJECT", "boom")]);
+    let atom = site.start_with_env(&[("ATOM_TEST_PANIC_SUBJECT", "boom")]);
     for n in 0..3 {
         let r = send(&atom, "FRAGILE", &format!("<boom-{n}@x>"), "boom", b"ISA");
         assert_eq!(r.status, 200, "{}", r.text());
@@ -259,7 +183,7 @@ fn transient_disk_failures_are_retried_with_back_off() {
         ),
     );
     // The first four disk writes of this Atom fail with ENOSPC.
-    let atom = start_with(&site, &[("ATOM_TEST_TRANSIENT_FAILURES", "4")]);
+    let atom = site.start_with_env(&[("ATOM_TEST_TRANSIENT_FAILURES", "4")]);
 
     // Two attempts (retries: 1), both on a "full disk": ERROR, after both.
     assert_eq!(send(&atom, "GIVER", "<g@x>", "s", b"G").status, 200);
@@ -439,7 +363,7 @@ fn an_execution_waiting_for_a_retry_survives_a_crash() {
             plain_start("PATIENT", "US")
         ),
     );
-    let atom = start_with(&site, &[("ATOM_TEST_TRANSIENT_FAILURES", "1")]);
+    let atom = site.start_with_env(&[("ATOM_TEST_TRANSIENT_FAILURES", "1")]);
     assert_eq!(send(&atom, "PATIENT", "<p@x>", "s", b"P").status, 200);
     let id = site
         .executions()

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use atom_connectors::as2::ber;
+use atom_connectors::as2::compress;
 use atom_connectors::as2::error::ErrorModifier;
 use atom_connectors::as2::mdn::{self, Disposition, MdnTrust};
 use common::{plain_headers, plain_start, set_header, Site};
@@ -49,28 +49,6 @@ fn zlib_zero_bomb(head: &[u8], mib: usize) -> Vec<u8> {
     b = (b + (mib as u64 * MIB as u64) % 65521 * a) % 65521;
     out.extend_from_slice(&(((b << 16) | a) as u32).to_be_bytes());
     out
-}
-
-/// A DER CompressedData ContentInfo (RFC 3274) around zlib data.
-fn compressed_data(zlib: &[u8]) -> Vec<u8> {
-    let algorithm = ber::der(ber::ID_SEQUENCE, &ber::der_oid(ber::oid::ZLIB_COMPRESS));
-    let econtent = ber::der(ber::ID_CONTEXT_0, &ber::der(ber::ID_OCTET_STRING, zlib));
-    let encap = ber::der(
-        ber::ID_SEQUENCE,
-        &[ber::der_oid(ber::oid::DATA), econtent].concat(),
-    );
-    let inner = ber::der(
-        ber::ID_SEQUENCE,
-        &[ber::der(ber::ID_INTEGER, &[0]), algorithm, encap].concat(),
-    );
-    ber::der(
-        ber::ID_SEQUENCE,
-        &[
-            ber::der_oid(ber::oid::COMPRESSED_DATA),
-            ber::der(ber::ID_CONTEXT_0, &inner),
-        ]
-        .concat(),
-    )
 }
 
 /// POSTs over plain HTTP/1.1 and returns (status, content type, body);
@@ -144,7 +122,7 @@ fn zip_bombs_inflated_before_authentication_regression() {
     let pid = atom.child.id();
     let (hwm_at_start, _) = memory_kib(pid);
 
-    let bomb = compressed_data(&zlib_zero_bomb(
+    let bomb = compress::compressed_data(&zlib_zero_bomb(
         b"Content-Type: application/octet-stream\r\n\r\n",
         1024,
     ));

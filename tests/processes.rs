@@ -23,18 +23,6 @@ const GROW_GUEST: &str = r#"(module
       (drop (memory.grow (i32.const 16)))
       (br $more))))"#;
 
-/// A guest that logs a reason and exits 3.
-const FAILING_GUEST: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 64) "bad input: no ISA segment\n")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 64))
-    (i32.store (i32.const 4) (i32.const 26))
-    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
-    (call $proc_exit (i32.const 3))))"#;
-
 /// A guest that sets `name` to a hostile path and emits two documents
 /// through the `atom` module.
 const EMITTING_GUEST: &str = r#"(module

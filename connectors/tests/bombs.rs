@@ -5,12 +5,9 @@
 //! Memory is measured with a counting global allocator (per thread, so
 //! tests running in parallel do not see each other's allocations).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::Write;
 use std::path::Path;
 
-use atom_connectors::as2::ber;
 use atom_connectors::as2::build::{self, CompressionOrder, MdnRequest, Outbound, SignWith};
 use atom_connectors::as2::cms::SignatureScheme;
 use atom_connectors::as2::compress;
@@ -21,74 +18,13 @@ use atom_connectors::keys::{self, KeyKind};
 use atom_connectors::{As2Error, ErrorKind};
 use base64::Engine;
 
-// ---------------------------------------------------------------------------
-// A per-thread allocation meter.
+#[path = "common/heap_meter.rs"]
+mod heap_meter;
 
-struct CountingAllocator;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
-}
-
-fn meter(delta: isize) {
-    if delta > 0 {
-        let _ = ALLOCATED.try_with(|t| t.set(t.get().saturating_add(delta.unsigned_abs())));
-    }
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// meter only touches const-initialised thread-locals (no allocation).
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            meter(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            meter(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        meter(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            meter(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
+use heap_meter::measured;
 
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// Runs `f`; returns its result, the most heap this thread held at once
-/// above what it held before, and the bytes it allocated in all.
-fn measured<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    let allocated_before = ALLOCATED.with(Cell::get);
-    let out = f();
-    let peak = usize::try_from(PEAK.with(Cell::get) - base).unwrap_or(0);
-    (out, peak, ALLOCATED.with(Cell::get) - allocated_before)
-}
+static ALLOCATOR: heap_meter::MeteredAllocator = heap_meter::MeteredAllocator;
 
 // ---------------------------------------------------------------------------
 // Bombs, built without ever holding the inflated bytes.
@@ -155,33 +91,11 @@ fn zlib_bomb(head: &[u8], fill: u8, mib: usize) -> Vec<u8> {
     out
 }
 
-/// Wraps zlib data in a DER CompressedData ContentInfo (RFC 3274).
-fn compressed_data(zlib: &[u8]) -> Vec<u8> {
-    let algorithm = ber::der(ber::ID_SEQUENCE, &ber::der_oid(ber::oid::ZLIB_COMPRESS));
-    let econtent = ber::der(ber::ID_CONTEXT_0, &ber::der(ber::ID_OCTET_STRING, zlib));
-    let encap = ber::der(
-        ber::ID_SEQUENCE,
-        &[ber::der_oid(ber::oid::DATA), econtent].concat(),
-    );
-    let inner = ber::der(
-        ber::ID_SEQUENCE,
-        &[ber::der(ber::ID_INTEGER, &[0]), algorithm, encap].concat(),
-    );
-    ber::der(
-        ber::ID_SEQUENCE,
-        &[
-            ber::der_oid(ber::oid::COMPRESSED_DATA),
-            ber::der(ber::ID_CONTEXT_0, &inner),
-        ]
-        .concat(),
-    )
-}
-
 /// 1 GiB of zeros (a MIME entity) in about a megabyte of CompressedData.
 fn one_gib_bomb() -> &'static [u8] {
     static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     BOMB.get_or_init(|| {
-        compressed_data(&zlib_bomb(
+        compress::compressed_data(&zlib_bomb(
             b"Content-Type: application/octet-stream\r\n\r\n",
             0,
             1024,
@@ -288,7 +202,7 @@ fn content_under_the_limit_is_spilled_and_mapped() {
     let spool = tempfile::tempdir().expect("spool");
     let settings = settings_in(spool.path(), 512 << 20);
     let head = b"Content-Type: application/edi-x12\r\nContent-Disposition: attachment; filename=\"big.edi\"\r\n\r\n";
-    let body = compressed_data(&zlib_bomb(head, 0, 48));
+    let body = compress::compressed_data(&zlib_bomb(head, 0, 48));
     let (result, peak, _) = measured(|| open(&settings, COMPRESSED, &[], &body));
     let opened = result.expect("48 MiB opens");
     eprintln!("48 MiB inflated; peak heap {} KiB", peak >> 10);
@@ -305,7 +219,7 @@ fn content_under_the_limit_is_spilled_and_mapped() {
     );
     // Without MIME headers: the header search stops after 64 KiB (the
     // mapped zeros are not scanned) and the content is the payload.
-    let bare = compressed_data(&zlib_bomb(b"", 0, 16));
+    let bare = compress::compressed_data(&zlib_bomb(b"", 0, 16));
     let opened = open(&settings, COMPRESSED, &[], &bare).expect("16 MiB opens");
     assert!(opened.payload.is_mapped());
     assert_eq!(opened.payload.len(), 16 * MIB);
@@ -315,7 +229,7 @@ fn content_under_the_limit_is_spilled_and_mapped() {
         vec!["decompressed content has no MIME headers; treated as application/octet-stream"]
     );
     // Small content stays on the heap.
-    let small = compressed_data(&zlib_bomb(head, 0, 1));
+    let small = compress::compressed_data(&zlib_bomb(head, 0, 1));
     let opened = open(&settings, COMPRESSED, &[], &small).expect("1 MiB opens");
     assert!(!opened.payload.is_mapped());
     assert_eq!(opened.payload.len(), MIB);
@@ -328,7 +242,7 @@ fn inflated_base64_payload_is_decoded_to_the_spill() {
     let settings = settings_in(spool.path(), 512 << 20);
     let head =
         b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n";
-    let body = compressed_data(&zlib_bomb(head, b'A', 32));
+    let body = compress::compressed_data(&zlib_bomb(head, b'A', 32));
     let (result, peak, _) = measured(|| open(&settings, COMPRESSED, &[], &body));
     let opened = result.expect("opens");
     eprintln!(

@@ -18,8 +18,6 @@ mod common;
 #[path = "../../fuzz/src/lib.rs"]
 mod fuzz_bodies;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
@@ -40,82 +38,14 @@ use common::{cert, interop_dir, receiver_key};
 use fuzz_bodies::{check_file_name, Fixture};
 use proptest::prelude::*;
 
-// ---------------------------------------------------------------------------
+#[path = "common/heap_meter.rs"]
+mod heap_meter;
+
+use heap_meter::{allocated_bytes, peak_heap};
+
 // A per-thread allocation meter, to show that a zip bomb stays bounded.
-
-struct MeteredAllocator;
-
-thread_local! {
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-    static PEAK_BYTES: Cell<isize> = const { Cell::new(0) };
-    static ALLOCATED_BYTES: Cell<usize> = const { Cell::new(0) };
-}
-
-fn meter(delta: isize) {
-    if delta > 0 {
-        let _ = ALLOCATED_BYTES
-            .try_with(|total| total.set(total.get().saturating_add(delta.unsigned_abs())));
-    }
-    let _ = LIVE_BYTES.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK_BYTES.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// meter only touches const-initialised thread-locals (no allocation).
-unsafe impl GlobalAlloc for MeteredAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            meter(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            meter(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        meter(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            meter(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: MeteredAllocator = MeteredAllocator;
-
-/// Runs `f` and returns its result and the most heap this thread held at
-/// once meanwhile, above what it held before.
-fn peak_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE_BYTES.with(Cell::get);
-    PEAK_BYTES.with(|p| p.set(base));
-    let out = f();
-    let peak = PEAK_BYTES.with(Cell::get);
-    (out, usize::try_from(peak - base).unwrap_or(0))
-}
-
-/// Runs `f` and returns its result and how many bytes this thread
-/// allocated meanwhile (freed or not): the work a parser did, by volume.
-fn allocated_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = ALLOCATED_BYTES.with(Cell::get);
-    let out = f();
-    (out, ALLOCATED_BYTES.with(Cell::get) - before)
-}
+static ALLOCATOR: heap_meter::MeteredAllocator = heap_meter::MeteredAllocator;
 
 // ---------------------------------------------------------------------------
 // Shared fixtures.
@@ -765,40 +695,18 @@ fn zlib_zero_bomb(copies: usize) -> Vec<u8> {
     out
 }
 
-/// Wraps zlib data in a DER CompressedData ContentInfo (RFC 3274).
-fn compressed_data(zlib: &[u8]) -> Vec<u8> {
-    let algorithm = ber::der(ber::ID_SEQUENCE, &ber::der_oid(ber::oid::ZLIB_COMPRESS));
-    let econtent = ber::der(ber::ID_CONTEXT_0, &ber::der(ber::ID_OCTET_STRING, zlib));
-    let encap = ber::der(
-        ber::ID_SEQUENCE,
-        &[ber::der_oid(ber::oid::DATA), econtent].concat(),
-    );
-    let inner = ber::der(
-        ber::ID_SEQUENCE,
-        &[ber::der(ber::ID_INTEGER, &[0]), algorithm, encap].concat(),
-    );
-    ber::der(
-        ber::ID_SEQUENCE,
-        &[
-            ber::der_oid(ber::oid::COMPRESSED_DATA),
-            ber::der(ber::ID_CONTEXT_0, &inner),
-        ]
-        .concat(),
-    )
-}
-
 #[test]
 fn zip_bomb_is_refused_with_bounded_memory() {
     const LIMIT: u64 = 10 << 20;
     // The construction is sound: a small bomb inflates to exactly its size.
-    let small = compressed_data(&zlib_zero_bomb(3));
+    let small = compress::compressed_data(&zlib_zero_bomb(3));
     let inflated = compress::decompress(&small, 4 << 20).expect("a 3 MiB stream inflates");
     assert_eq!(inflated.len(), 3 << 20);
     assert!(inflated.iter().all(|&b| b == 0));
     drop(inflated);
 
     // 1 GiB of zeros in about a megabyte.
-    let bomb = compressed_data(&zlib_zero_bomb(1024));
+    let bomb = compress::compressed_data(&zlib_zero_bomb(1024));
     assert!(bomb.len() < 2 << 20, "bomb of {} bytes", bomb.len());
     let (result, peak) = peak_heap(|| compress::decompress(&bomb, LIMIT));
     let err = result.expect_err("1 GiB refused");

@@ -109,11 +109,18 @@ impl Site {
 
     /// Starts `atom run` and waits for its ready line.
     pub fn start(&self) -> Running {
+        self.start_with_env(&[])
+    }
+
+    /// Like [`Site::start`], with extra environment variables for `atom run`
+    /// (the test-only fault switches, for example).
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_atom"))
             .arg("-c")
             .arg(self.config())
             .arg("run")
             .env("RUST_LOG", "info,actix_server=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 // Appended: a restarted Atom keeps the earlier runs' log.
@@ -450,6 +457,18 @@ pub fn plain_headers(from: &str, to: &str, message_id: &str) -> Vec<(String, Str
 pub fn plain_start(from: &str, to: &str) -> String {
     format!("start:\n  as2:\n    as2_from:\n      id: {from}\n    as2_to:\n      id: {to}\n")
 }
+
+/// A guest that logs a reason and exits 3.
+pub const FAILING_GUEST: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "bad input: no ISA segment\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 26))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 3))))"#;
 
 /// A guest that sleeps (WASI poll_oneoff on the monotonic clock) for
 /// `millis`, then writes "done".

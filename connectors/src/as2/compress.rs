@@ -23,27 +23,28 @@ pub fn compress(content: &[u8]) -> Result<Vec<u8>> {
         .write_all(content)
         .and_then(|_| encoder.finish())
         .map_err(|e| As2Error::new(ErrorKind::Internal, format!("zlib compression failed: {e}")))
-        .map(|deflated| {
-            let algorithm = ber::der(ber::ID_SEQUENCE, &ber::der_oid(oid::ZLIB_COMPRESS));
-            let econtent = ber::der(
-                ber::ID_CONTEXT_0,
-                &ber::der(ber::ID_OCTET_STRING, &deflated),
-            );
-            let encap = ber::der(
-                ber::ID_SEQUENCE,
-                &[ber::der_oid(oid::DATA), econtent].concat(),
-            );
-            let version = ber::der(ber::ID_INTEGER, &[0]);
-            let compressed = ber::der(ber::ID_SEQUENCE, &[version, algorithm, encap].concat());
-            ber::der(
-                ber::ID_SEQUENCE,
-                &[
-                    ber::der_oid(oid::COMPRESSED_DATA),
-                    ber::der(ber::ID_CONTEXT_0, &compressed),
-                ]
-                .concat(),
-            )
-        })
+        .map(|deflated| compressed_data(&deflated))
+}
+
+/// A DER CompressedData ContentInfo (RFC 3274) around zlib data that is
+/// already deflated.
+pub fn compressed_data(zlib: &[u8]) -> Vec<u8> {
+    let algorithm = ber::der(ber::ID_SEQUENCE, &ber::der_oid(oid::ZLIB_COMPRESS));
+    let econtent = ber::der(ber::ID_CONTEXT_0, &ber::der(ber::ID_OCTET_STRING, zlib));
+    let encap = ber::der(
+        ber::ID_SEQUENCE,
+        &[ber::der_oid(oid::DATA), econtent].concat(),
+    );
+    let version = ber::der(ber::ID_INTEGER, &[0]);
+    let compressed = ber::der(ber::ID_SEQUENCE, &[version, algorithm, encap].concat());
+    ber::der(
+        ber::ID_SEQUENCE,
+        &[
+            ber::der_oid(oid::COMPRESSED_DATA),
+            ber::der(ber::ID_CONTEXT_0, &compressed),
+        ]
+        .concat(),
+    )
 }
 
 /// Unwraps a BER or DER CompressedData ContentInfo, inflating at most

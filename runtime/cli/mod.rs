@@ -76,7 +76,7 @@ pub enum Command {
         #[arg(long, default_value_t = 15)]
         wait: u64,
     },
-    /// Execution history, newest first; `show ID` for one execution's log and documents.
+    /// Execution history, newest first; `show ID` for one execution's log and documents, `rerun ID` to run a finished one again.
     Executions {
         #[command(subcommand)]
         action: Option<executions::ExecutionsCommand>,

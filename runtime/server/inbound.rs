@@ -139,8 +139,11 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
     if let Some(fault) = state.health.fault() {
         return retry_later(
             "store_unavailable",
-            "30",
-            format!("messages cannot be stored right now ({fault}); retry later"),
+            fault.kind.retry_after_seconds(),
+            format!(
+                "messages cannot be stored right now ({}); retry later",
+                fault.reason
+            ),
         );
     }
     let headers = collect_headers(req);
@@ -344,7 +347,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
             tracing::error!(listener = %spec.id, error = %e, "storing the message failed");
             retry_later(
                 "store_unavailable",
-                "30",
+                e.kind.retry_after_seconds(),
                 format!("message not stored ({e}); retry later"),
             )
         }

@@ -103,10 +103,10 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"status": "draining"}),
         )
-    } else if let Some(reason) = state.health.fault() {
+    } else if let Some(fault) = state.health.fault() {
         (
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "store_unavailable", "reason": reason}),
+            serde_json::json!({"status": "store_unavailable", "kind": fault.kind, "reason": fault.reason}),
         )
     } else {
         (

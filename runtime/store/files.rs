@@ -25,7 +25,7 @@ pub fn message_dir(data_dir: &Path) -> PathBuf {
 /// Writes `parts` (name, chunks) into a new directory `dir`; not yet durable.
 pub fn write(dir: &Path, parts: &[(&str, &[&[u8]])]) -> Result<Vec<PathBuf>> {
     let fail = |what: &str, path: &Path, e: std::io::Error| {
-        StoreError::new(what, format!("{}: {e}", path.display()))
+        StoreError::io(what, &e, format!("{}: {e}", path.display()))
     };
     fs::create_dir_all(dir).map_err(|e| fail("creating message directory", dir, e))?;
     let mut written = Vec::with_capacity(parts.len());
@@ -79,14 +79,16 @@ pub fn ends_with(path: &Path, tail: &[u8]) -> Option<bool> {
 /// durable: file contents and directory entries alike.
 pub fn sync_filesystem(data_dir: &Path) -> Result<()> {
     let dir = fs::File::open(data_dir).map_err(|e| {
-        StoreError::new(
+        StoreError::io(
             "opening data directory",
+            &e,
             format!("{}: {e}", data_dir.display()),
         )
     })?;
     sync_fs_of(&dir).map_err(|e| {
-        StoreError::new(
+        StoreError::io(
             "syncing the data filesystem",
+            &e,
             format!("{}: {e}", data_dir.display()),
         )
     })

@@ -22,7 +22,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::health::StoreHealth;
-use super::{files, Committed, ExecutionRecord, Receipt, Result, Store, StoreError};
+use super::{
+    files, Committed, ExecutionRecord, Receipt, Result, Store, StoreError, StoreErrorKind,
+};
 
 /// At most this many receipts per batch.
 const MAX_BATCH: usize = 512;
@@ -188,19 +190,23 @@ impl Committer {
             let executions = std::mem::take(&mut self.unwritten);
             let flushed = self.commit(receipts, replies, executions);
             for reply in flushes {
-                let _ = reply.send(flushed.clone().map_err(|e| StoreError::new("flushing", e)));
+                let _ = reply.send(
+                    flushed
+                        .clone()
+                        .map_err(|(kind, e)| StoreError::of_kind(kind, "flushing", e)),
+                );
             }
         }
     }
 
-    /// Commits one batch and answers its senders; `Err` with the reason when
-    /// the batch failed.
+    /// Commits one batch and answers its senders; `Err` with the kind and
+    /// the reason when the batch failed.
     fn commit(
         &mut self,
         receipts: Vec<Receipt>,
         replies: Vec<mpsc::SyncSender<Result<Committed>>>,
         executions: Vec<ExecutionRecord>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), (StoreErrorKind, String)> {
         if receipts.is_empty() && executions.is_empty() {
             return Ok(());
         }
@@ -217,8 +223,7 @@ impl Committer {
             ok = outcome.is_ok(),
             "group commit"
         );
-        self.health
-            .report(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        self.health.report(outcome.as_ref().map(|_| ()));
         match outcome {
             Ok(outcomes) => {
                 for ((reply, receipt), committed) in replies.into_iter().zip(receipts).zip(outcomes)
@@ -233,10 +238,10 @@ impl Committer {
                 tracing::error!(error = %e, batch = replies.len(), executions = executions.len(),
                     "group commit failed; nothing in the batch is acknowledged, execution states are kept for the next one");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::new("group commit", &e)));
+                    let _ = reply.send(Err(StoreError::of_kind(e.kind, "group commit", &e)));
                 }
                 self.unwritten = executions;
-                Err(e.to_string())
+                Err((e.kind, e.to_string()))
             }
         }
     }

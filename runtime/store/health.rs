@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Store;
+use super::{Store, StoreError, StoreErrorKind};
 use crate::shutdown::Shutdown;
 
 /// Probe interval while the store is healthy.
@@ -23,20 +23,31 @@ const PROBE_FAULTED: Duration = Duration::from_millis(500);
 /// Bytes the probe file needs: a store that cannot take this cannot take a message.
 const PROBE_BYTES: usize = 64 * 1024;
 
+/// Why the store cannot commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: StoreErrorKind,
+    pub reason: String,
+}
+
 /// The latest verdict on the store.
 #[derive(Default)]
 pub struct StoreHealth {
-    fault: Mutex<Option<String>>,
+    fault: Mutex<Option<Fault>>,
 }
 
 impl StoreHealth {
     /// Why the store cannot commit, if it cannot.
-    pub fn fault(&self) -> Option<String> {
+    pub fn fault(&self) -> Option<Fault> {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Records a commit's outcome.
-    pub fn report(&self, outcome: Result<(), String>) {
+    pub fn report(&self, outcome: Result<(), &StoreError>) {
+        let outcome = outcome.map_err(|e| Fault {
+            kind: e.kind,
+            reason: e.to_string(),
+        });
         let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
         match (outcome, fault.is_some()) {
             (Ok(()), true) => {
@@ -44,11 +55,11 @@ impl StoreHealth {
                 *fault = None;
             }
             (Ok(()), false) => {}
-            (Err(reason), was_faulted) => {
+            (Err(new), was_faulted) => {
                 if !was_faulted {
-                    tracing::error!(%reason, "store cannot commit; answering 503 until it can");
+                    tracing::error!(reason = %new.reason, kind = ?new.kind, "store cannot commit; answering 503 until it can");
                 }
-                *fault = Some(reason);
+                *fault = Some(new);
             }
         }
     }
@@ -72,23 +83,74 @@ impl StoreHealth {
                 if shutdown.wait_timeout(every) {
                     return;
                 }
-                let outcome =
-                    probe_files(&data_dir).and_then(|()| store.probe().map_err(|e| e.to_string()));
-                health.report(outcome);
+                let outcome = probe_files(&data_dir).and_then(|()| store.probe());
+                health.report(outcome.as_ref().map(|_| ()));
             })?;
         Ok(())
     }
 }
 
 /// Writes, syncs and removes a small file in the data directory.
-fn probe_files(data_dir: &Path) -> Result<(), String> {
+fn probe_files(data_dir: &Path) -> Result<(), StoreError> {
     let path = data_dir.join(".store-probe");
     let result = std::fs::File::create(&path)
         .and_then(|mut file| {
             file.write_all(&[0u8; PROBE_BYTES])?;
             file.sync_all()
         })
-        .map_err(|e| format!("writing {}: {e}", path.display()));
+        .map_err(|e| {
+            StoreError::io(
+                "probing the data directory",
+                &e,
+                format!("writing {}: {e}", path.display()),
+            )
+        });
     let _ = std::fs::remove_file(&path);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_keeps_its_kind_until_a_success_clears_it() {
+        let health = StoreHealth::default();
+        assert_eq!(health.fault(), None);
+        let full = StoreError::io(
+            "writing file",
+            &std::io::Error::from_raw_os_error(libc::ENOSPC),
+            "payload: No space left on device",
+        );
+        health.report(Err(&full));
+        let fault = health.fault().expect("faulted");
+        assert_eq!(fault.kind, StoreErrorKind::Full);
+        assert_eq!(fault.kind.retry_after_seconds(), "60");
+        assert!(fault.reason.contains("No space left"), "{}", fault.reason);
+        health.report(Ok(()));
+        assert_eq!(health.fault(), None);
+    }
+
+    #[test]
+    fn errors_are_classified_by_their_codes() {
+        let io = |code| StoreError::io("x", &std::io::Error::from_raw_os_error(code), "x").kind;
+        assert_eq!(io(libc::ENOSPC), StoreErrorKind::Full);
+        assert_eq!(io(libc::EDQUOT), StoreErrorKind::Full);
+        assert_eq!(io(libc::EROFS), StoreErrorKind::ReadOnly);
+        assert_eq!(io(libc::EIO), StoreErrorKind::Other);
+        let sqlite = |code| {
+            StoreError::sqlite(
+                "x",
+                &rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+            )
+            .kind
+        };
+        assert_eq!(sqlite(rusqlite::ffi::SQLITE_FULL), StoreErrorKind::Full);
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_READONLY),
+            StoreErrorKind::ReadOnly
+        );
+        assert_eq!(sqlite(rusqlite::ffi::SQLITE_BUSY), StoreErrorKind::Busy);
+        assert_eq!(sqlite(rusqlite::ffi::SQLITE_CORRUPT), StoreErrorKind::Other);
+    }
 }

@@ -12,20 +12,81 @@ pub mod sqlite;
 
 use serde::Serialize;
 
-/// A store failure, with what we were doing.
+/// A store failure: what kind (so that callers can answer it well), what
+/// we were doing, and the underlying message.
 #[derive(Debug, thiserror::Error)]
 #[error("store: {context}: {message}")]
 pub struct StoreError {
+    pub kind: StoreErrorKind,
     pub context: String,
     pub message: String,
 }
 
+/// What went wrong, as far as a caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreErrorKind {
+    /// No space left (disk or quota): clears when space is freed.
+    Full,
+    /// The filesystem or database is read-only.
+    ReadOnly,
+    /// Locked, busy or too slow right now: worth retrying soon.
+    Busy,
+    /// Everything else (I/O errors, corruption, bugs).
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Seconds a sender should wait before resending.
+    pub fn retry_after_seconds(self) -> &'static str {
+        match self {
+            StoreErrorKind::Busy => "5",
+            StoreErrorKind::Full | StoreErrorKind::ReadOnly => "60",
+            StoreErrorKind::Other => "30",
+        }
+    }
+
+    fn of_io(error: &std::io::Error) -> StoreErrorKind {
+        match error.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreErrorKind::Full,
+            Some(libc::EROFS) => StoreErrorKind::ReadOnly,
+            Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR) => StoreErrorKind::Busy,
+            _ => StoreErrorKind::Other,
+        }
+    }
+
+    fn of_sqlite(error: &rusqlite::Error) -> StoreErrorKind {
+        use rusqlite::ffi::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreErrorKind::Full,
+            Some(ErrorCode::ReadOnly) => StoreErrorKind::ReadOnly,
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreErrorKind::Busy,
+            _ => StoreErrorKind::Other,
+        }
+    }
+}
+
 impl StoreError {
     pub fn new(context: &str, message: impl std::fmt::Display) -> Self {
+        StoreError::of_kind(StoreErrorKind::Other, context, message)
+    }
+
+    pub fn of_kind(kind: StoreErrorKind, context: &str, message: impl std::fmt::Display) -> Self {
         StoreError {
+            kind,
             context: context.into(),
             message: message.to_string(),
         }
+    }
+
+    /// A filesystem error, classified by its OS error code.
+    pub fn io(context: &str, error: &std::io::Error, detail: impl std::fmt::Display) -> Self {
+        StoreError::of_kind(StoreErrorKind::of_io(error), context, detail)
+    }
+
+    /// A SQLite error, classified by its result code.
+    pub fn sqlite(context: &str, error: &rusqlite::Error) -> Self {
+        StoreError::of_kind(StoreErrorKind::of_sqlite(error), context, error)
     }
 }
 

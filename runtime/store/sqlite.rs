@@ -122,21 +122,24 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 fn err(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-    move |e| StoreError::new(context, e)
+    move |e| StoreError::sqlite(context, &e)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) `<data_dir>/atom.db`.
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::new(
+            StoreError::io(
                 "creating data directory",
+                &e,
                 format!("{}: {e}", data_dir.display()),
             )
         })?;
         let path = data_dir.join("atom.db");
-        let conn = Connection::open(&path)
-            .map_err(|e| StoreError::new("opening", format!("{}: {e}", path.display())))?;
+        let conn = Connection::open(&path).map_err(|e| StoreError {
+            message: format!("{}: {e}", path.display()),
+            ..StoreError::sqlite("opening", &e)
+        })?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
         )

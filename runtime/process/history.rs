@@ -67,7 +67,11 @@ impl HistoryWriter {
 
     /// Queues the current state of an execution for writing.
     pub fn record(&self, execution: &ExecutionRecord) {
-        if self.queue.send(Update::State(Box::new(execution.clone()))).is_err() {
+        if self
+            .queue
+            .send(Update::State(Box::new(execution.clone())))
+            .is_err()
+        {
             tracing::error!(execution = %execution.id, "history writer stopped; state not recorded");
         }
     }

@@ -136,6 +136,8 @@ pub struct Registry {
     keystore: Keystore,
     engine: Arc<dyn ProcessEngine>,
     data_dir: PathBuf,
+    /// `delivery.allowed_directories`: where else disk steps may write.
+    allowed_directories: Vec<PathBuf>,
     store: Arc<dyn Store>,
     inner: RwLock<Inner>,
 }
@@ -181,9 +183,17 @@ impl Registry {
             keystore,
             engine,
             data_dir,
+            allowed_directories: Vec::new(),
             store,
             inner: RwLock::new(Inner::default()),
         }
+    }
+
+    /// Lets disk steps also write inside these directories (absolute,
+    /// from `delivery.allowed_directories`); before any bundle is loaded.
+    pub fn with_allowed_directories(mut self, roots: Vec<PathBuf>) -> Registry {
+        self.allowed_directories = roots;
+        self
     }
 
     fn context(&self) -> BundleContext<'_> {
@@ -191,6 +201,7 @@ impl Registry {
             keystore: &self.keystore,
             engine: self.engine.as_ref(),
             data_dir: &self.data_dir,
+            allowed_directories: &self.allowed_directories,
         }
     }
 

@@ -79,16 +79,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let keystore = Keystore::open(&config.data_dir);
     let engine = start_engine(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError(format!("metrics: {e}")))?);
-    let registry = Arc::new(
-        Registry::new(
-            config.processes_dir.clone(),
-            keystore.clone(),
-            engine,
-            config.data_dir.clone(),
-            store.clone(),
-        )
-        .with_allowed_directories(config.delivery.allowed_directories.clone()),
-    );
+    let registry = Arc::new(Registry::new(
+        config.processes_dir.clone(),
+        keystore.clone(),
+        engine,
+        config.data_dir.clone(),
+        store.clone(),
+    ));
+    registry.set_allowed_directories(config.delivery.allowed_directories.clone());
     registry.load_all().map_err(StartError)?;
     let shutdown = Shutdown::new();
     let health = Arc::new(StoreHealth::default());

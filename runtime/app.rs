@@ -86,6 +86,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.data_dir.clone(),
         store.clone(),
     ));
+    registry.set_allowed_directories(config.delivery.allowed_directories.clone());
     registry.load_all().map_err(StartError)?;
     let shutdown = Shutdown::new();
     let health = Arc::new(StoreHealth::default());

@@ -96,6 +96,7 @@ pub fn deploy(config: &Config, data_dir: &Path, dir: &Path, wait: u64) -> Result
             keystore: &keystore,
             engine: engine.as_ref(),
             data_dir,
+            allowed_directories: &config.delivery.allowed_directories,
         },
     )
     .map_err(|e| CliError::Failed(format!("bundle refused: {e}")))?;

@@ -88,6 +88,16 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// The most linear memory any guest may be given, in bytes.
     pub engine_max_memory: usize,
+    /// `delivery:`: where disk steps may write.
+    pub delivery: DeliveryConfig,
+}
+
+/// `delivery:` of atom.yaml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Absolute directories disk steps may write into besides `data_dir`
+    /// (`delivery.allowed_directories`); normalised, no `..`.
+    pub allowed_directories: Vec<PathBuf>,
 }
 
 /// Which workers run a listener's executions.
@@ -428,6 +438,40 @@ impl Config {
                 format!("{engine_max_memory_mb} is outside 1 to 4096"),
             ));
         }
+        let mut allowed_directories = Vec::new();
+        for (i, dir) in raw
+            .delivery
+            .unwrap_or_default()
+            .allowed_directories
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("delivery.allowed_directories[{i}]");
+            // Absolute: a relative root would move with the working directory.
+            if !dir.is_absolute() {
+                return Err(invalid(
+                    &key,
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            }
+            if dir
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(invalid(
+                    &key,
+                    format!("{} must not contain '..'", dir.display()),
+                ));
+            }
+            if dir.parent().is_none() {
+                return Err(invalid(
+                    &key,
+                    "/ would let disk steps write anywhere; name a directory".into(),
+                ));
+            }
+            allowed_directories.push(dir.components().collect());
+        }
         Ok(Config {
             source: None,
             name,
@@ -452,6 +496,9 @@ impl Config {
             async_mdn,
             quotas,
             engine_max_memory: engine_max_memory_mb << 20,
+            delivery: DeliveryConfig {
+                allowed_directories,
+            },
         })
     }
 }
@@ -570,7 +617,34 @@ mod tests {
         );
         let ok = Config::parse("data_dir: /var/lib/atom\n", path).expect("absolute path");
         assert_eq!(ok.data_dir, PathBuf::from("/var/lib/atom"));
+        let err = Config::parse("delivery:\n  allowed_directories: [out]\n", path)
+            .expect_err("relative root");
+        assert_eq!(
+            err.to_string(),
+            "/etc/atom/atom.yaml: key `delivery.allowed_directories[0]`: out is not an absolute path"
+        );
+        for bad in ["/srv/../etc", "/"] {
+            let err = Config::parse(
+                &format!("delivery:\n  allowed_directories: [/srv/edi, {bad}]\n"),
+                path,
+            )
+            .expect_err("refused");
+            assert!(
+                err.to_string()
+                    .contains("key `delivery.allowed_directories[1]`"),
+                "{err}"
+            );
+        }
+        let err = Config::parse("delivery:\n  allowed_dirs: []\n", path).expect_err("typo");
+        assert!(err.to_string().contains("allowed_dirs"), "{err}");
+        let ok = Config::parse("delivery:\n  allowed_directories: [/srv/edi/out/]\n", path)
+            .expect("absolute root");
+        assert_eq!(
+            ok.delivery.allowed_directories,
+            [PathBuf::from("/srv/edi/out")]
+        );
         let ok = Config::parse("{}\n", path).expect("defaults");
+        assert!(ok.delivery.allowed_directories.is_empty());
         assert_eq!(ok.data_dir, PathBuf::from("/etc/atom/data"));
         assert_eq!(ok.web.https, None);
     }

@@ -18,6 +18,14 @@ pub struct RawConfig {
     pub quotas: Option<RawQuotas>,
     pub engine: Option<RawEngine>,
     pub shutdown: Option<RawShutdown>,
+    pub delivery: Option<RawDelivery>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// Absolute directories disk steps may write to besides data_dir.
+    pub allowed_directories: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

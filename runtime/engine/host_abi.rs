@@ -28,7 +28,8 @@ pub const BAD_POINTER: i32 = -1;
 pub const BAD_NAME: i32 = -2;
 /// The property value is not UTF-8 or is longer than 4 KiB.
 pub const BAD_VALUE: i32 = -3;
-/// Emitting this document would pass the output size limit.
+/// Emitting this document would pass the output size limit. The run
+/// fails with "output limit exceeded" even if the guest carries on.
 pub const OUTPUT_LIMIT: i32 = -4;
 
 const MAX_NAME: usize = 64;

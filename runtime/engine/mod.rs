@@ -55,7 +55,13 @@ pub enum GuestFailure {
     TimeLimit(Duration),
     #[error("memory limit of {limit} bytes exceeded (the guest asked for {requested} bytes)")]
     MemoryLimit { limit: usize, requested: usize },
-    #[error("output limit of {0} bytes exceeded")]
+    /// More output (stdout and emitted documents together) than
+    /// `limits.max_output_mb`, whether or not the guest noticed.
+    #[error(
+        "output limit exceeded: more than limits.max_output_mb = {mib} MiB ({bytes} bytes) of output",
+        mib = .0 >> 20,
+        bytes = .0
+    )]
     OutputLimit(usize),
     #[error("the guest exited with code {0}")]
     Exit(i32),

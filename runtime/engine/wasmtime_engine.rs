@@ -19,8 +19,10 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap,
 };
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::host_abi::{self, HostState};
@@ -233,7 +235,7 @@ impl PreparedModule for WasmtimeModule {
     fn run(&self, input: GuestInput<'_>) -> GuestRun {
         let started = Instant::now();
         let limits = input.limits;
-        let stdout = MemoryOutputPipe::new(limits.max_output);
+        let stdout = CappedPipe::new(limits.max_output);
         let stderr = MemoryOutputPipe::new(MAX_STDERR);
         let wasi = WasiCtxBuilder::new()
             .stdin(MemoryInputPipe::new(input.document.to_vec()))
@@ -274,7 +276,12 @@ impl PreparedModule for WasmtimeModule {
             block_on_worker(async { tokio::time::timeout(limits.max_time, call).await })
         };
         let state = store.into_data();
+        // More output than the limit fails the run however the guest
+        // ended: a guest that ignored a failed write (or -4 from `emit`)
+        // must not end COMPLETE with its output cut short.
+        let overflowed = stdout.overflowed() || state.host.output_limit_hit;
         let outcome = match called {
+            _ if overflowed => Err(GuestFailure::OutputLimit(limits.max_output)),
             Err(reason) => Err(GuestFailure::Instantiate(reason)),
             Ok(Err(_elapsed)) => Err(GuestFailure::TimeLimit(limits.max_time)),
             Ok(Ok(Ok(()))) => Ok(()),
@@ -323,16 +330,10 @@ fn classify(
             requested,
         };
     }
-    if state.host.output_limit_hit {
-        return GuestFailure::OutputLimit(limits.max_output);
-    }
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return GuestFailure::TimeLimit(limits.max_time);
     }
     let text = format!("{error:#}");
-    if text.contains("beyond capacity") {
-        return GuestFailure::OutputLimit(limits.max_output);
-    }
     if text.contains("instance") && text.contains("limit") {
         return GuestFailure::Instantiate(text);
     }
@@ -342,21 +343,141 @@ fn classify(
 /// Emitted documents, then stdout as the last one when not empty.
 fn collect(
     host: HostState,
-    stdout: &MemoryOutputPipe,
+    stdout: &CappedPipe,
     max_output: usize,
 ) -> Result<Vec<OutputDocument>, GuestFailure> {
     let mut documents = host.documents;
-    let out = stdout.contents();
+    let out = stdout.take();
     if host.emitted_bytes + out.len() > max_output {
         return Err(GuestFailure::OutputLimit(max_output));
     }
     if !out.is_empty() {
         documents.push(OutputDocument {
-            bytes: out.to_vec(),
+            bytes: out,
             properties: host.properties,
         });
     }
     Ok(documents)
+}
+
+/// The guest's stdout: a memory pipe that refuses a write past its
+/// capacity *and remembers that it did*. wasmtime's `MemoryOutputPipe`
+/// only fails the write, so a guest that ignores write errors used to end
+/// COMPLETE with its output silently cut at the limit.
+#[derive(Clone)]
+struct CappedPipe {
+    capacity: usize,
+    inner: Arc<std::sync::Mutex<CappedBuffer>>,
+}
+
+#[derive(Default)]
+struct CappedBuffer {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl CappedPipe {
+    fn new(capacity: usize) -> CappedPipe {
+        CappedPipe {
+            capacity,
+            inner: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CappedBuffer> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.lock().bytes)
+    }
+
+    /// Appends, or records the overflow and keeps nothing more.
+    fn append(&self, data: &[u8]) -> Result<(), String> {
+        let mut buffer = self.lock();
+        if buffer.overflowed || buffer.bytes.len() + data.len() > self.capacity {
+            buffer.overflowed = true;
+            return Err(format!("output limit of {} bytes exceeded", self.capacity));
+        }
+        buffer.bytes.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for CappedPipe {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        self.append(&bytes).map_err(|reason| {
+            // The guest sees EIO (p1) and may stop; the run fails either way.
+            StreamError::LastOperationFailed(wasmtime::Error::msg(reason))
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        if self.overflowed() {
+            return Err(StreamError::Closed);
+        }
+        // Never a short permit at the limit: the whole write is offered,
+        // so an overflow is seen rather than cut off silently.
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CappedPipe {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CappedPipe {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(
+            self.append(buf)
+                .map(|()| buf.len())
+                .map_err(std::io::Error::other),
+        )
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for CappedPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CappedPipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +549,54 @@ mod tests {
             Err(GuestFailure::TimeLimit(Duration::from_millis(200)))
         );
         a_sleeping_guest_is_stopped_at_its_time_limit();
+    }
+
+    /// Writes `chunks` × 64 KiB to stdout, ignoring every write error.
+    fn careless_writer(chunks: u32) -> String {
+        format!(
+            r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (func (export "_start") (local $n i32)
+            (i32.store (i32.const 0) (i32.const 65536))
+            (i32.store (i32.const 4) (i32.const 65536))
+            (loop $more
+              (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+              (local.set $n (i32.add (local.get $n) (i32.const 1)))
+              (br_if $more (i32.lt_u (local.get $n) (i32.const {chunks}))))))"#
+        )
+    }
+
+    #[test]
+    fn output_limit_exceeded_on_stdout_fails_even_when_the_guest_ignores_it() {
+        // 3 MiB against a 1 MiB limit: not COMPLETE with 1 MiB.
+        let over = run(&careless_writer(48), Duration::from_secs(5));
+        assert_eq!(over.outcome, Err(GuestFailure::OutputLimit(1 << 20)));
+        let text = over.outcome.expect_err("fails").to_string();
+        assert!(text.starts_with("output limit exceeded"), "{text}");
+        assert!(text.contains("limits.max_output_mb = 1 MiB"), "{text}");
+        // Exactly the limit is fine, and all of it is kept.
+        let exact = run(&careless_writer(16), Duration::from_secs(5));
+        let documents = exact.outcome.expect("at the limit");
+        assert_eq!(documents.len(), 1);
+        assert_eq!(documents[0].bytes.len(), 1 << 20);
+    }
+
+    #[test]
+    fn output_limit_exceeded_through_emit_fails_even_when_minus_4_is_ignored() {
+        // Emits 64 KiB twenty times (1.25 MiB), dropping every result.
+        let wat = r#"(module
+          (import "atom" "emit" (func $emit (param i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (func (export "_start") (local $n i32)
+            (loop $more
+              (drop (call $emit (i32.const 0) (i32.const 65536)))
+              (local.set $n (i32.add (local.get $n) (i32.const 1)))
+              (br_if $more (i32.lt_u (local.get $n) (i32.const 20))))))"#;
+        assert_eq!(
+            run(wat, Duration::from_secs(5)).outcome,
+            Err(GuestFailure::OutputLimit(1 << 20))
+        );
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub struct BundleContext<'a> {
     pub engine: &'a dyn ProcessEngine,
     /// Relative disk step directories are resolved against it.
     pub data_dir: &'a Path,
+    /// `delivery.allowed_directories` of atom.yaml: where else disk steps
+    /// may write.
+    pub allowed_directories: &'a [PathBuf],
 }
 
 /// Why a bundle could not be loaded.
@@ -206,6 +209,7 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         },
         bundle_dir,
         context.data_dir,
+        context.allowed_directories,
         context.engine,
     )
     .map_err(|(key, reason)| err(&key, reason))?;

@@ -136,6 +136,9 @@ pub struct Registry {
     keystore: Keystore,
     engine: Arc<dyn ProcessEngine>,
     data_dir: PathBuf,
+    /// `delivery.allowed_directories`: where else disk steps may write
+    /// (set once at start, before bundles load).
+    allowed_directories: std::sync::OnceLock<Vec<PathBuf>>,
     store: Arc<dyn Store>,
     inner: RwLock<Inner>,
 }
@@ -181,8 +184,18 @@ impl Registry {
             keystore,
             engine,
             data_dir,
+            allowed_directories: std::sync::OnceLock::new(),
             store,
             inner: RwLock::new(Inner::default()),
+        }
+    }
+
+    /// Lets disk steps also write inside these directories (absolute,
+    /// from `delivery.allowed_directories`); call before `load_all`. Only
+    /// the first call counts: the roots do not change while running.
+    pub fn set_allowed_directories(&self, roots: Vec<PathBuf>) {
+        if self.allowed_directories.set(roots).is_err() {
+            tracing::warn!("delivery.allowed_directories were already set; keeping the first");
         }
     }
 
@@ -191,6 +204,7 @@ impl Registry {
             keystore: &self.keystore,
             engine: self.engine.as_ref(),
             data_dir: &self.data_dir,
+            allowed_directories: self.allowed_directories.get().map_or(&[], Vec::as_slice),
         }
     }
 

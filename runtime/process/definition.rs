@@ -14,7 +14,7 @@
 //! steps:
 //!   - wasm: transform.wat          # a module file in the bundle (.wasm or .wat)
 //!   - disk:
-//!       directory: out/orders      # relative to data_dir
+//!       directory: out/orders      # inside data_dir, or delivery.allowed_directories
 //!       file_name: "{as2_from}/{file_name}"
 //!       if_exists: overwrite       # overwrite | unique | error
 //!   - http:
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atom_connectors::delivery::disk::{self, DiskTarget, IfExists};
-use atom_connectors::delivery::http::HttpTarget;
+use atom_connectors::delivery::http::{self, HttpTarget};
 use atom_connectors::delivery::template::Template;
 use serde::Deserialize;
 use sha2::Digest;
@@ -166,11 +166,14 @@ pub struct ProcessDefinition {
 /// Environment names a setting may not take: the runtime sets them.
 const RESERVED_PREFIXES: [&str; 3] = ["AS2_", "ATOM_", "DDP_"];
 
-/// Validates the process keys; errors are `(key, reason)`.
+/// Validates the process keys; errors are `(key, reason)`. Disk steps
+/// write inside `data_dir` or one of `allowed_directories`
+/// (`delivery.allowed_directories` of atom.yaml).
 pub fn load(
     raw: RawDefinition,
     bundle_dir: &Path,
     data_dir: &Path,
+    allowed_directories: &[PathBuf],
     engine: &dyn ProcessEngine,
 ) -> Result<ProcessDefinition, (String, String)> {
     let mode = raw
@@ -236,20 +239,18 @@ pub fn load(
                         ))
                     }
                 };
+                let (root, directory) = disk_directory(&d.directory, data_dir, allowed_directories)
+                    .map_err(|r| (key("disk.directory"), r))?;
                 Step::Disk(DiskTarget {
-                    directory: data_dir.join(&d.directory),
+                    root,
+                    directory,
                     file_name,
                     if_exists,
                 })
             }
             (None, None, Some(h)) => {
                 let url = Template::parse(&h.url).map_err(|e| (key("http.url"), e.to_string()))?;
-                if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
-                    return Err((
-                        key("http.url"),
-                        "must start with http:// or https://".into(),
-                    ));
-                }
+                http::check_url(&url).map_err(|r| (key("http.url"), r))?;
                 let mut headers = Vec::new();
                 for (name, value) in h.headers {
                     if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -352,7 +353,10 @@ fn limits(raw: RawLimits, engine: &dyn ProcessEngine) -> Result<ProcessLimits, (
     })
 }
 
-/// A module path must name a file inside the bundle.
+/// A module path must name a regular file inside the bundle, reached
+/// through no symbolic link. Checked with `lstat` before anything is
+/// read, so a link to a file elsewhere is never opened (and its content
+/// cannot appear in an error).
 fn inside_bundle(bundle_dir: &Path, file: &str) -> Result<PathBuf, String> {
     let relative = Path::new(file);
     if file.is_empty()
@@ -361,14 +365,152 @@ fn inside_bundle(bundle_dir: &Path, file: &str) -> Result<PathBuf, String> {
             .all(|c| matches!(c, Component::Normal(_)))
     {
         return Err(format!(
-            "{file:?} must be a relative path inside the bundle"
+            "{file:?} must be a relative path inside the bundle (no '..', not absolute)"
         ));
     }
     let lower = file.to_ascii_lowercase();
     if !(lower.ends_with(".wasm") || lower.ends_with(".wat")) {
         return Err(format!("{file:?} is not a .wasm or .wat module"));
     }
-    Ok(bundle_dir.join(relative))
+    let mut path = bundle_dir.to_path_buf();
+    for component in relative.components() {
+        path.push(component);
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| format!("{file:?}: {}: {e}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            return Err(format!(
+                "{file:?}: {} is a symbolic link; modules must be regular files inside the bundle (the link was not followed)",
+                path.display()
+            ));
+        }
+    }
+    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(format!("{file:?} is not a regular file"));
+    }
+    Ok(path)
+}
+
+/// The runtime's own entries in the data directory: a disk step may not
+/// write among them (it could overwrite the store, keys or the token).
+const RUNTIME_ENTRIES: [&str; 7] = [
+    "keys",
+    "messages",
+    "executions",
+    "cache",
+    "spool",
+    "atom.db",
+    "admin.token",
+];
+
+/// Removes `.` and resolves `..` without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Where a disk step writes: `(root, directory)`. Relative directories are
+/// resolved against `data_dir`; the result must lie inside `data_dir` (not
+/// among the runtime's own entries) or inside one of `allowed`. No
+/// directory below its root may be a symbolic link (checked now, and again
+/// by the step before every write).
+fn disk_directory(
+    raw: &Path,
+    data_dir: &Path,
+    allowed: &[PathBuf],
+) -> Result<(PathBuf, PathBuf), String> {
+    if raw.as_os_str().is_empty() {
+        return Err("must not be empty".into());
+    }
+    let absolute =
+        |p: &Path| normalize(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    let data_root = absolute(data_dir);
+    let resolved = absolute(&data_root.join(raw));
+    let roots = || {
+        let others: Vec<String> = allowed.iter().map(|r| r.display().to_string()).collect();
+        format!(
+            "allowed: inside data_dir {}{}",
+            data_root.display(),
+            if others.is_empty() {
+                " (delivery.allowed_directories in atom.yaml lists none)".to_string()
+            } else {
+                format!(" or delivery.allowed_directories [{}]", others.join(", "))
+            }
+        )
+    };
+    let root = if resolved.starts_with(&data_root) && resolved != data_root {
+        let first = resolved
+            .strip_prefix(&data_root)
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .unwrap_or_default();
+        if RUNTIME_ENTRIES
+            .iter()
+            .any(|entry| first == *entry || first.starts_with(&format!("{entry}-")))
+        {
+            return Err(format!(
+                "{} resolves to {}, among the runtime's own files in data_dir ({}); use a folder such as out/",
+                raw.display(),
+                resolved.display(),
+                RUNTIME_ENTRIES.join(", ")
+            ));
+        }
+        data_root.clone()
+    } else if let Some(root) = allowed
+        .iter()
+        .filter(|root| resolved.starts_with(root))
+        .max_by_key(|root| root.components().count())
+    {
+        root.clone()
+    } else {
+        return Err(format!(
+            "{} resolves to {}, outside the directories disk steps may write to ({})",
+            raw.display(),
+            resolved.display(),
+            roots()
+        ));
+    };
+    // `..` could pass through a link that the lexical result no longer shows.
+    if raw.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!(
+            "{} must not contain '..' (it resolves to {})",
+            raw.display(),
+            resolved.display()
+        ));
+    }
+    let mut walked = root.clone();
+    if let Ok(below) = resolved.strip_prefix(&root) {
+        for component in below.components() {
+            walked.push(component);
+            match std::fs::symlink_metadata(&walked) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(format!(
+                        "{} resolves to {}, but {} is a symbolic link; disk steps never write through symbolic links",
+                        raw.display(),
+                        resolved.display(),
+                        walked.display()
+                    ))
+                }
+                Ok(meta) if !meta.is_dir() => {
+                    return Err(format!("{} exists and is not a directory", walked.display()))
+                }
+                Ok(_) => {}
+                // Missing: the step creates it (and checks again) at its first write.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(format!("{}: {e}", walked.display())),
+            }
+        }
+    }
+    Ok((root, resolved))
 }
 
 #[cfg(test)]
@@ -385,6 +527,67 @@ mod tests {
         )
         .expect("engine");
         limits(raw, engine.as_ref())
+    }
+
+    #[test]
+    fn disk_directories_stay_inside_data_dir_or_allowed_roots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let srv = dir.path().join("srv");
+        std::fs::create_dir_all(data.join("out")).expect("mkdir");
+        std::fs::create_dir_all(&srv).expect("mkdir");
+        let allowed = [srv.clone()];
+        let (root, resolved) =
+            disk_directory(Path::new("out/orders"), &data, &allowed).expect("inside");
+        assert_eq!((root, resolved), (data.clone(), data.join("out/orders")));
+        let (root, resolved) =
+            disk_directory(&srv.join("edi"), &data, &allowed).expect("allowed root");
+        assert_eq!((root, resolved), (srv.clone(), srv.join("edi")));
+        for (bad, says) in [
+            (PathBuf::from("/etc/cron.d"), "outside the directories"),
+            (PathBuf::from("../.."), "outside the directories"),
+            (PathBuf::from("out/../../x"), "outside the directories"),
+            (PathBuf::from("out/../in"), "must not contain '..'"),
+            (PathBuf::from("."), "outside the directories"),
+            (PathBuf::from("keys"), "runtime's own files"),
+            (PathBuf::from("atom.db-wal"), "runtime's own files"),
+        ] {
+            let err = disk_directory(&bad, &data, &allowed).expect_err("refused");
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        let err = disk_directory(Path::new("/etc"), &data, &allowed).expect_err("refused");
+        assert!(
+            err.contains("/etc resolves to /etc")
+                && err.contains(&format!("delivery.allowed_directories [{}]", srv.display())),
+            "{err}"
+        );
+        std::os::unix::fs::symlink(&srv, data.join("out/linked")).expect("symlink");
+        let err = disk_directory(Path::new("out/linked/x"), &data, &allowed).expect_err("refused");
+        assert!(err.contains("is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn modules_are_regular_files_inside_the_bundle_never_read_through_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir_all(&bundle).expect("mkdir");
+        std::fs::write(dir.path().join("secret.wat"), "TOP SECRET").expect("write");
+        std::fs::write(bundle.join("guest.wat"), "(module)").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret.wat"), bundle.join("link.wat"))
+            .expect("symlink");
+        assert_eq!(
+            inside_bundle(&bundle, "guest.wat").expect("file"),
+            bundle.join("guest.wat")
+        );
+        let err = inside_bundle(&bundle, "link.wat").expect_err("link");
+        assert!(
+            err.contains("is a symbolic link") && !err.contains("SECRET"),
+            "{err}"
+        );
+        for bad in ["../secret.wat", "/etc/x.wat", "sub/../guest.wat"] {
+            let err = inside_bundle(&bundle, bad).expect_err("refused");
+            assert!(err.contains("inside the bundle"), "{bad}: {err}");
+        }
     }
 
     #[test]

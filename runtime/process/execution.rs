@@ -529,7 +529,14 @@ impl Runner {
                                 ),
                             );
                         }
-                        let produced = run.outcome.map_err(|e| StepFailure::guest(&where_, &e))?;
+                        let produced = run.outcome.map_err(|e| match e {
+                            // Name the process: the limit is its own setting.
+                            GuestFailure::OutputLimit(_) => StepFailure::permanent(format!(
+                                "{where_}: {e} in process {}; none of it is delivered or kept",
+                                job.spec.id
+                            )),
+                            e => StepFailure::guest(&where_, &e),
+                        })?;
                         next.extend(produced.into_iter().map(|d| Document {
                             bytes: d.bytes,
                             properties: d.properties,

@@ -684,6 +684,7 @@ mod tests {
                 keystore: &keystore,
                 engine: engine.as_ref(),
                 data_dir: &data,
+                allowed_directories: &[],
             },
         )
         .expect("bundle loads");

@@ -2,8 +2,11 @@
 //! name made from a template over its properties, atomically (temporary
 //! file, fsync, rename, fsync of the directory), and never outside the
 //! directory: property values cannot carry path separators or `..`, the
-//! rendered path is checked component by component, and a symbolic link
-//! inside the directory that points outside is refused.
+//! rendered path is checked component by component, and no directory
+//! between the target's root (the Atom's data directory or an allowed
+//! directory) and the file may be a symbolic link: each is checked with
+//! `lstat` right before the write, so a link put there after deploy is
+//! refused too.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -24,6 +27,10 @@ pub enum IfExists {
 /// A configured disk step.
 #[derive(Debug, Clone)]
 pub struct DiskTarget {
+    /// The root the directory was allowed under (data_dir or one of
+    /// `delivery.allowed_directories`); nothing below it may be a link.
+    pub root: PathBuf,
+    /// Inside `root` (or `root` itself).
     pub directory: PathBuf,
     pub file_name: Template,
     pub if_exists: IfExists,
@@ -40,6 +47,10 @@ pub enum DiskError {
     Unsafe(String),
     #[error("{path}: resolves outside the target directory {directory}")]
     Escapes { path: PathBuf, directory: PathBuf },
+    #[error("{0}: is a symbolic link; disk steps never write through symbolic links")]
+    Symlink(PathBuf),
+    #[error("{0}: exists and is not a directory")]
+    NotDirectory(PathBuf),
     #[error("{0}: already exists")]
     Exists(PathBuf),
     #[error("{path}: {source}")]
@@ -61,6 +72,8 @@ impl DiskError {
             DiskError::Template { .. }
             | DiskError::Unsafe(_)
             | DiskError::Escapes { .. }
+            | DiskError::Symlink(_)
+            | DiskError::NotDirectory(_)
             | DiskError::Exists(_) => false,
         }
     }
@@ -149,14 +162,29 @@ impl DiskTarget {
             let path = path.to_path_buf();
             move |source| DiskError::Io { path, source }
         };
-        std::fs::create_dir_all(&self.directory).map_err(io(&self.directory))?;
+        // Every directory from the root down to the file's folder, checked
+        // (and created) one by one without following a link.
+        let parent_relative = relative.parent().unwrap_or(Path::new(""));
+        let below_root = self
+            .directory
+            .strip_prefix(&self.root)
+            .map_err(|_| DiskError::Escapes {
+                path: self.directory.clone(),
+                directory: self.root.clone(),
+            })?
+            .join(parent_relative);
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let mut walked = self.root.clone();
+        for component in below_root.components() {
+            walked.push(component);
+            self.real_directory(&walked)?;
+        }
         let base = self.directory.canonicalize().map_err(io(&self.directory))?;
         let mut target = base.join(&relative);
         let parent = target
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| base.clone());
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
         let real_parent = parent.canonicalize().map_err(io(&parent))?;
         if !real_parent.starts_with(&base) {
             return Err(DiskError::Escapes {
@@ -203,6 +231,62 @@ impl DiskTarget {
     }
 }
 
+impl DiskTarget {
+    /// `path` is a directory and not a symbolic link; created when missing.
+    fn real_directory(&self, path: &Path) -> Result<(), DiskError> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::create_dir(path) {
+                    Ok(()) => return Ok(()),
+                    // Made meanwhile by another execution: check what it is.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(source) => {
+                        return Err(DiskError::Io {
+                            path: path.to_path_buf(),
+                            source,
+                        })
+                    }
+                }
+                std::fs::symlink_metadata(path).map_err(|source| DiskError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+            Err(source) => {
+                return Err(DiskError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+            Ok(meta) => meta,
+        };
+        if meta.file_type().is_symlink() {
+            // Say "outside" when it is; any link is refused either way.
+            // Where the directory really is, were none of it a link.
+            let real_root = self.root.canonicalize().unwrap_or(self.root.clone());
+            let expected = match self.directory.strip_prefix(&self.root) {
+                Ok(below) => real_root.join(below),
+                Err(_) => real_root,
+            };
+            let inside = path
+                .canonicalize()
+                .is_ok_and(|real| real.starts_with(&expected));
+            return Err(if inside {
+                DiskError::Symlink(path.to_path_buf())
+            } else {
+                DiskError::Escapes {
+                    path: path.to_path_buf(),
+                    directory: self.directory.clone(),
+                }
+            });
+        }
+        if !meta.is_dir() {
+            return Err(DiskError::NotDirectory(path.to_path_buf()));
+        }
+        Ok(())
+    }
+}
+
 fn unique_name(path: &Path) -> PathBuf {
     let stem = path
         .file_stem()
@@ -224,6 +308,7 @@ mod tests {
 
     fn target(dir: &Path, template: &str, if_exists: IfExists) -> DiskTarget {
         DiskTarget {
+            root: dir.parent().unwrap_or(dir).to_path_buf(),
             directory: dir.to_path_buf(),
             file_name: Template::parse(template).expect("template"),
             if_exists,
@@ -266,6 +351,43 @@ mod tests {
         assert!(check_template(&Template::parse("../{name}").expect("t")).is_err());
         assert!(check_template(&Template::parse("/abs/{name}").expect("t")).is_err());
         assert!(check_template(&Template::parse("a/{name}").expect("t")).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_directory_replaced_by_a_link_after_deploy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("data");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("out")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        // data/out/orders is a link to a folder outside data/.
+        std::os::unix::fs::symlink(&outside, root.join("out/orders")).expect("symlink");
+        let t = DiskTarget {
+            root: root.clone(),
+            directory: root.join("out/orders"),
+            file_name: Template::parse("{name}").expect("template"),
+            if_exists: IfExists::Overwrite,
+        };
+        let err = t.write(b"doc", |_| Some("f")).expect_err("refused");
+        assert!(matches!(err, DiskError::Escapes { .. }), "{err}");
+        assert!(err.to_string().contains("out/orders"), "{err}");
+        assert!(std::fs::read_dir(&outside).expect("ls").next().is_none());
+        // A link that stays inside is refused too (it could be re-pointed).
+        std::fs::remove_file(root.join("out/orders")).expect("rm");
+        std::fs::create_dir_all(root.join("out/real")).expect("mkdir");
+        std::os::unix::fs::symlink(root.join("out/real"), root.join("out/orders"))
+            .expect("symlink");
+        let t = DiskTarget {
+            directory: root.join("out"),
+            file_name: Template::parse("orders/{name}").expect("template"),
+            ..t
+        };
+        let err = t.write(b"doc", |_| Some("f")).expect_err("refused");
+        assert!(matches!(err, DiskError::Symlink(_)), "{err}");
+        assert!(std::fs::read_dir(root.join("out/real"))
+            .expect("ls")
+            .next()
+            .is_none());
     }
 
     proptest::proptest! {

@@ -10,6 +10,15 @@ enum Part {
     Property(String),
 }
 
+/// One part of a template, for renderers that escape by position (URLs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Literal text (`{{`/`}}` already turned into braces).
+    Text(&'a str),
+    /// A `{property}` by name.
+    Property(&'a str),
+}
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -98,6 +107,14 @@ impl Template {
             }
         }
         Ok(out)
+    }
+
+    /// The parts in order: literal text and property names.
+    pub fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        self.parts.iter().map(|p| match p {
+            Part::Text(t) => Piece::Text(t),
+            Part::Property(name) => Piece::Property(name),
+        })
     }
 
     /// The template's literal text parts, for checks at deploy time.

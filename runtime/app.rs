@@ -74,6 +74,7 @@ fn start_engine(config: &Config) -> Result<Arc<dyn ProcessEngine>, StartError> {
 /// Runs the Atom until a shutdown signal.
 pub async fn run(config: Config) -> Result<(), StartError> {
     crate::store::private::secure(&config.data_dir).map_err(StartError)?;
+    return_memory_after_bursts();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?);
     let keystore = Keystore::open(&config.data_dir);
@@ -346,6 +347,27 @@ impl Drain {
                 tracing::error!(error = %e, "flushing the execution history failed; unrecorded executions run again at the next start")
             }
             Err(e) => tracing::error!(error = %e, "flushing the execution history failed"),
+        }
+    }
+}
+
+/// Large buffers (a big message's body, its layers) are mapped and
+/// unmapped on their own instead of staying in glibc's heap: by default
+/// glibc raises its mmap threshold after each large free, so after a burst of
+/// large messages the memory stays with the process. Measured on 8 × 85 MB
+/// compressed messages at concurrency 4 (release build): 61-67 MB resident
+/// 3 s after the burst by default, 27 MB with this (fresh: 24 MB); peak 650
+/// -> 613 MB; throughput the same within noise. Small allocations (10 KiB
+/// messages) are below the threshold and unaffected.
+fn return_memory_after_bursts() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const THRESHOLD: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt only sets glibc allocator parameters, under
+        // glibc's own locks.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
         }
     }
 }

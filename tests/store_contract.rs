@@ -1,6 +1,7 @@
 //! The contract every store keeps, run against each backend: duplicates
 //! decided by the store whatever the batching, the duplicate window per
-//! partner (count and age), pause state across a reopen. A new backend (the
+//! partner (count and age), pause state across a reopen, retention (what
+//! goes, what stays, every finished execution to the end). A new backend (the
 //! PostgreSQL store of a Molecule) joins with one more `store_contract!`
 //! line.
 
@@ -8,7 +9,10 @@ use std::path::Path;
 
 use atom::server::inbound::now_rfc3339;
 use atom::store::sqlite::SqliteStore;
-use atom::store::{Committed, DuplicateWindow, MessageRecord, Receipt, Store};
+use atom::store::{
+    files, retention, status, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord,
+    MessageRecord, Receipt, Store,
+};
 
 /// Opens (or reopens) the store kept in a directory.
 type Opener<'a> = &'a dyn Fn(&Path) -> Box<dyn Store>;
@@ -146,6 +150,194 @@ mod contract {
         reopened.set_paused("p1", false).expect("resume");
         assert!(reopened.paused_listeners().expect("read").is_empty());
     }
+
+    pub fn old_messages_and_their_files_go_recent_and_pending_ones_stay(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let mut keep = Vec::new();
+        let mut gone = Vec::new();
+        for (i, (received_at, mode, status)) in [
+            ("2020-01-01T00:00:00Z", "sync", "sent"),
+            ("2020-01-02T00:00:00Z", "async", "pending"),
+            ("2020-01-03T00:00:00Z", "async", "delivered"),
+            ("2099-01-01T00:00:00Z", "sync", "sent"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let msg_dir = files::message_dir(dir.path());
+            let chunk: &[u8] = b"data";
+            let written = files::write(&msg_dir, &[("request", &[chunk]), ("payload", &[chunk])])
+                .expect("files");
+            let record = MessageRecord {
+                as2_from: "P".into(),
+                as2_to: "U".into(),
+                message_id: format!("<{i}@p>"),
+                disposition: "processed".into(),
+                mdn_mode: mode.into(),
+                mdn_status: status.into(),
+                raw_path: Some(written[0].display().to_string()),
+                payload_path: Some(written[1].display().to_string()),
+                received_at: received_at.into(),
+                ..MessageRecord::default()
+            };
+            store.insert_message(&record).expect("insert");
+            if i == 1 || i == 3 {
+                keep.push(msg_dir)
+            } else {
+                gone.push(msg_dir)
+            }
+        }
+        // An old finished execution and its kept document go; an old message
+        // whose execution is still queued stays.
+        let kept_doc = dir.path().join("executions/e1/document-1");
+        std::fs::create_dir_all(kept_doc.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&kept_doc, b"out").expect("doc");
+        let queued_dir = files::message_dir(dir.path());
+        let payload = files::write(&queued_dir, &[("payload", &[b"x".as_slice()])]).expect("file");
+        let old = |id: &str, status: &str| ExecutionRecord {
+            id: id.into(),
+            process: "p".into(),
+            status: status.into(),
+            payload_path: payload[0].display().to_string(),
+            queued_at: "2020-01-01T00:00:00Z".into(),
+            ..ExecutionRecord::default()
+        };
+        let queued_row = store
+            .insert_receipts(&[
+                Receipt {
+                    message: MessageRecord {
+                        as2_from: "P".into(),
+                        as2_to: "U".into(),
+                        message_id: "<q@p>".into(),
+                        disposition: "processed".into(),
+                        mdn_mode: "sync".into(),
+                        mdn_status: "sent".into(),
+                        payload_path: Some(payload[0].display().to_string()),
+                        received_at: "2020-01-01T00:00:00Z".into(),
+                        ..MessageRecord::default()
+                    },
+                    execution: Some(old("e2", status::STARTED)),
+                },
+                Receipt {
+                    message: MessageRecord {
+                        message_id: "<f@p>".into(),
+                        received_at: "2099-01-01T00:00:00Z".into(),
+                        disposition: "processed".into(),
+                        ..MessageRecord::default()
+                    },
+                    execution: Some(old("e1", status::STARTED)),
+                },
+            ])
+            .expect("insert");
+        assert_eq!(queued_row.len(), 2);
+        let mut finished = old("e1", status::COMPLETE);
+        finished.documents = vec![atom::store::KeptDocument {
+            path: kept_doc.display().to_string(),
+            size: 3,
+            ..Default::default()
+        }];
+        store.update_executions(&[finished]).expect("finish");
+
+        let removed = retention::purge(store.as_ref(), "2026-01-01T00:00:00Z").expect("purge");
+        assert_eq!(
+            removed, 5,
+            "two messages with two files each, one kept document"
+        );
+        assert!(!kept_doc.exists() && !kept_doc.parent().expect("dir").exists());
+        assert!(
+            store.execution("e1").expect("read").is_none(),
+            "finished execution purged"
+        );
+        assert!(
+            store.execution("e2").expect("read").is_some(),
+            "queued execution kept"
+        );
+        assert!(payload[0].is_file(), "its message's payload kept");
+        for d in &gone {
+            assert!(!d.exists(), "{} purged", d.display());
+        }
+        for d in &keep {
+            assert!(d.join("payload").is_file(), "{} kept", d.display());
+        }
+        let left: Vec<String> = store
+            .recent_messages(10)
+            .expect("list")
+            .into_iter()
+            .map(|m| m.record.message_id)
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                "<f@p>".to_string(),
+                "<q@p>".to_string(),
+                "<3@p>".to_string(),
+                "<1@p>".to_string()
+            ]
+        );
+    }
+
+    /// Failed executions keep no documents; their batches returned no paths,
+    /// which used to end the purge after the first batch of each interval.
+    pub fn retention_purges_2000_failed_executions_in_one_pass(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let receipts: Vec<Receipt> = (0..2000)
+            .map(|i| Receipt {
+                message: MessageRecord {
+                    as2_from: "P".into(),
+                    as2_to: "U".into(),
+                    message_id: format!("<{i}@p>"),
+                    disposition: "processed".into(),
+                    mdn_mode: "sync".into(),
+                    mdn_status: "sent".into(),
+                    received_at: "2020-01-01T00:00:00Z".into(),
+                    ..MessageRecord::default()
+                },
+                execution: Some(ExecutionRecord {
+                    id: format!("e{i}"),
+                    process: "p".into(),
+                    status: status::STARTED.into(),
+                    queued_at: "2020-01-01T00:00:00Z".into(),
+                    queued_at_us: i,
+                    ..ExecutionRecord::default()
+                }),
+            })
+            .collect();
+        store.insert_receipts(&receipts).expect("insert");
+        let failed: Vec<ExecutionRecord> = receipts
+            .into_iter()
+            .filter_map(|r| r.execution)
+            .enumerate()
+            .map(|(i, mut e)| {
+                // Every status that is final, failed ones above all.
+                e.status = if i % 10 == 0 {
+                    status::ABORTED
+                } else {
+                    status::ERROR
+                }
+                .into();
+                e
+            })
+            .collect();
+        store.update_executions(&failed).expect("fail them");
+        let all = ExecutionFilter {
+            limit: 10_000,
+            ..ExecutionFilter::default()
+        };
+        assert_eq!(store.list_executions(&all).expect("list").len(), 2000);
+
+        let removed = retention::purge(store.as_ref(), "2026-01-01T00:00:00Z").expect("purge");
+        assert_eq!(removed, 0, "no files were kept");
+        assert!(
+            store.list_executions(&all).expect("list").is_empty(),
+            "every failed execution purged in one pass"
+        );
+        assert!(
+            store.recent_messages(10).expect("list").is_empty(),
+            "and their messages"
+        );
+    }
 }
 
 macro_rules! store_contract {
@@ -172,6 +364,15 @@ macro_rules! store_contract {
             #[test]
             fn pause_state_persists() {
                 contract::pause_state_persists(&open);
+            }
+            #[test]
+            fn old_messages_and_their_files_go_recent_and_pending_ones_stay() {
+                contract::old_messages_and_their_files_go_recent_and_pending_ones_stay(&open);
+            }
+
+            #[test]
+            fn retention_purges_2000_failed_executions_in_one_pass() {
+                contract::retention_purges_2000_failed_executions_in_one_pass(&open);
             }
         }
     };

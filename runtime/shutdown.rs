@@ -8,7 +8,6 @@
 //! The order of the drain is in [`crate::app::run`]; each part's piece is
 //! beside the part.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -22,12 +21,12 @@ pub struct Shutdown {
 }
 
 struct Inner {
-    triggered: AtomicBool,
-    /// For threads waiting with a timeout.
+    /// The flag, for tasks (`triggered`) and cheap reads (`is_triggered`).
+    watch: watch::Sender<bool>,
+    /// For threads waiting with a timeout (a copy of the flag under the
+    /// condvar's lock).
     lock: Mutex<bool>,
     wake: Condvar,
-    /// For async tasks.
-    watch: watch::Sender<bool>,
 }
 
 impl Default for Shutdown {
@@ -40,26 +39,28 @@ impl Shutdown {
     pub fn new() -> Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
-                triggered: AtomicBool::new(false),
+                watch: watch::Sender::new(false),
                 lock: Mutex::new(false),
                 wake: Condvar::new(),
-                watch: watch::Sender::new(false),
             }),
         }
     }
 
     /// Starts the shutdown; later calls do nothing.
     pub fn trigger(&self) {
-        if self.inner.triggered.swap(true, Ordering::SeqCst) {
-            return;
+        let first = self.inner.watch.send_if_modified(|triggered| {
+            let first = !*triggered;
+            *triggered = true;
+            first
+        });
+        if first {
+            *self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.inner.wake.notify_all();
         }
-        *self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.inner.wake.notify_all();
-        self.inner.watch.send_replace(true);
     }
 
     pub fn is_triggered(&self) -> bool {
-        self.inner.triggered.load(Ordering::SeqCst)
+        *self.inner.watch.borrow()
     }
 
     /// Blocks up to `timeout`; true if the shutdown was triggered.

@@ -70,13 +70,13 @@ impl InFlight {
         }
     }
 
-    /// How many pairs are claimed.
-    pub fn len(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// True when no pair is claimed.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 }
 

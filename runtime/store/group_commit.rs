@@ -228,7 +228,8 @@ impl Committer {
             Ok(outcomes) => {
                 for ((reply, receipt), committed) in replies.into_iter().zip(receipts).zip(outcomes)
                 {
-                    if reply.send(Ok(committed.clone())).is_err() {
+                    // A failed send hands the value back: the sender gave up.
+                    if let Err(mpsc::SendError(Ok(committed))) = reply.send(Ok(committed)) {
                         self.committed_late(receipt, committed);
                     }
                 }

@@ -167,15 +167,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         receiving: Default::default(),
         per_address: Default::default(),
     });
-    let app_state = state.clone();
-    let mut web_server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_state.clone())
-            .configure(server::routes)
-    })
-    .on_connect(server::tls::on_connect)
-    .disable_signals()
-    .shutdown_timeout(SERVER_STOP_SECONDS);
     let workers = if config.web.worker_threads > 0 {
         config.web.worker_threads
     } else {
@@ -198,35 +189,34 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             "shared_web_server.max_connections lowered to stay below the open file limit"
         );
     }
-    web_server = web_server
-        .workers(workers)
-        .max_connections(connections.div_ceil(workers).max(1));
+    let https = match &config.web.https {
+        Some(https) => {
+            let acceptor =
+                server::tls::acceptor(https, &keystore, &config.name).map_err(StartError)?;
+            Some((
+                SocketAddr::new(config.web.bind_address, https.port),
+                acceptor,
+            ))
+        }
+        None => None,
+    };
+    let sockets = server::listen::Sockets {
+        http: config
+            .web
+            .http_port
+            .map(|port| SocketAddr::new(config.web.bind_address, port)),
+        https,
+        workers,
+        max_connections: connections,
+        shutdown_timeout_seconds: SERVER_STOP_SECONDS,
+    };
+    let (web_server, web_bound) =
+        server::listen::bind(sockets, state.clone()).map_err(StartError)?;
     let mut bound = Bound {
-        http: None,
-        https: None,
+        http: web_bound.http,
+        https: web_bound.https,
         admin: config.admin_address,
     };
-    if let Some(port) = config.web.http_port {
-        let addr = SocketAddr::new(config.web.bind_address, port);
-        web_server = web_server
-            .bind(addr)
-            .map_err(|e| StartError(format!("binding HTTP on {addr}: {e}")))?;
-    }
-    if let Some(https) = &config.web.https {
-        let acceptor = server::tls::acceptor(https, &keystore, &config.name).map_err(StartError)?;
-        let addr = SocketAddr::new(config.web.bind_address, https.port);
-        web_server = web_server
-            .bind_openssl(addr, acceptor)
-            .map_err(|e| StartError(format!("binding HTTPS on {addr}: {e}")))?;
-    }
-    // Addresses come back in bind order: HTTP first, then HTTPS.
-    let mut addrs = web_server.addrs().into_iter();
-    if config.web.http_port.is_some() {
-        bound.http = addrs.next();
-    }
-    if config.web.https.is_some() {
-        bound.https = addrs.next();
-    }
     let admin_state = web::Data::new(AdminState {
         token,
         registry,
@@ -253,7 +243,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Some(addr) = admin_server.addrs().first() {
         bound.admin = *addr;
     }
-    let web_server = web_server.run();
     let admin_server = admin_server.run();
     let (web_handle, admin_handle) = (web_server.handle(), admin_server.handle());
     announce(&config, &bound);

@@ -340,3 +340,81 @@ fn slow_bodies_hold_connections_regression() {
     );
     assert!(site.messages().is_empty(), "nothing stored");
 }
+
+/// Sends a request head asking `Expect: 100-continue` and returns what the
+/// server says before any body byte is sent.
+fn ask_to_continue(
+    http: std::net::SocketAddr,
+    message_id: &str,
+    length: usize,
+) -> (std::net::TcpStream, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = format!(
+        "POST /as2 HTTP/1.1\r\nHost: x\r\nAS2-Version: 1.2\r\nAS2-From: BIG\r\nAS2-To: US\r\n\
+         Message-ID: {message_id}\r\nContent-Type: application/edi-x12\r\n\
+         Disposition-Notification-To: edi@example.com\r\nExpect: 100-continue\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).expect("an answer before the body");
+    answer.truncate(n);
+    (stream, String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[test]
+fn expect_continue_invited_an_oversize_body_regression() {
+    use std::io::{Read, Write};
+    let site = Site::new("");
+    site.deploy(
+        "big",
+        "start:\n  as2:\n    as2_from:\n      id: BIG\n    as2_to:\n      id: US\n    max_request_size: 1000\n",
+    );
+    let atom = site.start();
+
+    // Over the listener's limit: the final answer comes instead of 100.
+    let (_, refused) = ask_to_continue(atom.http(), "<too-big@x>", 5000);
+    assert!(
+        refused.starts_with("HTTP/1.1 413"),
+        "413 before any body byte, no 100 Continue: {refused}"
+    );
+    assert!(
+        refused.to_ascii_lowercase().contains("connection: close"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("exceeds the limit of 1000 bytes"),
+        "{refused}"
+    );
+
+    // Within the limit: invited, then answered with a positive MDN.
+    let body = b"ISA*00*small~";
+    let (mut stream, invited) = ask_to_continue(atom.http(), "<small@x>", body.len());
+    assert_eq!(invited, "HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body).expect("body");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !String::from_utf8_lossy(&answer).contains("processed") {
+        let n = stream.read(&mut buf).expect("the MDN");
+        assert!(
+            n > 0,
+            "closed before the MDN: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let messages = site.messages();
+    assert_eq!(
+        messages.len(),
+        1,
+        "only the small message is stored: {messages:?}"
+    );
+    assert_eq!(messages[0]["message_id"], "<small@x>");
+}

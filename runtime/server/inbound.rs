@@ -50,9 +50,9 @@ const RETRY_AFTER_SECONDS: &str = "60";
 const COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A response and the outcome label for logs and metrics.
-struct Outcome {
-    response: HttpResponse,
-    label: &'static str,
+pub(super) struct Outcome {
+    pub(super) response: HttpResponse,
+    pub(super) label: &'static str,
 }
 
 /// 503 with Retry-After: nothing was stored, the sender should resend.
@@ -132,19 +132,55 @@ fn collect_headers(req: &HttpRequest) -> Headers {
         .collect()
 }
 
-async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppState>) -> Outcome {
+/// 503 while this Atom cannot take a message at all: draining, or a store
+/// that cannot commit.
+pub(super) fn unavailable(state: &AppState) -> Option<Outcome> {
     if state.shutdown.is_triggered() {
-        return retry_later("draining", "30", "this Atom is shutting down; retry later");
+        return Some(retry_later(
+            "draining",
+            "30",
+            "this Atom is shutting down; retry later",
+        ));
     }
-    if let Some(fault) = state.health.fault() {
-        return retry_later(
+    state.health.fault().map(|fault| {
+        retry_later(
             "store_unavailable",
             fault.kind.retry_after_seconds(),
             format!(
                 "messages cannot be stored right now ({}); retry later",
                 fault.reason
             ),
-        );
+        )
+    })
+}
+
+/// The body size a listener accepts: its own limit, never above the server's.
+pub(super) fn size_limit(listener: Option<u64>, state: &AppState) -> u64 {
+    let server = state.config.web.max_request_size;
+    listener.unwrap_or(server).min(server)
+}
+
+/// 413 when the declared Content-Length is over `limit`.
+pub(super) fn declared_too_large(
+    headers: &actix_web::http::header::HeaderMap,
+    limit: u64,
+) -> Option<Outcome> {
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())?;
+    (length > limit).then(|| {
+        plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request of {length} bytes exceeds the limit of {limit} bytes"),
+        )
+    })
+}
+
+async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppState>) -> Outcome {
+    if let Some(refusal) = unavailable(state) {
+        return refusal;
     }
     let headers = collect_headers(req);
     for required in ["AS2-From", "AS2-To", "Message-ID", "Content-Type"] {
@@ -235,23 +271,9 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
         tracing::warn!(listener = %spec.id, as2_from = %from, %message_id, reason = %refusal.label, "request refused");
         return refusal;
     }
-    let limit = spec
-        .max_request_size
-        .unwrap_or(state.config.web.max_request_size)
-        .min(state.config.web.max_request_size);
-    if let Some(length) = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if length > limit {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request of {length} bytes exceeds the limit of {limit} bytes"),
-            );
-        }
+    let limit = size_limit(spec.max_request_size, state);
+    if let Some(refusal) = declared_too_large(req.headers(), limit) {
+        return refusal;
     }
     // Low_Latency_Debug quotas are checked before anything is stored, so a
     // refusal is a plain 503 the sender retries.

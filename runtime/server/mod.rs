@@ -3,6 +3,8 @@
 //!
 //! - [`inbound`]: the AS2 receive path (the only module knowing HTTP and AS2).
 //! - [`body`]: request bodies under a limit, spooled to disk when large.
+//! - [`listen`]: the HTTP and HTTPS sockets and their connection limits.
+//! - [`expect`]: the answer to `Expect: 100-continue` (a refusal, not 100).
 //! - [`tls`]: HTTPS set-up and client certificates.
 //! - [`in_flight`]: copies of one message arriving together wait for the first.
 //! - [`mdn_delivery`]: asynchronous MDNs with retries.
@@ -10,8 +12,10 @@
 //! - [`per_address`]: AS2 requests under way per client address, bounded.
 
 pub mod body;
+pub mod expect;
 pub mod in_flight;
 pub mod inbound;
+pub mod listen;
 pub mod mdn_delivery;
 pub mod mdn_target;
 pub mod per_address;

@@ -32,6 +32,8 @@ use crate::process::workers::Executor;
 use crate::server::mdn_delivery::{Delivery, MdnSender, RetryPolicy};
 use crate::server::{self, AppState};
 use crate::shutdown::Shutdown;
+use crate::store::documents::Documents;
+use crate::store::files::FileDocuments;
 use crate::store::group_commit::GroupCommitter;
 use crate::store::health::StoreHealth;
 use crate::store::sqlite::SqliteStore;
@@ -77,6 +79,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     return_memory_after_bursts();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?);
+    let documents: Arc<dyn Documents> = Arc::new(FileDocuments::new(&config.data_dir));
     let keystore = Keystore::open(&config.data_dir);
     let engine = start_engine(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError(format!("metrics: {e}")))?);
@@ -96,7 +99,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("starting the store probe: {e}")))?;
     let committer = GroupCommitter::start(
         store.clone(),
-        config.data_dir.clone(),
+        documents.clone(),
         health.clone(),
         config.commit_timeout,
     )
@@ -104,7 +107,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let history = HistoryWriter::start(committer.clone())
         .map_err(|e| StartError(format!("starting the history writer: {e}")))?;
     let runner = Arc::new(Runner::new(
-        config.data_dir.clone(),
+        documents.clone(),
         history.clone(),
         metrics.clone(),
     ));
@@ -146,6 +149,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mdn_sender = MdnSender::start(store.clone(), metrics.clone(), policy, shutdown.clone());
     crate::store::retention::start(
         store.clone(),
+        documents.clone(),
         config.retention_days,
         std::time::Duration::from_secs(u64::from(config.purge_interval_minutes) * 60),
     )
@@ -156,6 +160,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config: config.clone(),
         registry: registry.clone(),
         store: store.clone(),
+        documents,
         committer: committer.clone(),
         executor: executor.clone(),
         metrics: metrics.clone(),

@@ -1,21 +1,30 @@
 //! The contract every store keeps, run against each backend: duplicates
 //! decided by the store whatever the batching, the duplicate window per
 //! partner (count and age), pause state across a reopen, retention (what
-//! goes, what stays, every finished execution to the end). A new backend (the
+//! goes, what stays, every finished execution to the end), and documents
+//! (staged, read back, discarded, kept, removed). A new backend (the
 //! PostgreSQL store of a Molecule) joins with one more `store_contract!`
 //! line.
 
 use std::path::Path;
 
 use atom::server::inbound::now_rfc3339;
+use atom::store::documents::Documents;
+use atom::store::files::FileDocuments;
 use atom::store::sqlite::SqliteStore;
 use atom::store::{
-    files, retention, status, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord,
-    MessageRecord, Receipt, Store,
+    retention, status, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord,
+    Receipt, Store,
 };
 
-/// Opens (or reopens) the store kept in a directory.
-type Opener<'a> = &'a dyn Fn(&Path) -> Box<dyn Store>;
+/// A store and its documents.
+struct Backend {
+    store: Box<dyn Store>,
+    documents: Box<dyn Documents>,
+}
+
+/// Opens (or reopens) the backend kept in a directory.
+type Opener<'a> = &'a dyn Fn(&Path) -> Backend;
 
 mod contract {
     use super::*;
@@ -51,7 +60,7 @@ mod contract {
 
     pub fn a_second_copy_in_one_batch_or_later_is_refused_by_the_store(open: Opener) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(dir.path());
+        let Backend { store, .. } = open(dir.path());
         let first = accepted("ACME", "<1@acme>");
         let outcomes = store
             .commit_batch(&[receipt(first.clone()), receipt(first.clone())], &[])
@@ -77,7 +86,7 @@ mod contract {
 
     pub fn duplicate_window_flushed_by_junk_regression(open: Opener) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(dir.path());
+        let Backend { store, .. } = open(dir.path());
         store
             .insert_message(&accepted("ACME", "<1@acme>"))
             .expect("insert");
@@ -115,7 +124,7 @@ mod contract {
 
     pub fn duplicate_window_is_bounded_by_age(open: Opener) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(dir.path());
+        let Backend { store, .. } = open(dir.path());
         let mut old = accepted("ACME", "<old@acme>");
         old.received_at = "2020-01-01T00:00:00Z".into();
         store.insert_message(&old).expect("insert");
@@ -139,10 +148,10 @@ mod contract {
 
     pub fn pause_state_persists(open: Opener) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(dir.path());
+        let Backend { store, .. } = open(dir.path());
         store.set_paused("p1", true).expect("pause");
         drop(store);
-        let reopened = open(dir.path());
+        let reopened = open(dir.path()).store;
         assert_eq!(
             reopened.paused_listeners().expect("read"),
             vec!["p1".to_string()]
@@ -153,7 +162,7 @@ mod contract {
 
     pub fn old_messages_and_their_files_go_recent_and_pending_ones_stay(open: Opener) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(dir.path());
+        let Backend { store, documents } = open(dir.path());
         let mut keep = Vec::new();
         let mut gone = Vec::new();
         for (i, (received_at, mode, status)) in [
@@ -165,10 +174,11 @@ mod contract {
         .into_iter()
         .enumerate()
         {
-            let msg_dir = files::message_dir(dir.path());
             let chunk: &[u8] = b"data";
-            let written = files::write(&msg_dir, &[("request", &[chunk]), ("payload", &[chunk])])
-                .expect("files");
+            let written = documents
+                .stage(&[("request", &[chunk]), ("payload", &[chunk])])
+                .expect("documents")
+                .references;
             let record = MessageRecord {
                 as2_from: "P".into(),
                 as2_to: "U".into(),
@@ -176,30 +186,30 @@ mod contract {
                 disposition: "processed".into(),
                 mdn_mode: mode.into(),
                 mdn_status: status.into(),
-                raw_path: Some(written[0].display().to_string()),
-                payload_path: Some(written[1].display().to_string()),
+                raw_path: Some(written[0].clone()),
+                payload_path: Some(written[1].clone()),
                 received_at: received_at.into(),
                 ..MessageRecord::default()
             };
             store.insert_message(&record).expect("insert");
             if i == 1 || i == 3 {
-                keep.push(msg_dir)
+                keep.extend(written)
             } else {
-                gone.push(msg_dir)
+                gone.extend(written)
             }
         }
         // An old finished execution and its kept document go; an old message
         // whose execution is still queued stays.
-        let kept_doc = dir.path().join("executions/e1/document-1");
-        std::fs::create_dir_all(kept_doc.parent().expect("dir")).expect("mkdir");
-        std::fs::write(&kept_doc, b"out").expect("doc");
-        let queued_dir = files::message_dir(dir.path());
-        let payload = files::write(&queued_dir, &[("payload", &[b"x".as_slice()])]).expect("file");
+        let kept_doc = documents.keep("e1", 0, b"out").expect("kept document");
+        let payload = documents
+            .stage(&[("payload", &[b"x".as_slice()])])
+            .expect("documents")
+            .references;
         let old = |id: &str, status: &str| ExecutionRecord {
             id: id.into(),
             process: "p".into(),
             status: status.into(),
-            payload_path: payload[0].display().to_string(),
+            payload_path: payload[0].clone(),
             queued_at: "2020-01-01T00:00:00Z".into(),
             ..ExecutionRecord::default()
         };
@@ -213,7 +223,7 @@ mod contract {
                         disposition: "processed".into(),
                         mdn_mode: "sync".into(),
                         mdn_status: "sent".into(),
-                        payload_path: Some(payload[0].display().to_string()),
+                        payload_path: Some(payload[0].clone()),
                         received_at: "2020-01-01T00:00:00Z".into(),
                         ..MessageRecord::default()
                     },
@@ -233,18 +243,19 @@ mod contract {
         assert_eq!(queued_row.len(), 2);
         let mut finished = old("e1", status::COMPLETE);
         finished.documents = vec![atom::store::KeptDocument {
-            path: kept_doc.display().to_string(),
+            path: kept_doc.clone(),
             size: 3,
             ..Default::default()
         }];
         store.update_executions(&[finished]).expect("finish");
 
-        let removed = retention::purge(store.as_ref(), "2026-01-01T00:00:00Z").expect("purge");
+        let removed = retention::purge(store.as_ref(), documents.as_ref(), "2026-01-01T00:00:00Z")
+            .expect("purge");
         assert_eq!(
             removed, 5,
-            "two messages with two files each, one kept document"
+            "two messages with two documents each, one kept document"
         );
-        assert!(!kept_doc.exists() && !kept_doc.parent().expect("dir").exists());
+        assert!(!documents.exists(&kept_doc));
         assert!(
             store.execution("e1").expect("read").is_none(),
             "finished execution purged"
@@ -253,12 +264,12 @@ mod contract {
             store.execution("e2").expect("read").is_some(),
             "queued execution kept"
         );
-        assert!(payload[0].is_file(), "its message's payload kept");
+        assert!(documents.exists(&payload[0]), "its message's payload kept");
         for d in &gone {
-            assert!(!d.exists(), "{} purged", d.display());
+            assert!(!documents.exists(d), "{d} purged");
         }
         for d in &keep {
-            assert!(d.join("payload").is_file(), "{} kept", d.display());
+            assert_eq!(documents.read(d).expect("kept"), b"data", "{d} kept");
         }
         let left: Vec<String> = store
             .recent_messages(10)
@@ -281,7 +292,7 @@ mod contract {
     /// which used to end the purge after the first batch of each interval.
     pub fn retention_purges_2000_failed_executions_in_one_pass(open: Opener) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(dir.path());
+        let Backend { store, documents } = open(dir.path());
         let receipts: Vec<Receipt> = (0..2000)
             .map(|i| Receipt {
                 message: MessageRecord {
@@ -327,8 +338,9 @@ mod contract {
         };
         assert_eq!(store.list_executions(&all).expect("list").len(), 2000);
 
-        let removed = retention::purge(store.as_ref(), "2026-01-01T00:00:00Z").expect("purge");
-        assert_eq!(removed, 0, "no files were kept");
+        let removed = retention::purge(store.as_ref(), documents.as_ref(), "2026-01-01T00:00:00Z")
+            .expect("purge");
+        assert_eq!(removed, 0, "no documents were kept");
         assert!(
             store.list_executions(&all).expect("list").is_empty(),
             "every failed execution purged in one pass"
@@ -338,6 +350,57 @@ mod contract {
             "and their messages"
         );
     }
+
+    /// Documents come back byte for byte, whatever the chunking; a discarded
+    /// message's documents are gone; kept documents are their own.
+    pub fn documents_round_trip(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { documents, .. } = open(dir.path());
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (head, tail) = big.split_at(1_234_567);
+        let staged = documents
+            .stage(&[
+                ("request", &[b"Header: x\r\n\r\n", head, tail]),
+                ("payload", &[b""]),
+            ])
+            .expect("stage");
+        assert_eq!(staged.references.len(), 2);
+        documents.make_durable().expect("durable");
+        let request = documents.read(&staged.references[0]).expect("read");
+        assert_eq!(request.len(), 13 + big.len());
+        assert!(request.ends_with(&big));
+        assert_eq!(documents.read(&staged.references[1]).expect("read"), b"");
+        assert_eq!(documents.ends_with(&staged.references[0], &big), Some(true));
+        assert_eq!(documents.ends_with(&staged.references[0], tail), Some(true));
+        assert_eq!(
+            documents.ends_with(&staged.references[0], head),
+            Some(false)
+        );
+        let mut longer = b"x".repeat(20);
+        longer.extend_from_slice(&request);
+        assert_eq!(
+            documents.ends_with(&staged.references[0], &longer),
+            Some(false)
+        );
+
+        let other = documents
+            .stage(&[("request", &[b"second".as_slice()])])
+            .expect("stage");
+        assert_ne!(other.references[0], staged.references[0]);
+        documents.discard(&other);
+        assert!(!documents.exists(&other.references[0]));
+        assert_eq!(documents.ends_with(&other.references[0], b"x"), None);
+        assert!(documents.read(&other.references[0]).is_err());
+        assert!(documents.exists(&staged.references[0]), "others untouched");
+
+        let first = documents.keep("e1", 0, b"one").expect("keep");
+        let second = documents.keep("e1", 1, b"two").expect("keep");
+        assert_ne!(first, second);
+        assert_eq!(documents.read(&first).expect("read"), b"one");
+        assert_eq!(documents.read(&second).expect("read"), b"two");
+        assert_eq!(documents.remove(&[first.clone(), first.clone()]), 1);
+        assert!(!documents.exists(&first) && documents.exists(&second));
+    }
 }
 
 macro_rules! store_contract {
@@ -345,7 +408,7 @@ macro_rules! store_contract {
         mod $backend {
             use super::*;
 
-            fn open(dir: &Path) -> Box<dyn Store> {
+            fn open(dir: &Path) -> Backend {
                 ($open)(dir)
             }
 
@@ -374,10 +437,15 @@ macro_rules! store_contract {
             fn retention_purges_2000_failed_executions_in_one_pass() {
                 contract::retention_purges_2000_failed_executions_in_one_pass(&open);
             }
+            #[test]
+            fn documents_round_trip() {
+                contract::documents_round_trip(&open);
+            }
         }
     };
 }
 
-store_contract!(sqlite, |dir: &Path| -> Box<dyn Store> {
-    Box::new(SqliteStore::open(dir).expect("the SQLite store opens"))
+store_contract!(sqlite, |dir: &Path| Backend {
+    store: Box::new(SqliteStore::open(dir).expect("the SQLite store opens")),
+    documents: Box::new(FileDocuments::new(dir)),
 });

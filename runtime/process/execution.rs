@@ -17,12 +17,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atom_connectors::delivery::disk::{is_transient_io, DiskError};
+use atom_connectors::delivery::disk::DiskError;
 use atom_connectors::delivery::http::HttpError;
 
 use crate::config::WorkerMode;
@@ -30,7 +29,8 @@ use crate::engine::{GuestFailure, GuestInput, GuestLimits, Properties};
 use crate::listeners::bundle::ListenerSpec;
 use crate::process::definition::Step;
 use crate::process::history::HistoryWriter;
-use crate::store::{status, ExecutionRecord, KeptDocument};
+use crate::store::documents::Documents;
+use crate::store::{status, ExecutionRecord, KeptDocument, StoreError, StoreErrorKind};
 
 /// The log of one execution is cut here.
 const MAX_LOG: usize = 256 * 1024;
@@ -131,10 +131,10 @@ impl StepFailure {
 
     /// The received document could not be read: missing (purged) is
     /// permanent, an I/O error of the disk is transient.
-    pub fn payload(path: &str, error: &std::io::Error) -> StepFailure {
+    pub fn payload(error: &StoreError) -> StepFailure {
         StepFailure {
-            reason: format!("reading the received document {path}: {error}"),
-            transient: is_transient_io(error),
+            reason: format!("reading the received document: {}", error.message),
+            transient: error.kind != StoreErrorKind::Other,
         }
     }
 }
@@ -198,7 +198,7 @@ struct Document {
 
 /// Runs executions; shared by all workers.
 pub struct Runner {
-    data_dir: PathBuf,
+    documents: Arc<dyn Documents>,
     metrics: Arc<crate::admin::metrics::Metrics>,
     /// Built on first use, on a worker thread (the blocking client may not
     /// be created inside the async runtime).
@@ -209,12 +209,12 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
-        data_dir: PathBuf,
+        documents: Arc<dyn Documents>,
         history: HistoryWriter,
         metrics: Arc<crate::admin::metrics::Metrics>,
     ) -> Runner {
         Runner {
-            data_dir,
+            documents,
             metrics,
             http: std::sync::OnceLock::new(),
             history,
@@ -245,6 +245,11 @@ impl Runner {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// Where received and kept documents are.
+    pub fn documents(&self) -> &dyn Documents {
+        self.documents.as_ref()
     }
 
     pub fn history(&self) -> &HistoryWriter {
@@ -454,8 +459,10 @@ impl Runner {
         instantiate: &mut Duration,
         warned: &mut bool,
     ) -> Result<Vec<Document>, StepFailure> {
-        let payload = std::fs::read(&record.payload_path)
-            .map_err(|e| StepFailure::payload(&record.payload_path, &e))?;
+        let payload = self
+            .documents
+            .read(&record.payload_path)
+            .map_err(|e| StepFailure::payload(&e))?;
         let mut documents = vec![Document {
             bytes: payload,
             properties: Properties::new(),
@@ -604,25 +611,17 @@ impl Runner {
         documents: Vec<Document>,
         log: &mut Log,
     ) -> Vec<KeptDocument> {
-        let dir = execution_dir(&self.data_dir, &record.id);
-        if !documents.is_empty() {
-            if let Err(e) = std::fs::create_dir_all(&dir) {
-                log.line(
-                    "WARN",
-                    format_args!("documents not kept: {}: {e}", dir.display()),
-                );
-                return Vec::new();
-            }
-        }
         let mut kept = Vec::with_capacity(documents.len());
         for (i, document) in documents.into_iter().enumerate() {
-            let path = dir.join(format!("document-{}", i + 1));
-            if let Err(e) = std::fs::write(&path, &document.bytes) {
-                log.line("WARN", format_args!("document {} not kept: {e}", i + 1));
-                continue;
-            }
+            let reference = match self.documents.keep(&record.id, i, &document.bytes) {
+                Ok(reference) => reference,
+                Err(e) => {
+                    log.line("WARN", format_args!("document {} not kept: {e}", i + 1));
+                    continue;
+                }
+            };
             kept.push(KeptDocument {
-                path: path.display().to_string(),
+                path: reference,
                 size: document.bytes.len() as u64,
                 properties: document.properties,
                 delivered: document.delivered,
@@ -630,11 +629,6 @@ impl Runner {
         }
         kept
     }
-}
-
-/// Where an execution keeps its documents: `data/executions/<id>/`.
-pub fn execution_dir(data_dir: &Path, id: &str) -> PathBuf {
-    data_dir.join("executions").join(id)
 }
 
 /// The guest's environment: tracked properties, runtime names, the
@@ -731,11 +725,12 @@ mod tests {
                 .starts_with("step 1 (wasm g.wat), document 1: "));
         }
         let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
-        assert!(!StepFailure::payload("/data/messages/x/payload", &gone).transient);
-        let eio = std::io::Error::from_raw_os_error(libc::EIO);
-        assert!(StepFailure::payload("/data/messages/x/payload", &eio).transient);
+        let gone = StoreError::io("reading document", &gone, "/data/messages/x/payload");
+        assert!(!StepFailure::payload(&gone).transient);
+        let busy = StoreError::of_kind(StoreErrorKind::Busy, "reading document", "locked");
+        assert!(StepFailure::payload(&busy).transient);
         let full = DiskError::Io {
-            path: PathBuf::from("/out"),
+            path: std::path::PathBuf::from("/out"),
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         };
         let disk = StepFailure::disk("step 2 (disk out/{x}), document 1", &full);

@@ -433,7 +433,7 @@ impl Executor {
                 id: record.id.clone(),
                 process: record.process.clone(),
             })?;
-        if !std::path::Path::new(&record.payload_path).is_file() {
+        if !self.runner.documents().exists(&record.payload_path) {
             return Err(RerunRefusal::DocumentGone {
                 id: record.id,
                 path: record.payload_path,
@@ -650,9 +650,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let store = Arc::new(SqliteStore::open(&data).expect("store"));
+        let documents: Arc<dyn crate::store::documents::Documents> =
+            Arc::new(crate::store::files::FileDocuments::new(&data));
         let committer = GroupCommitter::start(
             store.clone(),
-            data.clone(),
+            documents.clone(),
             std::sync::Arc::default(),
             std::time::Duration::from_secs(30),
         )
@@ -660,7 +662,7 @@ mod tests {
         let history = HistoryWriter::start(committer).expect("history");
         let metrics = Arc::new(crate::admin::metrics::Metrics::new().expect("metrics"));
         let runner =
-            Arc::new(Runner::new(data.clone(), history, metrics).with_disk_failures(disk_failures));
+            Arc::new(Runner::new(documents, history, metrics).with_disk_failures(disk_failures));
         let engine = WasmtimeEngine::new(EngineSettings {
             max_instances: 4,
             max_memory: 64 << 20,

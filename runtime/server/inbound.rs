@@ -39,9 +39,7 @@ use crate::listeners::bundle::ListenerSpec;
 use crate::listeners::registry::Routed;
 use crate::listeners::ListenerState;
 use crate::process::execution::{new_execution_id, Job, TrackedProperties};
-use crate::store::{
-    files, status, Committed, ExecutionRecord, MessageRecord, Receipt, StoredReceipt,
-};
+use crate::store::{status, Committed, ExecutionRecord, MessageRecord, Receipt, StoredReceipt};
 
 /// How long a sender should wait before retrying a paused listener.
 const RETRY_AFTER_SECONDS: &str = "60";
@@ -585,7 +583,6 @@ impl Work {
         };
 
         // Durable first: the raw request, the payload and the log row; then the MDN.
-        let dir = files::message_dir(&self.state.config.data_dir);
         let raw_headers = render_headers(&self.headers);
         let mut parts: Vec<(&str, &[&[u8]])> = Vec::with_capacity(2);
         // A refused request is kept only in part: enough to diagnose it,
@@ -604,8 +601,9 @@ impl Work {
         if opened.is_ok() {
             parts.push(("payload", &payload_chunks));
         }
-        let written = files::write(&dir, &parts)?;
-        let mut record = self.record(body.len(), &opened, &disposition, built.as_ref(), &written);
+        let staged = self.state.documents.stage(&parts)?;
+        let written = &staged.references;
+        let mut record = self.record(body.len(), &opened, &disposition, built.as_ref(), written);
         if let Some(reason) = &target_refused {
             record.mdn_status = "refused".into();
             record.mdn_error = Some(reason.clone());
@@ -629,7 +627,7 @@ impl Work {
             Ok(Committed::Stored(id)) => id,
             Ok(Committed::Duplicate(original)) => {
                 // Another node or a copy that got past the claim was first.
-                files::remove(&dir);
+                self.state.documents.discard(&staged);
                 return Ok(self.replay(original, body));
             }
             // The files stay: after a missed deadline the row may still be
@@ -708,7 +706,7 @@ impl Work {
         &self,
         record: &MessageRecord,
         opened: &Unwrapped,
-        payload: &std::path::Path,
+        payload: &str,
     ) -> ExecutionRecord {
         let mut tracked = TrackedProperties::new();
         tracked.insert("as2_from".into(), record.as2_from.clone());
@@ -729,7 +727,7 @@ impl Work {
             mode: self.state.executor.mode_of(&self.spec).as_str().into(),
             status: status::STARTED.into(),
             properties_json: serde_json::to_string(&tracked).unwrap_or_default(),
-            payload_path: payload.display().to_string(),
+            payload_path: payload.to_string(),
             queued_at: record.received_at.clone(),
             queued_at_us: (now.unix_timestamp_nanos() / 1000) as i64,
             input_documents: 1,
@@ -795,7 +793,7 @@ impl Work {
         opened: &Result<Unwrapped, As2Error>,
         disposition: &Disposition,
         built: Option<&mdn::BuiltMdn>,
-        written: &[std::path::PathBuf],
+        written: &[String],
     ) -> MessageRecord {
         let ok = opened.as_ref().ok();
         MessageRecord {
@@ -836,8 +834,8 @@ impl Work {
             mdn_error: None,
             mdn_headers: built.map(|b| header_pairs(&b.headers)).unwrap_or_default(),
             mdn_body: built.map(|b| b.body.clone()).unwrap_or_default(),
-            raw_path: written.first().map(|p| p.display().to_string()),
-            payload_path: written.get(1).map(|p| p.display().to_string()),
+            raw_path: written.first().cloned(),
+            payload_path: written.get(1).cloned(),
             error: opened.as_ref().err().map(|e| e.to_string()),
             received_at: now_rfc3339(),
             dedupe: None,
@@ -849,7 +847,7 @@ impl Work {
         let same = receipt
             .raw_path
             .as_deref()
-            .and_then(|path| files::ends_with(std::path::Path::new(path), body));
+            .and_then(|reference| self.state.documents.ends_with(reference, body));
         match same {
             Some(false) => tracing::warn!(
                 listener = %self.spec.id, as2_from = %self.from, message_id = %self.message_id, original = receipt.record_id,

@@ -30,6 +30,7 @@ use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::listeners::Registry;
 use crate::shutdown::Shutdown;
+use crate::store::documents::Documents;
 use crate::store::group_commit::GroupCommitter;
 use crate::store::health::StoreHealth;
 use crate::store::Store;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
+    /// Where received documents are staged and kept.
+    pub documents: Arc<dyn Documents>,
     /// Makes receipts durable in groups (files + rows) before MDNs leave.
     pub committer: GroupCommitter,
     pub metrics: Arc<Metrics>,

@@ -1,17 +1,98 @@
-//! Payload files: the raw request and the unwrapped payload of each
-//! message, in `<data>/messages/<yyyy-mm-dd>/<uuid>/`.
+//! Documents as files on the local filesystem (one node): the raw request
+//! and the unwrapped payload of each message in
+//! `<data>/messages/<yyyy-mm-dd>/<uuid>/`, an execution's kept documents in
+//! `<data>/executions/<id>/`. References are the paths.
 //!
-//! Files are written here without syncing; [`super::group_commit`] makes a
-//! whole batch durable with one `syncfs` before the batch's rows are
-//! committed, and only then do the batch's MDNs leave. A file whose row is
-//! committed is therefore whole after a crash; files of a message that was
-//! never committed (and never acknowledged) may be partial and are ignored.
+//! Files are written without syncing; [`super::group_commit`] makes a whole
+//! batch durable with one `syncfs` before the batch's rows are committed,
+//! and only then do the batch's MDNs leave.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::documents::{Documents, Staged};
 use super::{Result, StoreError};
+
+/// Documents under a data directory.
+pub struct FileDocuments {
+    data_dir: PathBuf,
+}
+
+impl FileDocuments {
+    pub fn new(data_dir: &Path) -> FileDocuments {
+        FileDocuments {
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+}
+
+impl Documents for FileDocuments {
+    fn stage(&self, parts: &[(&str, &[&[u8]])]) -> Result<Staged> {
+        let dir = message_dir(&self.data_dir);
+        let written = write(&dir, parts)?;
+        Ok(Staged {
+            references: written.iter().map(|p| p.display().to_string()).collect(),
+            group: dir.display().to_string(),
+        })
+    }
+
+    fn discard(&self, staged: &Staged) {
+        remove(Path::new(&staged.group));
+    }
+
+    fn keep(&self, execution_id: &str, index: usize, bytes: &[u8]) -> Result<String> {
+        let dir = execution_dir(&self.data_dir, execution_id);
+        let name = format!("document-{}", index + 1);
+        let chunks: [&[u8]; 1] = [bytes];
+        let written = write(&dir, &[(name.as_str(), &chunks)])?;
+        Ok(written
+            .first()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default())
+    }
+
+    fn make_durable(&self) -> Result<()> {
+        sync_filesystem(&self.data_dir)
+    }
+
+    fn read(&self, reference: &str) -> Result<Vec<u8>> {
+        fs::read(reference)
+            .map_err(|e| StoreError::io("reading document", &e, format!("{reference}: {e}")))
+    }
+
+    fn exists(&self, reference: &str) -> bool {
+        Path::new(reference).is_file()
+    }
+
+    fn ends_with(&self, reference: &str, tail: &[u8]) -> Option<bool> {
+        ends_with(Path::new(reference), tail)
+    }
+
+    fn remove(&self, references: &[String]) -> usize {
+        let mut removed = 0;
+        for path in references {
+            let path = Path::new(path);
+            match fs::remove_file(path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "retention: cannot remove file")
+                }
+            }
+            // The message or execution folder goes once empty.
+            if let Some(dir) = path.parent() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        removed
+    }
+}
+
+/// Where an execution keeps its documents: `<data>/executions/<id>/`.
+pub fn execution_dir(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join("executions").join(id)
+}
 
 /// Where one message's files go: `<data>/messages/<yyyy-mm-dd>/<uuid>/`.
 pub fn message_dir(data_dir: &Path) -> PathBuf {
@@ -22,7 +103,7 @@ pub fn message_dir(data_dir: &Path) -> PathBuf {
         .join(uuid::Uuid::new_v4().simple().to_string())
 }
 
-/// Writes `parts` (name, chunks) into a new directory `dir`; not yet durable.
+/// Writes `parts` (name, chunks) into the directory `dir`; not yet durable.
 pub fn write(dir: &Path, parts: &[(&str, &[&[u8]])]) -> Result<Vec<PathBuf>> {
     let fail = |what: &str, path: &Path, e: std::io::Error| {
         StoreError::io(what, &e, format!("{}: {e}", path.display()))
@@ -43,7 +124,7 @@ pub fn write(dir: &Path, parts: &[(&str, &[&[u8]])]) -> Result<Vec<PathBuf>> {
 
 /// Removes the files of a message that was not stored (a duplicate, or a
 /// failed commit); they were never acknowledged.
-pub fn remove(dir: &Path) {
+fn remove(dir: &Path) {
     if let Err(e) = fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the files of an unstored message");
@@ -53,7 +134,7 @@ pub fn remove(dir: &Path) {
 
 /// Whether the file at `path` ends with `tail` (a stored raw request is
 /// its headers, then the body): `None` when the file cannot be read.
-pub fn ends_with(path: &Path, tail: &[u8]) -> Option<bool> {
+fn ends_with(path: &Path, tail: &[u8]) -> Option<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = fs::File::open(path).ok()?;
     let length = file.metadata().ok()?.len();

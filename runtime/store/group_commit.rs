@@ -2,9 +2,9 @@
 //! one SQLite transaction instead of paying for their own.
 //!
 //! ```text
-//! request threads:  write files ─┐                        ┌─▶ MDN
-//!                   commit(row) ─┴▶ committer: syncfs, one ┘
-//!                                   transaction for the batch
+//! request threads:  stage documents ─┐                             ┌─▶ MDN
+//!                   commit(row) ──────┴▶ committer: documents made ─┘
+//!                                        durable, one transaction
 //! ```
 //!
 //! A request thread blocks in [`GroupCommitter::commit`] until its row is
@@ -16,15 +16,13 @@
 //! without waiting, so they share the receipts' fsyncs; when a commit
 //! fails they are kept and go with the next one.
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::documents::Documents;
 use super::health::StoreHealth;
-use super::{
-    files, Committed, ExecutionRecord, Receipt, Result, Store, StoreError, StoreErrorKind,
-};
+use super::{Committed, ExecutionRecord, Receipt, Result, Store, StoreError, StoreErrorKind};
 
 /// At most this many receipts per batch.
 const MAX_BATCH: usize = 512;
@@ -61,7 +59,7 @@ impl GroupCommitter {
     /// [`GroupCommitter::commit`] waits at most `deadline`.
     pub fn start(
         store: Arc<dyn Store>,
-        data_dir: PathBuf,
+        documents: Arc<dyn Documents>,
         health: Arc<StoreHealth>,
         deadline: Duration,
     ) -> std::io::Result<GroupCommitter> {
@@ -69,7 +67,7 @@ impl GroupCommitter {
         let late: Arc<OnceLock<LateExecutionHandler>> = Arc::default();
         let committer = Committer {
             store,
-            data_dir,
+            documents,
             health,
             late: late.clone(),
             unwritten: Vec::new(),
@@ -139,7 +137,7 @@ impl GroupCommitter {
 /// The committer thread's state.
 struct Committer {
     store: Arc<dyn Store>,
-    data_dir: PathBuf,
+    documents: Arc<dyn Documents>,
     health: Arc<StoreHealth>,
     late: Arc<OnceLock<LateExecutionHandler>>,
     /// Execution states whose commit failed: never dropped (a lost final
@@ -210,11 +208,14 @@ impl Committer {
         if receipts.is_empty() && executions.is_empty() {
             return Ok(());
         }
-        // Files need the filesystem sync only when receipts are in the batch.
-        let synced = if receipts.is_empty() {
-            Ok(())
+        // Documents need making durable when the batch's rows reference new
+        // ones: receipts, and executions that kept documents.
+        let new_documents =
+            !receipts.is_empty() || executions.iter().any(|e| !e.documents.is_empty());
+        let synced = if new_documents {
+            self.documents.make_durable()
         } else {
-            files::sync_filesystem(&self.data_dir)
+            Ok(())
         };
         let outcome = synced.and_then(|()| self.store.commit_batch(&receipts, &executions));
         tracing::trace!(

@@ -1,8 +1,9 @@
 //! The store: the message log, the duplicate index, listener states.
 //! Behind a trait so that a shared PostgreSQL store for a multi-node
-//! Molecule can be added without touching callers. Payloads are files
-//! ([`files`]); the store holds their paths.
+//! Molecule can be added without touching callers. Documents are behind
+//! their own trait ([`documents`]); rows hold references to them.
 
+pub mod documents;
 pub mod files;
 pub mod group_commit;
 pub mod health;

@@ -6,10 +6,10 @@
 //! and messages whose execution has not finished, are kept. Finished
 //! executions go first, with the documents they kept.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::documents::Documents;
 use super::{Result, Store};
 
 /// Rows deleted per batch.
@@ -20,42 +20,32 @@ const BATCH: u32 = 500;
 pub struct Purged {
     /// Rows deleted.
     pub rows: usize,
-    /// Files those rows referenced, for the caller to remove.
+    /// Documents those rows referenced, for the caller to remove.
     pub paths: Vec<String>,
 }
 
 /// Purges everything received before `cutoff` (RFC 3339), to the end.
-/// Returns how many files were removed.
-pub fn purge(store: &dyn Store, cutoff: &str) -> Result<usize> {
-    let executions = purge_batches(|| store.purge_executions_before(cutoff, BATCH))?;
-    let messages = purge_batches(|| store.purge_before(cutoff, BATCH))?;
+/// Returns how many documents were removed.
+pub fn purge(store: &dyn Store, documents: &dyn Documents, cutoff: &str) -> Result<usize> {
+    let executions = purge_batches(documents, || store.purge_executions_before(cutoff, BATCH))?;
+    let messages = purge_batches(documents, || store.purge_before(cutoff, BATCH))?;
     Ok(executions + messages)
 }
 
-/// Runs `delete_batch` until it deletes no row, removing the files of each
-/// batch and any folder left empty. Rows, not files, end the loop: failed
-/// and aborted executions keep no documents, yet must go too.
-fn purge_batches(mut delete_batch: impl FnMut() -> Result<Purged>) -> Result<usize> {
+/// Runs `delete_batch` until it deletes no row, removing the documents of
+/// each batch. Rows, not documents, end the loop: failed and aborted
+/// executions keep no documents, yet must go too.
+fn purge_batches(
+    documents: &dyn Documents,
+    mut delete_batch: impl FnMut() -> Result<Purged>,
+) -> Result<usize> {
     let mut removed = 0;
     loop {
         let batch = delete_batch()?;
         if batch.rows == 0 {
             return Ok(removed);
         }
-        for path in &batch.paths {
-            let path = Path::new(path);
-            match std::fs::remove_file(path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "retention: cannot remove file")
-                }
-            }
-            // The message or execution folder goes once empty.
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::remove_dir(dir);
-            }
-        }
+        removed += documents.remove(&batch.paths);
         // Give receiving the store between batches.
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -69,12 +59,17 @@ pub fn cutoff(days: u32) -> String {
 }
 
 /// Starts the purge thread.
-pub fn start(store: Arc<dyn Store>, days: u32, interval: Duration) -> std::io::Result<()> {
+pub fn start(
+    store: Arc<dyn Store>,
+    documents: Arc<dyn Documents>,
+    days: u32,
+    interval: Duration,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("atom-retention".into())
         .spawn(move || loop {
             let cutoff = cutoff(days);
-            match purge(store.as_ref(), &cutoff) {
+            match purge(store.as_ref(), documents.as_ref(), &cutoff) {
                 Ok(0) => {}
                 Ok(files) => tracing::info!(files, %cutoff, "retention: purged old messages"),
                 Err(e) => tracing::error!(error = %e, "retention purge failed; will retry"),

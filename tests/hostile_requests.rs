@@ -418,3 +418,56 @@ fn expect_continue_invited_an_oversize_body_regression() {
     );
     assert_eq!(messages[0]["message_id"], "<small@x>");
 }
+
+#[test]
+fn x_forwarded_for_believed_only_from_trusted_proxies() {
+    let start = "start:\n  as2:\n    as2_from:\n      id: FILTERED\n      allowed_ips: [\"203.0.113.7\"]\n    as2_to:\n      id: US\n";
+    let send = |atom: &Running, id: &str, forwarded: &[&str]| {
+        let mut headers = plain_headers("FILTERED", "US", id);
+        for value in forwarded {
+            headers.push(("X-Forwarded-For".into(), value.to_string()));
+        }
+        post(atom.http(), "/as2", &headers, b"ISA*00~")
+    };
+
+    // Behind a trusted balancer (here: loopback), the client it names counts.
+    let behind = Site::new("  trusted_proxies: [\"127.0.0.1\"]\n");
+    behind.deploy("filtered", start);
+    let atom = behind.start();
+    assert_eq!(send(&atom, "<ok@x>", &["203.0.113.7"]).status, 200);
+    let other = send(&atom, "<other@x>", &["198.51.100.1"]);
+    assert_eq!(other.status, 403);
+    assert!(
+        other.text().contains("address 198.51.100.1 may not send"),
+        "{}",
+        other.text()
+    );
+    // What the client wrote left of the balancer's entry is not believed.
+    let forged = send(&atom, "<forged@x>", &["203.0.113.7, 198.51.100.1"]);
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    // Several header lines are one list; a trusted inner proxy is skipped.
+    assert_eq!(
+        send(&atom, "<lines@x>", &["203.0.113.7", "127.0.0.1"]).status,
+        200
+    );
+    let garbage = send(&atom, "<garbage@x>", &["unknown"]);
+    assert_eq!(garbage.status, 400);
+    assert!(
+        garbage.text().contains("X-Forwarded-For"),
+        "{}",
+        garbage.text()
+    );
+    let stored: Vec<String> = behind
+        .messages()
+        .iter()
+        .filter_map(|m| m["message_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.contains(&"<ok@x>".to_string()) && stored.contains(&"<lines@x>".to_string()));
+
+    // Without trusted_proxies the header is ignored: the peer is the client.
+    let direct = Site::new("");
+    direct.deploy("filtered", start);
+    let atom = direct.start();
+    assert_eq!(send(&atom, "<spoof@x>", &["203.0.113.7"]).status, 403);
+}

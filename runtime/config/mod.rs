@@ -39,6 +39,9 @@ pub struct WebServerConfig {
     pub worker_threads: usize,
     /// What a stranger's connections may hold.
     pub limits: ConnectionLimits,
+    /// Peers whose `X-Forwarded-For` names the client (load balancers);
+    /// IP filters and the per-address cap then apply to that client.
+    pub trusted_proxies: Option<crate::listeners::ip_filter::IpFilter>,
 }
 
 /// Bounds on what one client, or all of them, can hold open.
@@ -349,6 +352,14 @@ impl Config {
                 format!("{max_requests_per_address} is outside 1 to max_connections ({max_connections})"),
             ));
         }
+        let trusted_proxies = match &web.trusted_proxies {
+            Some(entries) if entries.is_empty() => None,
+            Some(entries) => Some(
+                crate::listeners::ip_filter::IpFilter::parse(entries)
+                    .map_err(|e| invalid("shared_web_server.trusted_proxies", e))?,
+            ),
+            None => None,
+        };
         let limits = ConnectionLimits {
             body_idle_timeout: std::time::Duration::from_secs(body_idle_seconds),
             min_body_rate: web.min_body_rate_bytes_per_second.unwrap_or(1024),
@@ -486,6 +497,7 @@ impl Config {
                 max_request_size,
                 worker_threads,
                 limits,
+                trusted_proxies,
             },
             admin_address,
             retention_days,
@@ -615,6 +627,23 @@ mod tests {
             err.to_string().contains("async_mdn.first_retry_seconds"),
             "{err}"
         );
+        let err = Config::parse(
+            "shared_web_server:\n  trusted_proxies: [10.0.0.1, haproxy]\n",
+            path,
+        )
+        .expect_err("a name is not an address");
+        assert!(
+            err.to_string()
+                .contains("shared_web_server.trusted_proxies")
+                && err.to_string().contains("haproxy"),
+            "{err}"
+        );
+        let proxies = Config::parse("shared_web_server:\n  trusted_proxies: [10.0.0.*]\n", path)
+            .expect("wildcard")
+            .web
+            .trusted_proxies
+            .expect("set");
+        assert!(proxies.allows("10.0.0.7".parse().expect("ip")));
         let ok = Config::parse("data_dir: /var/lib/atom\n", path).expect("absolute path");
         assert_eq!(ok.data_dir, PathBuf::from("/var/lib/atom"));
         let err = Config::parse("delivery:\n  allowed_directories: [out]\n", path)

@@ -32,6 +32,7 @@ use atom_connectors::As2Error;
 use base64::Engine;
 
 use super::body::{self, BodyError};
+use super::client_address::{self, ClientAddress};
 use super::mdn_delivery::Delivery;
 use super::tls::PeerCertificate;
 use super::AppState;
@@ -87,35 +88,54 @@ pub async fn receive(
             "unknown_account",
             format!("no AS2 endpoint /as2/{target} on this Atom"),
         ),
-        _ => {
-            let address = req.peer_addr().map(|a| a.ip());
-            let limit = state.config.web.limits.max_requests_per_address;
-            match address.map(|ip| state.per_address.enter(ip, limit)) {
-                Some(None) => {
-                    let mut out = retry_later(
-                        "too_many_requests",
-                        "10",
-                        format!(
+        _ => match client_of(&req, &state) {
+            Err(reason) => {
+                tracing::warn!(peer = ?req.peer_addr(), %reason, "request refused");
+                plain(StatusCode::BAD_REQUEST, "bad_request", reason)
+            }
+            Ok(client) => {
+                let limit = state.config.web.limits.max_requests_per_address;
+                match client.map(|c| state.per_address.enter(c.client, limit)) {
+                    Some(None) => {
+                        let mut out = retry_later(
+                            "too_many_requests",
+                            "10",
+                            format!(
                             "this address has {limit} AS2 requests under way already; retry later"
                         ),
-                    );
-                    out.response
-                        .head_mut()
-                        .set_connection_type(actix_web::http::ConnectionType::Close);
-                    out
-                }
-                slot => {
-                    let outcome = handle(&req, payload, &state).await;
-                    drop(slot);
-                    outcome
+                        );
+                        out.response
+                            .head_mut()
+                            .set_connection_type(actix_web::http::ConnectionType::Close);
+                        out
+                    }
+                    slot => {
+                        let outcome = handle(&req, payload, &state, client).await;
+                        drop(slot);
+                        outcome
+                    }
                 }
             }
-        }
+        },
     };
     state
         .metrics
         .observe(outcome.label, started.elapsed().as_secs_f64());
     outcome.response
+}
+
+/// The client behind the peer address (a trusted load balancer's
+/// `X-Forwarded-For`); `None` when the peer address is unknown.
+fn client_of(req: &HttpRequest, state: &AppState) -> Result<Option<ClientAddress>, String> {
+    req.peer_addr()
+        .map(|peer| {
+            client_address::resolve(
+                peer.ip(),
+                req.headers(),
+                state.config.web.trusted_proxies.as_ref(),
+            )
+        })
+        .transpose()
 }
 
 fn collect_headers(req: &HttpRequest) -> Headers {
@@ -176,7 +196,12 @@ pub(super) fn declared_too_large(
     })
 }
 
-async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppState>) -> Outcome {
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<AppState>,
+    client: Option<ClientAddress>,
+) -> Outcome {
     if let Some(refusal) = unavailable(state) {
         return refusal;
     }
@@ -264,7 +289,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
             )
         }
     }
-    if let Some(refusal) = check_access(req, &spec) {
+    if let Some(refusal) = check_access(req, &spec, client) {
         counters.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(listener = %spec.id, as2_from = %from, %message_id, reason = %refusal.label, "request refused");
         return refusal;
@@ -292,7 +317,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
     {
         Ok(body) => body,
         Err(BodyError::TooSlow(reason)) => {
-            tracing::warn!(listener = %spec.id, %message_id, %reason, peer = ?req.peer_addr(), "request body too slow; cut");
+            tracing::warn!(listener = %spec.id, %message_id, %reason, client = ?client.map(|c| c.client), peer = ?req.peer_addr(), "request body too slow; cut");
             let mut out = plain(StatusCode::REQUEST_TIMEOUT, "too_slow", reason);
             out.response
                 .head_mut()
@@ -383,9 +408,13 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &web::Data<AppS
 }
 
 /// IP filter, Basic authentication and client certificate, in that order.
-fn check_access(req: &HttpRequest, spec: &ListenerSpec) -> Option<Outcome> {
+fn check_access(
+    req: &HttpRequest,
+    spec: &ListenerSpec,
+    client: Option<ClientAddress>,
+) -> Option<Outcome> {
     if let Some(filter) = &spec.ip_filter {
-        let peer: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
+        let peer: Option<IpAddr> = client.map(|c| c.client);
         if !peer.is_some_and(|ip| filter.allows(ip)) {
             let shown = peer
                 .map(|ip| ip.to_string())

@@ -3,6 +3,7 @@
 //!
 //! - [`inbound`]: the AS2 receive path (the only module knowing HTTP and AS2).
 //! - [`body`]: request bodies under a limit, spooled to disk when large.
+//! - [`client_address`]: the client behind a trusted load balancer.
 //! - [`listen`]: the HTTP and HTTPS sockets and their connection limits.
 //! - [`expect`]: the answer to `Expect: 100-continue` (a refusal, not 100).
 //! - [`tls`]: HTTPS set-up and client certificates.
@@ -12,6 +13,7 @@
 //! - [`per_address`]: AS2 requests under way per client address, bounded.
 
 pub mod body;
+pub mod client_address;
 pub mod expect;
 pub mod in_flight;
 pub mod inbound;

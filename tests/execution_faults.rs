@@ -386,3 +386,54 @@ fn an_execution_waiting_for_a_retry_survives_a_crash() {
     let log = text(&done, "log");
     assert!(log.contains("(attempt 2, general mode)"), "{log}");
 }
+
+/// An execution cut off by a crash right after its first delivery used to
+/// come back with attempts = 1, as if it had never run: its INPROCESS
+/// state was written only after 100 ms. Now the attempt is durable before
+/// anything leaves, so the recovered run is attempt 2.
+#[test]
+fn recovered_executions_show_attempts_1_regression() {
+    let site = Site::new("");
+    site.deploy(
+        "interrupted",
+        &format!(
+            "{}steps:\n  - disk:\n      directory: out/interrupted\n      file_name: \"{{execution_id}}.txt\"\n  - wasm: sleep.wat\n",
+            plain_start("INTERRUPTED", "US")
+        ),
+    );
+    site.deploy_file("interrupted", "sleep.wat", sleeping_guest(2000).as_bytes());
+    let atom = site.start();
+    assert_eq!(send(&atom, "INTERRUPTED", "<i@x>", "s", b"I").status, 200);
+    // SIGKILL as soon as the first step has delivered (nothing slower, such
+    // as asking the CLI for the execution's ID, in between).
+    let out = site.path().join("data/out/interrupted");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivered = loop {
+        let found = std::fs::read_dir(&out).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "txt"))
+        });
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(Instant::now() < deadline, "never delivered: {}", site.log());
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    drop(atom);
+    let id = delivered
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("execution ID")
+        .to_string();
+    let _atom = site.start();
+    let done = wait_for(&site, &id, "a final state", is_final);
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+    assert_eq!(done["attempts"], 2, "the interrupted run counts: {done}");
+    assert!(
+        text(&done, "log").contains("(attempt 2, general mode)"),
+        "{done}"
+    );
+    assert_eq!(std::fs::read(&delivered).expect("delivered"), b"I");
+}

@@ -32,6 +32,10 @@ use crate::process::history::HistoryWriter;
 use crate::store::documents::Documents;
 use crate::store::{status, ExecutionRecord, KeptDocument, StoreError, StoreErrorKind};
 
+/// How long an attempt waits for its INPROCESS state to be durable before
+/// its first delivery step.
+const ATTEMPT_RECORD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The log of one execution is cut here.
 const MAX_LOG: usize = 256 * 1024;
 
@@ -482,8 +486,13 @@ impl Runner {
             u8::from(date.month()),
             date.day()
         );
+        let mut attempt_recorded = false;
         for (index, step) in process.steps.iter().enumerate() {
             let name = format!("step {} ({})", index + 1, step.describe());
+            if !attempt_recorded && matches!(step, Step::Disk(_) | Step::Http(_)) {
+                self.record_attempt_durably()?;
+                attempt_recorded = true;
+            }
             let started = Instant::now();
             let count_in = documents.len();
             let mut next = Vec::with_capacity(documents.len());
@@ -602,6 +611,20 @@ impl Runner {
             );
         }
         Ok(documents)
+    }
+
+    /// Makes this attempt (INPROCESS, its number) durable before anything
+    /// leaves: after a crash, a run that may have delivered is counted in
+    /// `attempts`. Guest steps before it have no effect outside, so a run
+    /// cut off there left no trace to count. One shared commit, not an
+    /// fsync of its own.
+    fn record_attempt_durably(&self) -> Result<(), StepFailure> {
+        self.history
+            .flush(ATTEMPT_RECORD_TIMEOUT)
+            .map_err(|e| StepFailure {
+                reason: format!("the attempt could not be recorded before delivering: {e}"),
+                transient: true,
+            })
     }
 
     /// Keeps the final documents with the execution, for `atom executions show`.

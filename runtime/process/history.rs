@@ -8,8 +8,10 @@
 //! idempotent for that reason (the disk step overwrites its own file).
 //!
 //! The INPROCESS state is written only for executions still running after
-//! [`INPROCESS_DELAY`]: most finish sooner, and their final state replaces
-//! it, which saves one durable write (an fsync) per execution.
+//! [`INPROCESS_DELAY`], or about to run their first delivery step (then the
+//! runner flushes, so that a run which may have delivered is counted in
+//! `attempts` after a crash): most finish sooner, and their final state
+//! replaces it, which saves one durable write per execution.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -471,3 +471,73 @@ fn x_forwarded_for_believed_only_from_trusted_proxies() {
     let atom = direct.start();
     assert_eq!(send(&atom, "<spoof@x>", &["203.0.113.7"]).status, 403);
 }
+
+/// A connection from `source` (any 127.x address) to `to`.
+fn connect_from(source: &str, to: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
+    socket.bind(&source.into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
+}
+
+/// Idle connections (no request at all) used to count only against the
+/// shared total: one address holding them all kept every partner, and
+/// `/health`, out until they timed out.
+#[test]
+fn idle_connections_from_one_address_fill_the_server_regression() {
+    use std::io::Read;
+    const FLOOD: usize = 100;
+    let site = Site::new("  max_connections: 64\n  max_connections_per_address: 20\n");
+    site.deploy("plain", &plain_start("PLAIN", "US"));
+    let atom = site.start();
+    let http = atom.http();
+    // Open them all first: idle connections are cut after 5 s, so the
+    // check must be quick.
+    let mut streams: Vec<(std::net::TcpStream, bool)> = (0..FLOOD)
+        .map(|_| {
+            let stream = connect_from("127.0.0.2", http).expect("connect");
+            stream.set_nonblocking(true).expect("nonblocking");
+            (stream, false)
+        })
+        .collect();
+    // A connection over the limit is closed at accept: EOF or reset.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        for (stream, closed) in streams.iter_mut().filter(|(_, c)| !*c) {
+            let mut byte = [0u8; 1];
+            match stream.read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => *closed = true,
+            }
+        }
+        let closed = streams.iter().filter(|(_, c)| *c).count();
+        if closed >= FLOOD - 20 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let closed = streams.iter().filter(|(_, c)| *c).count();
+    assert_eq!(
+        (FLOOD - closed, closed),
+        (20, FLOOD - 20),
+        "20 held open, the rest closed at once; log:\n{}",
+        site.log()
+    );
+    // Everyone else is served at once.
+    let asked = Instant::now();
+    let health = get(http, "/health", &[]);
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "/health took {:?}",
+        asked.elapsed()
+    );
+    let sent = post(
+        http,
+        "/as2",
+        &plain_headers("PLAIN", "US", "<p@x>"),
+        b"ISA~",
+    );
+    assert_eq!(sent.status, 200, "{}", sent.text());
+}

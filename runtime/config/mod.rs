@@ -54,6 +54,9 @@ pub struct ConnectionLimits {
     pub min_body_rate: u64,
     pub max_connections: usize,
     pub max_requests_per_address: usize,
+    /// Open connections from one address (requests or not); more are
+    /// closed at accept. Trusted proxies are exempt.
+    pub max_connections_per_address: usize,
 }
 
 /// The validated configuration.
@@ -345,7 +348,9 @@ impl Config {
                 format!("{max_connections} is outside 16 to 1000000"),
             ));
         }
-        let max_requests_per_address = web.max_requests_per_address.unwrap_or(256);
+        let max_requests_per_address = web
+            .max_requests_per_address
+            .unwrap_or(256.min(max_connections));
         if !(1..=max_connections).contains(&max_requests_per_address) {
             return Err(invalid(
                 "shared_web_server.max_requests_per_address",
@@ -360,11 +365,21 @@ impl Config {
             ),
             None => None,
         };
+        let max_connections_per_address = web
+            .max_connections_per_address
+            .unwrap_or(512.min(max_connections));
+        if !(1..=max_connections).contains(&max_connections_per_address) {
+            return Err(invalid(
+                "shared_web_server.max_connections_per_address",
+                format!("{max_connections_per_address} is outside 1 to max_connections ({max_connections})"),
+            ));
+        }
         let limits = ConnectionLimits {
             body_idle_timeout: std::time::Duration::from_secs(body_idle_seconds),
             min_body_rate: web.min_body_rate_bytes_per_second.unwrap_or(1024),
             max_connections,
             max_requests_per_address,
+            max_connections_per_address,
         };
         let admin_text = raw
             .admin

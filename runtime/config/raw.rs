@@ -104,6 +104,8 @@ pub struct RawWebServer {
     pub max_connections: Option<usize>,
     /// AS2 requests under way from one client address.
     pub max_requests_per_address: Option<usize>,
+    /// Open connections from one address (trusted proxies excepted).
+    pub max_connections_per_address: Option<usize>,
     /// Load balancers whose X-Forwarded-For names the client.
     pub trusted_proxies: Option<Vec<String>>,
 }

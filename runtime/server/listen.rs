@@ -14,7 +14,14 @@ use actix_web::dev::AppConfig;
 use actix_web::{web, App};
 use openssl::ssl::{AlpnError, SslAcceptorBuilder};
 
+use std::sync::Arc;
+
+use actix_service::{apply_fn_factory, Service as _, ServiceFactory};
+use actix_web::rt::net::TcpStream;
+
+use super::per_address::{PerAddress, Slot};
 use super::AppState;
+use crate::listeners::ip_filter::IpFilter;
 
 /// Idle time between requests on a kept-alive connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -88,14 +95,21 @@ pub fn bind(sockets: Sockets, state: web::Data<AppState>) -> Result<(Server, Bou
         http: None,
         https: None,
     };
+    let limits = &state.config.web;
+    let gate = ConnectionGate {
+        open: Arc::default(),
+        limit: limits.limits.max_connections_per_address,
+        exempt: limits.trusted_proxies.clone(),
+    };
     if let Some(addr) = sockets.http {
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| format!("binding HTTP on {addr}: {e}"))?;
         bound.http = Some(local_addr(&listener, addr));
         let state = state.clone();
+        let gate = gate.clone();
         builder = builder
             .listen("as2-http", listener, move || {
-                as2_service!(state, addr).tcp()
+                gate.wrap(as2_service!(state, addr).tcp())
             })
             .map_err(|e| format!("listening for HTTP on {addr}: {e}"))?;
     }
@@ -107,15 +121,80 @@ pub fn bind(sockets: Sockets, state: web::Data<AppState>) -> Result<(Server, Bou
         bound.https = Some(local_addr(&listener, addr));
         builder = builder
             .listen("as2-https", listener, move || {
-                as2_service!(state, addr).openssl_with_config(
-                    acceptor.clone(),
-                    actix_http::TlsAcceptorConfig::default()
-                        .handshake_timeout(TLS_HANDSHAKE_TIMEOUT),
+                gate.wrap(
+                    as2_service!(state, addr).openssl_with_config(
+                        acceptor.clone(),
+                        actix_http::TlsAcceptorConfig::default()
+                            .handshake_timeout(TLS_HANDSHAKE_TIMEOUT),
+                    ),
                 )
             })
             .map_err(|e| format!("listening for HTTPS on {addr}: {e}"))?;
     }
     Ok((builder.run(), bound))
+}
+
+/// Open connections per client address, bounded at accept: one address
+/// cannot take the connections (and descriptors) every partner shares,
+/// whether it sends requests or only holds sockets open. Trusted proxies
+/// carry everyone's connections and are exempt.
+#[derive(Clone)]
+struct ConnectionGate {
+    open: Arc<PerAddress>,
+    limit: usize,
+    exempt: Option<IpFilter>,
+}
+
+impl ConnectionGate {
+    /// `factory` behind the gate: a connection over the address's limit is
+    /// closed at once, before TLS or HTTP see it.
+    fn wrap<SF>(
+        &self,
+        factory: SF,
+    ) -> impl ServiceFactory<
+        TcpStream,
+        Config = (),
+        Response = (),
+        Error = SF::Error,
+        InitError = SF::InitError,
+    >
+    where
+        SF: ServiceFactory<TcpStream, Config = (), Response = ()>,
+    {
+        let gate = self.clone();
+        apply_fn_factory(factory, move |stream: TcpStream, service: &SF::Service| {
+            let admitted = gate.admit(&stream);
+            let call = admitted.as_ref().map(|_| service.call(stream));
+            async move {
+                match call {
+                    Some(connection) => {
+                        let served = connection.await;
+                        drop(admitted);
+                        served
+                    }
+                    None => Ok(()),
+                }
+            }
+        })
+    }
+
+    /// `None`: over the limit. `Some(None)`: exempt or address unknown.
+    fn admit(&self, stream: &TcpStream) -> Option<Option<Slot>> {
+        let Ok(peer) = stream.peer_addr() else {
+            return Some(None);
+        };
+        let ip = peer.ip();
+        if self.exempt.as_ref().is_some_and(|t| t.allows(ip)) {
+            return Some(None);
+        }
+        match self.open.enter(ip, self.limit) {
+            Some(slot) => Some(Some(slot)),
+            None => {
+                tracing::debug!(peer = %ip, limit = self.limit, "connection closed: too many open from this address");
+                None
+            }
+        }
+    }
 }
 
 fn local_addr(listener: &std::net::TcpListener, asked: SocketAddr) -> SocketAddr {

@@ -2,6 +2,8 @@
 //! ports in a temporary directory, talk raw HTTP to it, run CLI commands.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! ports in a temporary directory, talk raw HTTP to it, run CLI commands.
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};

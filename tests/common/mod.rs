@@ -2,6 +2,9 @@
 //! ports in a temporary directory, talk raw HTTP to it, run CLI commands.
 #![allow(dead_code)]
 
+pub mod haproxy;
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

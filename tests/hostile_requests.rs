@@ -472,15 +472,6 @@ fn x_forwarded_for_believed_only_from_trusted_proxies() {
     assert_eq!(send(&atom, "<spoof@x>", &["203.0.113.7"]).status, 403);
 }
 
-/// A connection from `source` (any 127.x address) to `to`.
-fn connect_from(source: &str, to: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
-    socket.bind(&source.into())?;
-    socket.connect(&to.into())?;
-    Ok(socket.into())
-}
-
 /// Idle connections (no request at all) used to count only against the
 /// shared total: one address holding them all kept every partner, and
 /// `/health`, out until they timed out.

@@ -272,3 +272,45 @@ fn haproxy_routes_to_healthy_atoms_and_drops_a_draining_one() {
     );
     eprintln!("whole test: {:?}", started.elapsed());
 }
+
+/// Behind HAProxy every connection comes from the balancer; with the
+/// balancer in `trusted_proxies`, a partner's IP filter applies to the
+/// partner's own address (from X-Forwarded-For), and a stranger's forged
+/// header does not get it past.
+#[test]
+fn ip_filter_applies_to_the_client_behind_haproxy() {
+    let site = Site::new("  trusted_proxies: [\"127.0.0.1\"]\n");
+    site.deploy(
+        "filtered",
+        "start:\n  as2:\n    as2_from:\n      id: FILTERED\n      allowed_ips: [\"127.0.0.2\"]\n    as2_to:\n      id: US\n",
+    );
+    let atom = site.start();
+    let Some(haproxy) = Haproxy::new(&[atom.http()]) else {
+        return;
+    };
+    haproxy.wait_for_state(&server_name(0), "UP", Duration::from_secs(20));
+    let send = |source: &str, id: &str, forged: Option<&str>| {
+        let mut headers = plain_headers("FILTERED", "US", id);
+        if let Some(forged) = forged {
+            headers.push(("X-Forwarded-For".into(), forged.into()));
+        }
+        post_from(source, haproxy.address(), "/as2", &headers, b"ISA*00~")
+    };
+    let partner = send("127.0.0.2", "<partner@x>", None);
+    assert_eq!(partner.status, 200, "{}", partner.text());
+    let stranger = send("127.0.0.3", "<stranger@x>", None);
+    assert_eq!(stranger.status, 403, "{}", stranger.text());
+    assert!(
+        stranger.text().contains("address 127.0.0.3 may not send"),
+        "{}",
+        stranger.text()
+    );
+    let forged = send("127.0.0.3", "<forged@x>", Some("127.0.0.2"));
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    let stored: Vec<String> = site
+        .messages()
+        .iter()
+        .filter_map(|m| m["message_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(stored, ["<partner@x>"]);
+}

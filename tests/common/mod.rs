@@ -283,7 +283,42 @@ pub fn try_post(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Response, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    exchange(stream, addr, path, headers, body)
+}
+
+/// A connection from `source` (any 127.x address on Linux) to `to`.
+pub fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let source: SocketAddr = format!("{source}:0")
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    socket.bind(&source.into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
+}
+
+/// Like [`post`], from the loopback address `source`.
+pub fn post_from(
+    source: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    connect_from(source, addr)
+        .map_err(|e| format!("connect: {e}"))
+        .and_then(|stream| exchange(stream, addr, path, headers, body))
+        .unwrap_or_else(|e| panic!("POST {path} to {addr} from {source}: {e}"))
+}
+
+fn exchange(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Response, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;

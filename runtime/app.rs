@@ -28,6 +28,7 @@ use crate::listeners::Registry;
 use crate::process::execution::Job;
 use crate::process::execution::Runner;
 use crate::process::history::HistoryWriter;
+use crate::process::leases::Leases;
 use crate::process::workers::Executor;
 use crate::server::mdn_delivery::{Delivery, MdnSender, RetryPolicy};
 use crate::server::{self, AppState};
@@ -111,7 +112,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         history.clone(),
         metrics.clone(),
     ));
-    let executor = Executor::start(runner, config.quotas)
+    let leases = Arc::new(Leases::new(&config.molecule.node_id, config.molecule.lease));
+    let executor = Executor::start(runner, config.quotas, leases)
         .map_err(|e| StartError(format!("starting the workers: {e}")))?;
     {
         // A receipt committed after its sender gave up waiting still runs.
@@ -133,6 +135,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             "interrupted executions queued again"
         );
     }
+    crate::process::leases::start_keeper(
+        executor.clone(),
+        registry.clone(),
+        store.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| StartError(format!("starting the lease keeper: {e}")))?;
     let _watcher = crate::listeners::watcher::start(registry.clone(), config.processes_dir.clone())
         .map_err(StartError)?;
     let token = admin::ensure_token(&config.data_dir).map_err(|e| {
@@ -342,6 +351,9 @@ impl Drain {
             }
             Err(e) => tracing::error!(error = %e, "flushing the execution history failed"),
         }
+        // 5. Executions still queued here: another node may take them now.
+        let (executor, store) = (self.executor.clone(), self.state.store.clone());
+        let _ = tokio::task::spawn_blocking(move || executor.release_queued(store.as_ref())).await;
     }
 }
 

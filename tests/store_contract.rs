@@ -13,8 +13,8 @@ use atom::store::documents::Documents;
 use atom::store::files::FileDocuments;
 use atom::store::sqlite::SqliteStore;
 use atom::store::{
-    retention, status, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord,
-    Receipt, Store,
+    retention, status, Claim, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord,
+    MessageRecord, Receipt, Store,
 };
 
 /// A store and its documents.
@@ -351,6 +351,115 @@ mod contract {
         );
     }
 
+    /// One execution between two nodes: a live lease is never taken, an
+    /// expired one is (the epoch goes up), the old holder's states are
+    /// refused and its renewal reports the loss, the new holder's are
+    /// written; of two reruns one wins; a restarted node takes its own work
+    /// back at once; a released lease is free at once.
+    pub fn leases_claim_renew_expire_and_fence(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let now = 1_000_000_000_000i64;
+        let lease = 30_000_000i64;
+        let queued = ExecutionRecord {
+            id: "e1".into(),
+            process: "p".into(),
+            status: status::STARTED.into(),
+            queued_at: now_rfc3339(),
+            owner: Some("A".into()),
+            lease_until_us: Some(now + lease),
+            lease_epoch: 1,
+            ..ExecutionRecord::default()
+        };
+        store
+            .insert_receipts(&[Receipt {
+                message: accepted("P", "<lease@p>"),
+                execution: Some(queued.clone()),
+            }])
+            .expect("insert");
+        let claim = |node: &'static str, at: i64, own_earlier: bool| {
+            store
+                .claim_executions(&Claim {
+                    node,
+                    until_us: at + lease,
+                    now_us: at,
+                    own_earlier,
+                    except: &[],
+                    limit: 100,
+                })
+                .expect("claim")
+        };
+        assert!(claim("B", now + 1, false).is_empty(), "A's lease is live");
+        assert!(
+            claim("A", now + lease + 1, false).is_empty(),
+            "a live node never claims its own work"
+        );
+        let taken = claim("B", now + lease + 1, false);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (taken[0].owner.as_deref(), taken[0].lease_epoch),
+            (Some("B"), 2)
+        );
+
+        // A was only slow: its state and its renewal are refused.
+        let mut late = queued.clone();
+        late.status = status::COMPLETE.into();
+        store.update_executions(&[late]).expect("update");
+        let row = store.execution("e1").expect("read").expect("row");
+        assert_eq!(
+            (row.status.as_str(), row.owner.as_deref()),
+            ("STARTED", Some("B"))
+        );
+        let lost = store
+            .renew_execution_leases("A", &[("e1".into(), 1)], now + 2 * lease)
+            .expect("renew");
+        assert_eq!(lost, ["e1"]);
+        let lost = store
+            .renew_execution_leases("B", &[("e1".into(), 2)], now + 3 * lease)
+            .expect("renew");
+        assert!(lost.is_empty());
+        assert!(
+            claim("C", now + 2 * lease + 1, false).is_empty(),
+            "B's renewed lease holds"
+        );
+        let mut done = taken[0].clone();
+        done.status = status::COMPLETE.into();
+        store.update_executions(&[done.clone()]).expect("update");
+        assert_eq!(
+            store.execution("e1").expect("read").expect("row").status,
+            "COMPLETE"
+        );
+        assert!(
+            claim("C", now + 10 * lease, false).is_empty(),
+            "finished work is never claimed"
+        );
+
+        // Two reruns at once: one wins.
+        let mut again = done.clone();
+        again.status = status::STARTED.into();
+        let first = store
+            .requeue_finished(&again, "B", now + 11 * lease)
+            .expect("rerun");
+        let second = store
+            .requeue_finished(&again, "C", now + 11 * lease)
+            .expect("rerun");
+        assert_eq!((first, second), (Some(3), None));
+
+        // B restarts: its own work comes back at once, lease or not.
+        let back = claim("B", now + 10 * lease, true);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].lease_epoch, 4);
+        // B drains: the lease is given up, and C may take it at once.
+        store
+            .release_execution_leases("B", &[("e1".into(), 4)])
+            .expect("release");
+        let moved = claim("C", now + 10 * lease, false);
+        assert_eq!(
+            (moved.len(), moved[0].owner.as_deref(), moved[0].lease_epoch),
+            (1, Some("C"), 5)
+        );
+    }
+
     /// Documents come back byte for byte, whatever the chunking; a discarded
     /// message's documents are gone; kept documents are their own.
     pub fn documents_round_trip(open: Opener) {
@@ -436,6 +545,10 @@ macro_rules! store_contract {
             #[test]
             fn retention_purges_2000_failed_executions_in_one_pass() {
                 contract::retention_purges_2000_failed_executions_in_one_pass(&open);
+            }
+            #[test]
+            fn leases_claim_renew_expire_and_fence() {
+                contract::leases_claim_renew_expire_and_fence(&open);
             }
             #[test]
             fn documents_round_trip() {

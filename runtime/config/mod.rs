@@ -96,6 +96,30 @@ pub struct Config {
     pub engine_max_memory: usize,
     /// `delivery:`: where disk steps may write.
     pub delivery: DeliveryConfig,
+    /// `molecule:`: this node's name and its leases on work.
+    pub molecule: MoleculeConfig,
+}
+
+/// The host name, the default node ID ("atom" when it cannot be read).
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer.
+    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    match std::str::from_utf8(&buffer[..end]) {
+        Ok(name) if ok && !name.is_empty() => name.to_string(),
+        _ => "atom".to_string(),
+    }
+}
+
+/// `molecule:` of atom.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoleculeConfig {
+    /// Owner of this node's leases; default: the host name.
+    pub node_id: String,
+    /// A claim on an execution lasts this long unless renewed (every third
+    /// of it); a dead node's work is taken over after it.
+    pub lease: std::time::Duration,
 }
 
 /// `delivery:` of atom.yaml.
@@ -428,6 +452,30 @@ impl Config {
                 format!("{refused_prefix_bytes} is more than 16 MiB"),
             ));
         }
+        let molecule = raw.molecule.unwrap_or_default();
+        let node_id = match molecule.node_id {
+            Some(id)
+                if id.trim().is_empty() || id.len() > 128 || id.chars().any(char::is_control) =>
+            {
+                return Err(invalid(
+                    "molecule.node_id",
+                    format!("{id:?} must be 1 to 128 printable characters"),
+                ))
+            }
+            Some(id) => id,
+            None => host_name(),
+        };
+        let lease_seconds = molecule.lease_seconds.unwrap_or(30);
+        if !(3..=3600).contains(&lease_seconds) {
+            return Err(invalid(
+                "molecule.lease_seconds",
+                format!("{lease_seconds} is outside 3 to 3600"),
+            ));
+        }
+        let molecule = MoleculeConfig {
+            node_id,
+            lease: std::time::Duration::from_secs(lease_seconds),
+        };
         let drain_seconds = raw.shutdown.unwrap_or_default().drain_seconds.unwrap_or(30);
         if drain_seconds > 3600 {
             return Err(invalid(
@@ -519,6 +567,7 @@ impl Config {
             purge_interval_minutes,
             commit_timeout: std::time::Duration::from_secs(commit_timeout_seconds),
             drain: std::time::Duration::from_secs(drain_seconds),
+            molecule,
             refused_prefix_bytes: refused_prefix_bytes as usize,
             async_mdn,
             quotas,

@@ -19,6 +19,16 @@ pub struct RawConfig {
     pub engine: Option<RawEngine>,
     pub shutdown: Option<RawShutdown>,
     pub delivery: Option<RawDelivery>,
+    pub molecule: Option<RawMolecule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMolecule {
+    /// This node's name in the store (owner of its leases).
+    pub node_id: Option<String>,
+    /// How long a node's claim on an execution lasts without renewal.
+    pub lease_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,4 +8,5 @@
 pub mod definition;
 pub mod execution;
 pub mod history;
+pub mod leases;
 pub mod workers;

@@ -24,10 +24,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::execution::{Job, Ran, Runner};
+use super::leases::Leases;
 use crate::config::{QuotasConfig, WorkerMode};
 use crate::listeners::bundle::ListenerSpec;
 use crate::listeners::Registry;
-use crate::store::{status, ExecutionRecord, Store};
+use crate::store::{status, Claim, ExecutionRecord, Store};
+
+/// Executions claimed at most in one go (recovery claims again until done).
+const CLAIM_BATCH: u32 = 1000;
 
 /// Slots a Low_Latency_Debug execution holds from admission to its end.
 pub struct Admission {
@@ -155,6 +159,8 @@ pub struct Executor {
     /// Reruns check and queue one at a time, so one execution is never
     /// queued twice by two quick reruns.
     reruns: Mutex<()>,
+    /// The executions queued or running here, under this node's leases.
+    leases: Arc<Leases>,
 }
 
 /// General mode per-listener accounting: running count and the jobs
@@ -196,7 +202,11 @@ impl Slots {
 impl Executor {
     /// Starts the general pool, the Low_Latency_Debug workers and the
     /// retry timer.
-    pub fn start(runner: Arc<Runner>, quotas: QuotasConfig) -> std::io::Result<Arc<Executor>> {
+    pub fn start(
+        runner: Arc<Runner>,
+        quotas: QuotasConfig,
+        leases: Arc<Leases>,
+    ) -> std::io::Result<Arc<Executor>> {
         let (general, general_jobs) = crossbeam_channel::unbounded::<Queued>();
         let (retry, retries) = crossbeam_channel::unbounded::<(Instant, Queued)>();
         let gate = Arc::new(Gate::default());
@@ -215,6 +225,7 @@ impl Executor {
                 slots: slots.clone(),
                 gate: gate.clone(),
                 retry: retry.clone(),
+                leases: leases.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("atom-general-{n}"))
@@ -227,6 +238,7 @@ impl Executor {
             let runner = runner.clone();
             let gate = gate.clone();
             let retry = retry.clone();
+            let leases = leases.clone();
             let cap = quotas.low_latency.max_execution_time;
             std::thread::Builder::new()
                 .name(format!("atom-worker-{n}"))
@@ -239,7 +251,7 @@ impl Executor {
                         };
                         let ran = runner.run(job, WorkerMode::LowLatencyDebug, Some(cap), 0);
                         drop(admission);
-                        schedule_retry(ran, &retry);
+                        settle(ran, &retry, &leases);
                         drop(running);
                     }
                 })?;
@@ -254,6 +266,7 @@ impl Executor {
             runner,
             gate,
             reruns: Mutex::new(()),
+            leases,
         }))
     }
 
@@ -382,6 +395,7 @@ impl Executor {
     /// Hands a committed execution to its workers.
     pub fn submit(&self, job: Job, admission: Option<Admission>) {
         let id = job.record.id.clone();
+        self.leases.hold(&id, job.record.lease_epoch);
         let sent = match admission {
             Some(admission) => self
                 .low_latency
@@ -451,9 +465,17 @@ impl Executor {
         record.error = None;
         record.log = String::new();
         record.documents = Vec::new();
-        store
-            .update_executions(std::slice::from_ref(&record))
-            .map_err(|e| RerunRefusal::Store(e.to_string()))?;
+        let until = self.leases.until_us();
+        let epoch = store
+            .requeue_finished(&record, &self.leases.node, until)
+            .map_err(|e| RerunRefusal::Store(e.to_string()))?
+            .ok_or_else(|| RerunRefusal::NotFinished {
+                id: record.id.clone(),
+                status: "queued again already (another rerun)".into(),
+            })?;
+        record.owner = Some(self.leases.node.clone());
+        record.lease_until_us = Some(until);
+        record.lease_epoch = epoch;
         tracing::info!(execution = %record.id, process = %record.process, version = %record.version, attempts = record.attempts, "execution queued to run again");
         self.submit(
             Job {
@@ -465,17 +487,62 @@ impl Executor {
         Ok(record)
     }
 
-    /// Queues every execution a crash or stop interrupted, on the general
-    /// workers (they were acknowledged already, so no quota may refuse
-    /// them). An execution whose process is gone is ABORTED, its document
-    /// kept in the message store.
+    /// Claims and queues every execution a crash or stop interrupted: this
+    /// node's own from before it restarted, and any whose lease expired.
+    /// See [`Executor::run_claimed`].
     pub fn recover(&self, store: &dyn Store, registry: &Registry) -> Result<usize, String> {
-        let unfinished = store.unfinished_executions().map_err(|e| e.to_string())?;
-        let count = unfinished.len();
-        for mut record in unfinished {
+        let mut total = 0;
+        loop {
+            let claimed = self.claim_and_run(store, registry, true)?;
+            total += claimed;
+            if claimed < CLAIM_BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Claims and queues executions whose node's lease expired (the node
+    /// died or lost the store); called every second by the lease keeper.
+    pub fn take_over(&self, store: &dyn Store, registry: &Registry) -> Result<usize, String> {
+        if self.gate.draining() {
+            return Ok(0);
+        }
+        self.claim_and_run(store, registry, false)
+    }
+
+    fn claim_and_run(
+        &self,
+        store: &dyn Store,
+        registry: &Registry,
+        own_earlier: bool,
+    ) -> Result<usize, String> {
+        let except = self.leases.held_ids();
+        let claimed = store
+            .claim_executions(&Claim {
+                node: &self.leases.node,
+                until_us: self.leases.until_us(),
+                now_us: super::leases::now_us(),
+                own_earlier,
+                except: &except,
+                limit: CLAIM_BATCH,
+            })
+            .map_err(|e| e.to_string())?;
+        let count = claimed.len();
+        for record in claimed {
+            self.run_claimed(record, registry);
+        }
+        Ok(count)
+    }
+
+    /// Queues a claimed execution on the general workers (it was
+    /// acknowledged already, so no quota may refuse it). One whose process
+    /// is gone is ABORTED, its document kept in the message store.
+    fn run_claimed(&self, mut record: ExecutionRecord, registry: &Registry) {
+        {
             match registry.spec(&record.process) {
                 Some(spec) if !spec.process.steps.is_empty() => {
-                    tracing::info!(execution = %record.id, process = %record.process, status = %record.status, "recovering interrupted execution");
+                    tracing::info!(execution = %record.id, process = %record.process, status = %record.status,
+                        attempts = record.attempts, node = %self.leases.node, "recovering interrupted execution");
                     self.submit(Job { spec, record }, None);
                 }
                 _ => {
@@ -490,12 +557,40 @@ impl Executor {
                 }
             }
         }
-        Ok(count)
+    }
+
+    /// This node's leases.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
+    }
+
+    /// Gives up the leases on executions still queued here (at the end of
+    /// a drain with nothing running), so that another node takes them at
+    /// once instead of after the lease.
+    pub fn release_queued(&self, store: &dyn Store) {
+        let held = self.leases.held();
+        if held.is_empty() || self.running() > 0 {
+            return;
+        }
+        match store.release_execution_leases(&self.leases.node, &held) {
+            Ok(()) => tracing::info!(
+                executions = held.len(),
+                "leases of queued executions given up"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "giving up leases failed; they expire by themselves")
+            }
+        }
     }
 }
 
-/// Hands a transiently failed execution to the retry timer.
-fn schedule_retry(ran: Ran, retry: &Sender<(Instant, Queued)>) {
+/// After a run: a finished execution's lease is let go (its final state
+/// is with the history writer); a transiently failed one goes to the retry
+/// timer, still held.
+fn settle(ran: Ran, retry: &Sender<(Instant, Queued)>, leases: &Leases) {
+    if let Ran::Finished(record) = &ran {
+        leases.release(&record.id);
+    }
     if let Ran::Retry {
         job,
         delay,
@@ -563,6 +658,7 @@ struct GeneralWorker {
     slots: Arc<Slots>,
     gate: Arc<Gate>,
     retry: Sender<(Instant, Queued)>,
+    leases: Arc<Leases>,
 }
 
 impl GeneralWorker {
@@ -581,7 +677,7 @@ impl GeneralWorker {
                             None,
                             queued.retries_done,
                         );
-                        schedule_retry(ran, &self.retry);
+                        settle(ran, &self.retry, &self.leases);
                         drop(running);
                     }
                     None => {
@@ -700,7 +796,12 @@ mod tests {
                 max_execution_time: Duration::from_secs(60),
             },
         };
-        let executor = Executor::start(runner, quotas).expect("executor");
+        let executor = Executor::start(
+            runner,
+            quotas,
+            Arc::new(Leases::new("test-node", Duration::from_secs(30))),
+        )
+        .expect("executor");
         Rig {
             _dir: dir,
             store,

@@ -749,6 +749,7 @@ impl Work {
             opened.file_name.clone().unwrap_or_default(),
         );
         let now = time::OffsetDateTime::now_utc();
+        let leases = self.state.executor.leases();
         ExecutionRecord {
             id: new_execution_id(),
             process: self.spec.id.clone(),
@@ -761,6 +762,10 @@ impl Work {
             queued_at_us: (now.unix_timestamp_nanos() / 1000) as i64,
             input_documents: 1,
             input_bytes: opened.payload.len() as u64,
+            // Held by this node from the receipt's own transaction on.
+            owner: Some(leases.node.clone()),
+            lease_until_us: Some(leases.until_us()),
+            lease_epoch: 1,
             ..ExecutionRecord::default()
         }
     }

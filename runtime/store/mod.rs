@@ -248,6 +248,31 @@ pub struct ExecutionRecord {
     pub error: Option<String>,
     pub log: String,
     pub documents: Vec<KeptDocument>,
+    /// The node whose lease it is under (queued or running there).
+    pub owner: Option<String>,
+    /// Until when (µs since the epoch) the owner's lease holds.
+    #[serde(skip)]
+    pub lease_until_us: Option<i64>,
+    /// Goes up with every claim; a state written under an older epoch is
+    /// refused (the work was taken over meanwhile).
+    #[serde(skip)]
+    pub lease_epoch: i64,
+}
+
+/// Which unfinished executions a node claims.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub node: &'a str,
+    /// The new lease's end, µs since the epoch.
+    pub until_us: i64,
+    /// Now, µs since the epoch: leases ending before it have expired.
+    pub now_us: i64,
+    /// Also those this node held before it restarted, whatever their lease
+    /// (at start: the node that held them is this one, and it is gone).
+    pub own_earlier: bool,
+    /// Executions this node holds in memory right now: never claimed again.
+    pub except: &'a [String],
+    pub limit: u32,
 }
 
 /// A message row and, when its process runs steps, its queued execution.
@@ -299,7 +324,9 @@ pub trait Store: Send + Sync {
             })
             .collect()
     }
-    /// Writes the state of executions (status, timings, log, documents).
+    /// Writes the state of executions (status, timings, log, documents),
+    /// each only if its `lease_epoch` is still the row's (else it was taken
+    /// over, and the state is dropped with a warning).
     fn update_executions(&self, executions: &[ExecutionRecord]) -> Result<()> {
         self.commit_batch(&[], executions).map(|_| ())
     }
@@ -314,8 +341,35 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Committed>>;
     /// A cheap durable write, to tell whether the store can commit now.
     fn probe(&self) -> Result<()>;
-    /// Executions queued or running when the runtime stopped, oldest first.
+    /// Executions queued or running, oldest first.
     fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>>;
+    /// Claims unfinished executions (STARTED or INPROCESS) of other nodes
+    /// whose lease has expired (or that have none), and with `own_earlier`
+    /// those the node held before it restarted; oldest first. A live node
+    /// never claims its own: it knows what it holds. Each claimed row gets the
+    /// node as owner, the new lease, and its `lease_epoch` raised by one.
+    fn claim_executions(&self, claim: &Claim<'_>) -> Result<Vec<ExecutionRecord>>;
+    /// Extends `node`'s leases on executions it holds, as (id, epoch), to
+    /// `until_us`; returns the IDs it no longer holds (taken over).
+    fn renew_execution_leases(
+        &self,
+        node: &str,
+        held: &[(String, i64)],
+        until_us: i64,
+    ) -> Result<Vec<String>>;
+    /// Ends `node`'s leases on these executions now (a draining node), so
+    /// that another node can claim them at once.
+    fn release_execution_leases(&self, node: &str, held: &[(String, i64)]) -> Result<()>;
+    /// Queues a finished execution again (a rerun) under `node`'s lease:
+    /// writes `record`'s state, owner and lease, raises the epoch. Returns
+    /// the new epoch, or `None` when the execution is not finished (so of
+    /// two reruns at once, one wins).
+    fn requeue_finished(
+        &self,
+        record: &ExecutionRecord,
+        node: &str,
+        until_us: i64,
+    ) -> Result<Option<i64>>;
     /// Newest first.
     fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>>;
     fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;

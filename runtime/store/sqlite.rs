@@ -92,6 +92,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);",
     // 2: why an asynchronous MDN target was refused.
     "ALTER TABLE messages ADD COLUMN mdn_error TEXT;",
+    // 3: leases on executions: who holds one, until when, and an epoch
+    // that fences the states of a holder whose work was taken over.
+    // Unfinished rows from before have no owner: claimable at once.
+    "ALTER TABLE executions ADD COLUMN owner TEXT;
+     ALTER TABLE executions ADD COLUMN lease_until_us INTEGER;
+     ALTER TABLE executions ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX executions_unfinished ON executions (lease_until_us)
+        WHERE status IN ('STARTED', 'INPROCESS');",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -286,6 +294,9 @@ fn row_to_execution(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord
         error: row.get("error")?,
         log: row.get("log")?,
         documents: serde_json::from_str(&documents).unwrap_or_default(),
+        owner: row.get("owner")?,
+        lease_until_us: row.get("lease_until_us")?,
+        lease_epoch: row.get("lease_epoch")?,
     })
 }
 
@@ -310,8 +321,8 @@ fn insert_receipts_in(
         .prepare_cached(
             "INSERT INTO executions (id, message_row, process, version, mode, status, attempts, properties,
                 payload_path, queued_at, queued_at_us, input_documents, input_bytes, output_documents,
-                output_bytes, log, documents)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, 0, '', '[]')",
+                output_bytes, log, documents, owner, lease_until_us, lease_epoch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, 0, '', '[]', ?14, ?15, ?16)",
         )
         .map_err(err("queueing execution"))?;
     for receipt in receipts {
@@ -386,6 +397,9 @@ fn insert_receipts_in(
                     e.queued_at_us,
                     e.input_documents,
                     i64::try_from(e.input_bytes).unwrap_or(i64::MAX),
+                    e.owner,
+                    e.lease_until_us,
+                    e.lease_epoch,
                 ])
                 .map_err(err("queueing execution"))?;
         }
@@ -393,7 +407,8 @@ fn insert_receipts_in(
     Ok(outcomes)
 }
 
-/// Writes execution states inside `tx`.
+/// Writes execution states inside `tx`, each only under its own lease
+/// epoch: a state from a holder whose work was taken over is dropped.
 fn update_executions_in(
     tx: &rusqlite::Transaction<'_>,
     executions: &[ExecutionRecord],
@@ -403,7 +418,7 @@ fn update_executions_in(
             "UPDATE executions SET version = ?2, mode = ?3, status = ?4, attempts = ?5, started_at = ?6,
                 finished_at = ?7, finished_at_us = ?8, engine_us = ?9, instantiate_us = ?10,
                 output_documents = ?11, output_bytes = ?12, error = ?13, log = ?14, documents = ?15
-             WHERE id = ?1",
+             WHERE id = ?1 AND lease_epoch = ?16",
         )
         .map_err(err("recording execution"))?;
     for e in executions {
@@ -425,8 +440,15 @@ fn update_executions_in(
             e.error,
             e.log,
             documents,
+            e.lease_epoch,
         ])
-        .map_err(err("recording execution"))?;
+        .map_err(err("recording execution"))
+        .map(|changed| {
+            if changed == 0 {
+                tracing::warn!(execution = %e.id, epoch = e.lease_epoch, status = %e.status,
+                    "execution state dropped: its lease was taken over (or it is gone)");
+            }
+        })?;
     }
     Ok(())
 }
@@ -545,6 +567,143 @@ impl Store for SqliteStore {
             rows: ids.len(),
             paths,
         })
+    }
+
+    fn claim_executions(&self, claim: &super::Claim<'_>) -> Result<Vec<ExecutionRecord>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting a claim"))?;
+        let mut claimed = Vec::new();
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT * FROM executions WHERE status IN ('STARTED', 'INPROCESS')
+                       AND ((?2 AND owner = ?3)
+                            OR ((owner IS NULL OR owner != ?3)
+                                AND (lease_until_us IS NULL OR lease_until_us < ?1)))
+                     ORDER BY queued_at_us",
+                )
+                .map_err(err("selecting executions to claim"))?;
+            let rows = select
+                .query_map(
+                    params![claim.now_us, claim.own_earlier, claim.node],
+                    row_to_execution,
+                )
+                .map_err(err("selecting executions to claim"))?;
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE executions SET owner = ?2, lease_until_us = ?3, lease_epoch = lease_epoch + 1
+                     WHERE id = ?1",
+                )
+                .map_err(err("claiming executions"))?;
+            for row in rows {
+                let mut record = row.map_err(err("selecting executions to claim"))?;
+                if claim.except.contains(&record.id) {
+                    continue;
+                }
+                update
+                    .execute(params![record.id, claim.node, claim.until_us])
+                    .map_err(err("claiming executions"))?;
+                record.owner = Some(claim.node.to_string());
+                record.lease_until_us = Some(claim.until_us);
+                record.lease_epoch += 1;
+                claimed.push(record);
+                if claimed.len() >= claim.limit as usize {
+                    break;
+                }
+            }
+        }
+        tx.commit().map_err(err("committing a claim"))?;
+        Ok(claimed)
+    }
+
+    fn renew_execution_leases(
+        &self,
+        node: &str,
+        held: &[(String, i64)],
+        until_us: i64,
+    ) -> Result<Vec<String>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting a renewal"))?;
+        let mut lost = Vec::new();
+        {
+            let mut renew = tx
+                .prepare_cached(
+                    "UPDATE executions SET lease_until_us = ?4
+                     WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3",
+                )
+                .map_err(err("renewing leases"))?;
+            for (id, epoch) in held {
+                if renew
+                    .execute(params![id, node, epoch, until_us])
+                    .map_err(err("renewing leases"))?
+                    == 0
+                {
+                    lost.push(id.clone());
+                }
+            }
+        }
+        tx.commit().map_err(err("committing a renewal"))?;
+        Ok(lost)
+    }
+
+    fn release_execution_leases(&self, node: &str, held: &[(String, i64)]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting a release"))?;
+        {
+            let mut release = tx
+                .prepare_cached(
+                    "UPDATE executions SET lease_until_us = 0
+                     WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3",
+                )
+                .map_err(err("releasing leases"))?;
+            for (id, epoch) in held {
+                release
+                    .execute(params![id, node, epoch])
+                    .map_err(err("releasing leases"))?;
+            }
+        }
+        tx.commit().map_err(err("committing a release"))
+    }
+
+    fn requeue_finished(
+        &self,
+        e: &ExecutionRecord,
+        node: &str,
+        until_us: i64,
+    ) -> Result<Option<i64>> {
+        let documents = serde_json::to_string(&e.documents)
+            .map_err(|x| StoreError::new("encoding documents", x))?;
+        self.lock()
+            .query_row(
+                "UPDATE executions SET version = ?2, mode = ?3, status = ?4, attempts = ?5, started_at = ?6,
+                    finished_at = ?7, finished_at_us = ?8, engine_us = ?9, instantiate_us = ?10,
+                    output_documents = ?11, output_bytes = ?12, error = ?13, log = ?14, documents = ?15,
+                    owner = ?16, lease_until_us = ?17, lease_epoch = lease_epoch + 1
+                 WHERE id = ?1 AND status IN ('COMPLETE', 'COMPLETE_WARN', 'ERROR', 'ABORTED')
+                 RETURNING lease_epoch",
+                params![
+                    e.id,
+                    e.version,
+                    e.mode,
+                    e.status,
+                    e.attempts,
+                    e.started_at,
+                    e.finished_at,
+                    e.finished_at_us,
+                    e.engine_us,
+                    e.instantiate_us,
+                    e.output_documents,
+                    i64::try_from(e.output_bytes).unwrap_or(i64::MAX),
+                    e.error,
+                    e.log,
+                    documents,
+                    node,
+                    until_us,
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(err("queueing an execution again"))
     }
 
     fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>> {

@@ -30,7 +30,7 @@ use crate::process::execution::Runner;
 use crate::process::history::HistoryWriter;
 use crate::process::leases::Leases;
 use crate::process::workers::Executor;
-use crate::server::mdn_delivery::{Delivery, MdnSender, RetryPolicy};
+use crate::server::mdn_delivery::{MdnSender, RetryPolicy};
 use crate::server::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::store::documents::Documents;
@@ -135,13 +135,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             "interrupted executions queued again"
         );
     }
-    crate::process::leases::start_keeper(
-        executor.clone(),
-        registry.clone(),
-        store.clone(),
-        shutdown.clone(),
-    )
-    .map_err(|e| StartError(format!("starting the lease keeper: {e}")))?;
     let _watcher = crate::listeners::watcher::start(registry.clone(), config.processes_dir.clone())
         .map_err(StartError)?;
     let token = admin::ensure_token(&config.data_dir).map_err(|e| {
@@ -155,7 +148,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         max_delay: std::time::Duration::from_secs(config.async_mdn.max_retry_seconds),
         give_up_after: std::time::Duration::from_secs(config.async_mdn.give_up_after_hours * 3600),
     };
-    let mdn_sender = MdnSender::start(store.clone(), metrics.clone(), policy, shutdown.clone());
+    let mdn_sender = MdnSender::start(
+        store.clone(),
+        metrics.clone(),
+        policy,
+        shutdown.clone(),
+        Arc::new(Leases::new(&config.molecule.node_id, config.molecule.lease)),
+    );
     crate::store::retention::start(
         store.clone(),
         documents.clone(),
@@ -163,7 +162,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         std::time::Duration::from_secs(u64::from(config.purge_interval_minutes) * 60),
     )
     .map_err(|e| StartError(format!("starting the retention thread: {e}")))?;
-    requeue_pending_mdns(&store, &registry, &mdn_sender);
+    match mdn_sender.take_over(store.as_ref(), &registry, true) {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(
+            receipts = count,
+            "undelivered asynchronous MDNs queued again"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "claiming pending asynchronous MDNs; the lease keeper tries again")
+        }
+    }
+    crate::process::leases::start_keeper(
+        executor.clone(),
+        mdn_sender.clone(),
+        registry.clone(),
+        store.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| StartError(format!("starting the lease keeper: {e}")))?;
 
     let state = web::Data::new(AppState {
         config: config.clone(),
@@ -351,9 +367,15 @@ impl Drain {
             }
             Err(e) => tracing::error!(error = %e, "flushing the execution history failed"),
         }
-        // 5. Executions still queued here: another node may take them now.
+        // 5. Executions still queued and receipts still pending here:
+        //    another node may take them now.
         let (executor, store) = (self.executor.clone(), self.state.store.clone());
-        let _ = tokio::task::spawn_blocking(move || executor.release_queued(store.as_ref())).await;
+        let mdns = self.mdn_sender.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            executor.release_queued(store.as_ref());
+            mdns.release_pending(store.as_ref());
+        })
+        .await;
     }
 }
 
@@ -423,31 +445,4 @@ fn announce(config: &Config, bound: &Bound) {
         name = %config.name, http = %show(bound.http), https = %show(bound.https), admin = %bound.admin,
         data_dir = %config.data_dir.display(), processes_dir = %config.processes_dir.display(), "atom ready"
     );
-}
-
-fn requeue_pending_mdns(store: &Arc<dyn Store>, registry: &Registry, sender: &MdnSender) {
-    match store.pending_async_mdns() {
-        Ok(pending) => {
-            for (id, receipt) in pending {
-                if let Some(url) = receipt.mdn_url {
-                    tracing::info!(record = id, %url, "queueing undelivered asynchronous MDN again");
-                    // The listener's allowed targets; only public ones if it is gone.
-                    let targets = receipt
-                        .listener
-                        .as_deref()
-                        .and_then(|l| registry.spec(l))
-                        .map(|spec| spec.mdn_targets.clone())
-                        .unwrap_or_default();
-                    sender.send(Delivery {
-                        record_id: id,
-                        url,
-                        headers: receipt.headers,
-                        body: receipt.body,
-                        targets,
-                    });
-                }
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "reading pending asynchronous MDNs"),
-    }
 }

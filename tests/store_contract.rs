@@ -460,6 +460,81 @@ mod contract {
         );
     }
 
+    /// A pending asynchronous MDN between two nodes: held by the receiving
+    /// node, taken over once its lease expired, the old holder's outcome
+    /// refused and the new holder's recorded; a delivered one is never
+    /// claimed again; a resent receipt's status is recorded whoever holds it.
+    pub fn mdn_outbox_leases(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let now = 1_000_000_000_000i64;
+        let lease = 30_000_000i64;
+        let mut pending = accepted("P", "<mdn@p>");
+        pending.mdn_mode = "async".into();
+        pending.mdn_status = "pending".into();
+        pending.mdn_url = Some("https://partner.example/mdn".into());
+        pending.mdn_owner = Some("A".into());
+        pending.mdn_lease_until_us = Some(now + lease);
+        let mut sync = accepted("P", "<sync@p>");
+        sync.mdn_status = "sent".into();
+        let ids = store
+            .insert_receipts(&[receipt(pending), receipt(sync)])
+            .expect("insert");
+        let claim = |node: &'static str, at: i64, own_earlier: bool| {
+            store
+                .claim_async_mdns(&Claim {
+                    node,
+                    until_us: at + lease,
+                    now_us: at,
+                    own_earlier,
+                    except: &[],
+                    limit: 100,
+                })
+                .expect("claim")
+        };
+        assert!(claim("B", now + 1, false).is_empty(), "A's lease is live");
+        let back = claim("A", now + 1, true);
+        assert_eq!(back.len(), 1, "a restarted A takes its own back");
+        assert_eq!(back[0].epoch, 2);
+        assert_eq!(back[0].receipt.record_id, ids[0]);
+        assert_eq!(back[0].receipt.body, b"mdn");
+        let taken = claim("B", now + 2 * lease, false);
+        assert_eq!(
+            taken.len(),
+            1,
+            "only the pending one, once A's lease expired"
+        );
+        assert_eq!(taken[0].epoch, 3);
+        assert_eq!(
+            store
+                .renew_mdn_leases("A", &[(ids[0], 2)], now + 3 * lease)
+                .expect("renew"),
+            [ids[0]]
+        );
+        assert!(!store
+            .set_mdn_status(ids[0], "delivered", Some(2))
+            .expect("status"));
+        assert!(store
+            .set_mdn_status(ids[0], "delivered", Some(3))
+            .expect("status"));
+        assert!(
+            claim("C", now + 10 * lease, false).is_empty(),
+            "delivered: done"
+        );
+        assert!(store
+            .set_mdn_status(ids[0], "delivered", None)
+            .expect("resent"));
+        let shown = store.recent_messages(10).expect("list");
+        let row = shown.iter().find(|m| m.id == ids[0]).expect("row");
+        assert_eq!(
+            (
+                row.record.mdn_status.as_str(),
+                row.record.mdn_owner.as_deref()
+            ),
+            ("delivered", Some("B"))
+        );
+    }
+
     /// Documents come back byte for byte, whatever the chunking; a discarded
     /// message's documents are gone; kept documents are their own.
     pub fn documents_round_trip(open: Opener) {
@@ -549,6 +624,10 @@ macro_rules! store_contract {
             #[test]
             fn leases_claim_renew_expire_and_fence() {
                 contract::leases_claim_renew_expire_and_fence(&open);
+            }
+            #[test]
+            fn mdn_outbox_leases() {
+                contract::mdn_outbox_leases(&open);
             }
             #[test]
             fn documents_round_trip() {

@@ -395,7 +395,7 @@ impl Executor {
     /// Hands a committed execution to its workers.
     pub fn submit(&self, job: Job, admission: Option<Admission>) {
         let id = job.record.id.clone();
-        self.leases.hold(&id, job.record.lease_epoch);
+        self.leases.hold(id.clone(), job.record.lease_epoch);
         let sent = match admission {
             Some(admission) => self
                 .low_latency

@@ -637,6 +637,12 @@ impl Work {
             record.mdn_status = "refused".into();
             record.mdn_error = Some(reason.clone());
         }
+        if record.mdn_status == "pending" {
+            // Delivered by this node, under its lease from this transaction on.
+            let leases = self.state.mdn_sender.leases();
+            record.mdn_owner = Some(leases.node.clone());
+            record.mdn_lease_until_us = Some(leases.until_us());
+        }
         if self.spec.reject_duplicates && opened.is_ok() {
             record.dedupe = Some(self.spec.duplicate_window);
         }
@@ -691,6 +697,8 @@ impl Work {
                     headers: header_pairs(&mdn.headers),
                     body: mdn.body,
                     targets: self.spec.mdn_targets.clone(),
+                    // Held from the receipt's transaction on (epoch 1).
+                    epoch: Some(1),
                 }),
                 execution: None,
             },
@@ -866,6 +874,8 @@ impl Work {
             .into(),
             mdn_url: self.request.async_url.clone(),
             mdn_error: None,
+            mdn_owner: None,
+            mdn_lease_until_us: None,
             mdn_headers: built.map(|b| header_pairs(&b.headers)).unwrap_or_default(),
             mdn_body: built.map(|b| b.body.clone()).unwrap_or_default(),
             raw_path: written.first().cloned(),
@@ -910,6 +920,8 @@ impl Work {
                     headers: receipt.headers,
                     body: receipt.body,
                     targets: self.spec.mdn_targets.clone(),
+                    // Sent again on request; the original keeps its lease.
+                    epoch: None,
                 }),
             },
             // Its target was refused the first time: answered in the response then too.

@@ -124,6 +124,11 @@ pub struct MessageRecord {
     pub mdn_url: Option<String>,
     /// Why an asynchronous MDN was not sent there (`mdn_status` `refused`).
     pub mdn_error: Option<String>,
+    /// The node whose lease a pending asynchronous MDN is under.
+    pub mdn_owner: Option<String>,
+    /// Until when (µs since the epoch) that lease holds.
+    #[serde(skip)]
+    pub mdn_lease_until_us: Option<i64>,
     #[serde(skip)]
     pub mdn_headers: Vec<(String, String)>,
     #[serde(skip)]
@@ -259,9 +264,18 @@ pub struct ExecutionRecord {
     pub lease_epoch: i64,
 }
 
-/// Which unfinished executions a node claims.
+/// An asynchronous MDN a node claimed for delivery.
 #[derive(Debug, Clone)]
-pub struct Claim<'a> {
+pub struct PendingMdn {
+    pub receipt: StoredReceipt,
+    /// The lease's epoch: the delivery's outcome is recorded under it.
+    pub epoch: i64,
+}
+
+/// Which unfinished work (executions by ID, MDNs by message row) a node
+/// claims.
+#[derive(Debug, Clone)]
+pub struct Claim<'a, K = String> {
     pub node: &'a str,
     /// The new lease's end, µs since the epoch.
     pub until_us: i64,
@@ -270,8 +284,8 @@ pub struct Claim<'a> {
     /// Also those this node held before it restarted, whatever their lease
     /// (at start: the node that held them is this one, and it is gone).
     pub own_earlier: bool,
-    /// Executions this node holds in memory right now: never claimed again.
-    pub except: &'a [String],
+    /// What this node holds in memory right now: never claimed again.
+    pub except: &'a [K],
     pub limit: u32,
 }
 
@@ -378,12 +392,22 @@ pub trait Store: Send + Sync {
     /// and the paths of the documents they kept (failed executions keep
     /// none, so an empty path list does not mean nothing was deleted).
     fn purge_executions_before(&self, cutoff: &str, limit: u32) -> Result<retention::Purged>;
-    /// Updates the delivery status of an asynchronous MDN.
-    fn set_mdn_status(&self, id: i64, status: &str) -> Result<()>;
+    /// Updates the delivery status of an asynchronous MDN: under the
+    /// lease `epoch` it was delivered with (false when the lease was taken
+    /// over: the status is left to the new holder), or unconditionally for
+    /// a receipt sent again to a resending partner (`None`).
+    fn set_mdn_status(&self, id: i64, status: &str, epoch: Option<i64>) -> Result<bool>;
     /// The newest messages first.
     fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRow>>;
-    /// Asynchronous receipts not yet delivered (to queue again at start).
-    fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>>;
+    /// Claims asynchronous receipts not yet delivered (`pending`), like
+    /// [`Store::claim_executions`]: other nodes' whose lease expired, and
+    /// with `own_earlier` the node's own from before it restarted.
+    fn claim_async_mdns(&self, claim: &Claim<'_, i64>) -> Result<Vec<PendingMdn>>;
+    /// Extends `node`'s leases on pending MDNs (message row, epoch);
+    /// returns the rows it no longer holds.
+    fn renew_mdn_leases(&self, node: &str, held: &[(i64, i64)], until_us: i64) -> Result<Vec<i64>>;
+    /// Ends `node`'s leases on these pending MDNs now (a draining node).
+    fn release_mdn_leases(&self, node: &str, held: &[(i64, i64)]) -> Result<()>;
     /// Deletes up to `limit` messages received before `cutoff` (RFC 3339),
     /// except receipts still waiting for asynchronous delivery and messages
     /// whose execution has not finished; returns how many rows went and the

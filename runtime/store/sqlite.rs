@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord, MessageRow,
-    Receipt, Result, Store, StoreError, StoredReceipt,
+    PendingMdn, Receipt, Result, Store, StoreError, StoredReceipt,
 };
 
 pub struct SqliteStore {
@@ -99,7 +99,12 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE executions ADD COLUMN lease_until_us INTEGER;
      ALTER TABLE executions ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX executions_unfinished ON executions (lease_until_us)
-        WHERE status IN ('STARTED', 'INPROCESS');",
+        WHERE status IN ('STARTED', 'INPROCESS');
+     ALTER TABLE messages ADD COLUMN mdn_owner TEXT;
+     ALTER TABLE messages ADD COLUMN mdn_lease_until_us INTEGER;
+     ALTER TABLE messages ADD COLUMN mdn_lease_epoch INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX messages_mdn_outbox ON messages (mdn_lease_until_us)
+        WHERE mdn_mode = 'async' AND mdn_status = 'pending';",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -256,6 +261,8 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
             mdn_status: row.get("mdn_status")?,
             mdn_url: row.get("mdn_url")?,
             mdn_error: row.get("mdn_error")?,
+            mdn_owner: row.get("mdn_owner")?,
+            mdn_lease_until_us: row.get("mdn_lease_until_us")?,
             mdn_headers: serde_json::from_str(&headers_json).unwrap_or_default(),
             mdn_body: row.get("mdn_body")?,
             raw_path: row.get("raw_path")?,
@@ -313,8 +320,10 @@ fn insert_receipts_in(
         .prepare_cached(
             "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject, file_name, mime_type,
                 request_size, payload_size, encryption, signature, compression, mic, disposition, mdn_mode,
-                mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at, holds_id, mdn_error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+                mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path, error, received_at, holds_id, mdn_error,
+                mdn_owner, mdn_lease_until_us, mdn_lease_epoch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25,
+                ?26, ?27, ?28)",
         )
         .map_err(err("logging message"))?;
     let mut queue = tx
@@ -377,6 +386,9 @@ fn insert_receipts_in(
             r.received_at,
             claims.then_some(1i64),
             r.mdn_error,
+            r.mdn_owner,
+            r.mdn_lease_until_us,
+            i64::from(r.mdn_owner.is_some()),
         ])
         .map_err(err("logging message"))?;
         let row = tx.last_insert_rowid();
@@ -492,13 +504,14 @@ impl Store for SqliteStore {
             .map_err(err("probing the store"))
     }
 
-    fn set_mdn_status(&self, id: i64, status: &str) -> Result<()> {
+    fn set_mdn_status(&self, id: i64, status: &str, epoch: Option<i64>) -> Result<bool> {
         self.lock()
             .execute(
-                "UPDATE messages SET mdn_status = ?1 WHERE id = ?2",
-                params![status, id],
+                "UPDATE messages SET mdn_status = ?1
+                 WHERE id = ?2 AND (?3 IS NULL OR mdn_lease_epoch = ?3)",
+                params![status, id, epoch],
             )
-            .map(|_| ())
+            .map(|changed| changed > 0)
             .map_err(err("updating MDN status"))
     }
 
@@ -514,16 +527,97 @@ impl Store for SqliteStore {
             .map_err(err("listing messages"))
     }
 
-    fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(&format!("SELECT {RECEIPT_COLUMNS} FROM messages WHERE mdn_mode = 'async' AND mdn_status = 'pending' ORDER BY id"))
-            .map_err(err("reading pending MDNs"))?;
-        let rows = stmt
-            .query_map([], |row| row_to_receipt(row).map(|r| (r.record_id, r)))
-            .map_err(err("reading pending MDNs"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(err("reading pending MDNs"))
+    fn claim_async_mdns(&self, claim: &super::Claim<'_, i64>) -> Result<Vec<PendingMdn>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting a claim"))?;
+        let mut claimed = Vec::new();
+        {
+            let mut select = tx
+                .prepare_cached(&format!(
+                    "SELECT {RECEIPT_COLUMNS}, mdn_lease_epoch FROM messages
+                     WHERE mdn_mode = 'async' AND mdn_status = 'pending'
+                       AND ((?2 AND mdn_owner = ?3)
+                            OR ((mdn_owner IS NULL OR mdn_owner != ?3)
+                                AND (mdn_lease_until_us IS NULL OR mdn_lease_until_us < ?1)))
+                     ORDER BY id"
+                ))
+                .map_err(err("selecting MDNs to claim"))?;
+            let rows = select
+                .query_map(
+                    params![claim.now_us, claim.own_earlier, claim.node],
+                    |row| Ok((row_to_receipt(row)?, row.get::<_, i64>(7)?)),
+                )
+                .map_err(err("selecting MDNs to claim"))?;
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE messages SET mdn_owner = ?2, mdn_lease_until_us = ?3,
+                        mdn_lease_epoch = mdn_lease_epoch + 1
+                     WHERE id = ?1",
+                )
+                .map_err(err("claiming MDNs"))?;
+            for row in rows {
+                let (receipt, epoch) = row.map_err(err("selecting MDNs to claim"))?;
+                if claim.except.contains(&receipt.record_id) {
+                    continue;
+                }
+                update
+                    .execute(params![receipt.record_id, claim.node, claim.until_us])
+                    .map_err(err("claiming MDNs"))?;
+                claimed.push(PendingMdn {
+                    receipt,
+                    epoch: epoch + 1,
+                });
+                if claimed.len() >= claim.limit as usize {
+                    break;
+                }
+            }
+        }
+        tx.commit().map_err(err("committing a claim"))?;
+        Ok(claimed)
+    }
+
+    fn renew_mdn_leases(&self, node: &str, held: &[(i64, i64)], until_us: i64) -> Result<Vec<i64>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting a renewal"))?;
+        let mut lost = Vec::new();
+        {
+            let mut renew = tx
+                .prepare_cached(
+                    "UPDATE messages SET mdn_lease_until_us = ?4
+                     WHERE id = ?1 AND mdn_owner = ?2 AND mdn_lease_epoch = ?3",
+                )
+                .map_err(err("renewing leases"))?;
+            for (id, epoch) in held {
+                if renew
+                    .execute(params![id, node, epoch, until_us])
+                    .map_err(err("renewing leases"))?
+                    == 0
+                {
+                    lost.push(*id);
+                }
+            }
+        }
+        tx.commit().map_err(err("committing a renewal"))?;
+        Ok(lost)
+    }
+
+    fn release_mdn_leases(&self, node: &str, held: &[(i64, i64)]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err("starting a release"))?;
+        {
+            let mut release = tx
+                .prepare_cached(
+                    "UPDATE messages SET mdn_lease_until_us = 0
+                     WHERE id = ?1 AND mdn_owner = ?2 AND mdn_lease_epoch = ?3",
+                )
+                .map_err(err("releasing leases"))?;
+            for (id, epoch) in held {
+                release
+                    .execute(params![id, node, epoch])
+                    .map_err(err("releasing leases"))?;
+            }
+        }
+        tx.commit().map_err(err("committing a release"))
     }
 
     fn purge_before(&self, cutoff: &str, limit: u32) -> Result<super::retention::Purged> {

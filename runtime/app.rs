@@ -180,6 +180,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shutdown.clone(),
     )
     .map_err(|e| StartError(format!("starting the lease keeper: {e}")))?;
+    crate::listeners::follower::start(registry.clone(), shutdown.clone())
+        .map_err(|e| StartError(format!("starting the listener follower: {e}")))?;
 
     let state = web::Data::new(AppState {
         config: config.clone(),

@@ -160,6 +160,27 @@ mod contract {
         assert!(reopened.paused_listeners().expect("read").is_empty());
     }
 
+    /// What every node follows: paused or not, and restarts counted.
+    pub fn listener_states_are_shared(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        store.set_paused("p1", true).expect("pause");
+        assert_eq!(store.count_restart("p2").expect("restart"), 1);
+        assert_eq!(store.count_restart("p2").expect("restart"), 2);
+        assert_eq!(store.count_restart("p1").expect("restart"), 1);
+        store.set_paused("p2", true).expect("pause");
+        store.set_paused("p2", false).expect("resume");
+        let shared = |listener: &str, paused, restarts| atom::store::ListenerShared {
+            listener: listener.into(),
+            paused,
+            restarts,
+        };
+        assert_eq!(
+            store.listener_states().expect("states"),
+            [shared("p1", true, 1), shared("p2", false, 2)]
+        );
+    }
+
     pub fn old_messages_and_their_files_go_recent_and_pending_ones_stay(open: Opener) {
         let dir = tempfile::tempdir().expect("tempdir");
         let Backend { store, documents } = open(dir.path());
@@ -611,6 +632,10 @@ macro_rules! store_contract {
             #[test]
             fn pause_state_persists() {
                 contract::pause_state_persists(&open);
+            }
+            #[test]
+            fn listener_states_are_shared() {
+                contract::listener_states_are_shared(&open);
             }
             #[test]
             fn old_messages_and_their_files_go_recent_and_pending_ones_stay() {

@@ -2,11 +2,13 @@
 //! (AS2-To, AS2-From).
 //!
 //! - [`bundle`]: reads a bundle's start step into a [`bundle::ListenerSpec`].
+//! - [`follower`]: pauses, resumes and restarts asked on other nodes.
 //! - [`ip_filter`]: the per-partner IP filter.
 //! - [`registry`]: the routing table and the listener states.
 //! - [`watcher`]: hot reload of the processes folder.
 
 pub mod bundle;
+pub mod follower;
 pub mod ip_filter;
 pub mod registry;
 pub mod watcher;

@@ -141,6 +141,9 @@ pub struct Registry {
     allowed_directories: std::sync::OnceLock<Vec<PathBuf>>,
     store: Arc<dyn Store>,
     inner: RwLock<Inner>,
+    /// Restarts of each listener seen so far (asked here or on another
+    /// node), to tell a new one in the store's count.
+    restarts_seen: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 #[derive(Default)]
@@ -187,6 +190,7 @@ impl Registry {
             allowed_directories: std::sync::OnceLock::new(),
             store,
             inner: RwLock::new(Inner::default()),
+            restarts_seen: Default::default(),
         }
     }
 
@@ -218,11 +222,15 @@ impl Registry {
 
     /// Loads every bundle of the processes folder; paused states come from the store.
     pub fn load_all(&self) -> Result<(), String> {
-        let paused: HashSet<String> = self
-            .store
-            .paused_listeners()
-            .map_err(|e| e.to_string())?
+        let shared = self.store.listener_states().map_err(|e| e.to_string())?;
+        let paused: HashSet<String> = shared
+            .iter()
+            .filter(|s| s.paused)
+            .map(|s| s.listener.clone())
+            .collect();
+        *self.seen() = shared
             .into_iter()
+            .map(|s| (s.listener, s.restarts))
             .collect();
         let mut bundles: Vec<(String, PathBuf)> = Vec::new();
         match std::fs::read_dir(&self.processes_dir) {
@@ -480,9 +488,68 @@ impl Registry {
         }
     }
 
-    /// Re-creates listeners from their bundles (re-reading keys); clears
-    /// errors that are gone; a paused listener stays paused.
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.restarts_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies what other nodes changed in the shared listener states:
+    /// pauses, resumes and restarts asked there (called every 500 ms by
+    /// [`super::follower`]).
+    pub fn follow(&self) -> Result<(), String> {
+        let shared = self.store.listener_states().map_err(|e| e.to_string())?;
+        let mut restart = Vec::new();
+        {
+            let mut inner = self.write();
+            for state in &shared {
+                let Some(entry) = inner.listeners.get_mut(&state.listener) else {
+                    continue;
+                };
+                if entry.paused != state.paused {
+                    entry.paused = state.paused;
+                    let word = if state.paused { "paused" } else { "resumed" };
+                    tracing::info!(listener = %state.listener, action = word, "listener state changed on another node");
+                }
+            }
+        }
+        {
+            let mut seen = self.seen();
+            for state in shared {
+                let known = seen.entry(state.listener.clone()).or_insert(state.restarts);
+                if state.restarts > *known {
+                    *known = state.restarts;
+                    restart.push(state.listener);
+                }
+            }
+        }
+        if !restart.is_empty() {
+            tracing::info!(listeners = ?restart, "restart asked on another node");
+            self.restart_here(&restart);
+        }
+        Ok(())
+    }
+
+    /// Re-creates listeners from their bundles (re-reading keys), here and
+    /// on every other node; clears errors that are gone; a paused listener
+    /// stays paused.
     pub fn restart(&self, ids: &[String]) -> Vec<ActionResult> {
+        let results = self.restart_here(ids);
+        for result in &results {
+            if !self.read().listeners.contains_key(&result.id) {
+                continue;
+            }
+            match self.store.count_restart(&result.id) {
+                Ok(count) => {
+                    self.seen().insert(result.id.clone(), count);
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %result.id, error = %e, "restarted here; other nodes were not told")
+                }
+            }
+        }
+        results
+    }
+
+    fn restart_here(&self, ids: &[String]) -> Vec<ActionResult> {
         ids.iter()
             .map(|id| {
                 let path = self.processes_dir.join(id);

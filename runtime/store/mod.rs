@@ -264,6 +264,16 @@ pub struct ExecutionRecord {
     pub lease_epoch: i64,
 }
 
+/// A listener's state shared by every node of a Molecule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerShared {
+    pub listener: String,
+    pub paused: bool,
+    /// Restarts asked so far, on any node: a node that has seen fewer
+    /// restarts the listener itself.
+    pub restarts: i64,
+}
+
 /// An asynchronous MDN a node claimed for delivery.
 #[derive(Debug, Clone)]
 pub struct PendingMdn {
@@ -416,4 +426,8 @@ pub trait Store: Send + Sync {
     /// Listener IDs an operator paused.
     fn paused_listeners(&self) -> Result<Vec<String>>;
     fn set_paused(&self, listener: &str, paused: bool) -> Result<()>;
+    /// Every listener's shared state (what all nodes follow).
+    fn listener_states(&self) -> Result<Vec<ListenerShared>>;
+    /// Counts a restart of `listener` asked on any node; the new count.
+    fn count_restart(&self, listener: &str) -> Result<i64>;
 }

@@ -105,6 +105,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages ADD COLUMN mdn_lease_epoch INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX messages_mdn_outbox ON messages (mdn_lease_until_us)
         WHERE mdn_mode = 'async' AND mdn_status = 'pending';",
+    // 4: restarts asked per listener, followed by every node.
+    "ALTER TABLE listener_state ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -894,6 +896,38 @@ impl Store for SqliteStore {
             .map_err(err("reading listener states"))?;
         rows.collect::<rusqlite::Result<Vec<String>>>()
             .map_err(err("reading listener states"))
+    }
+
+    fn listener_states(&self) -> Result<Vec<super::ListenerShared>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT listener, paused, restarts FROM listener_state ORDER BY listener",
+            )
+            .map_err(err("reading listener states"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(super::ListenerShared {
+                    listener: r.get(0)?,
+                    paused: r.get::<_, i64>(1)? != 0,
+                    restarts: r.get(2)?,
+                })
+            })
+            .map_err(err("reading listener states"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("reading listener states"))
+    }
+
+    fn count_restart(&self, listener: &str) -> Result<i64> {
+        self.lock()
+            .query_row(
+                "INSERT INTO listener_state (listener, paused, restarts) VALUES (?1, 0, 1)
+                 ON CONFLICT(listener) DO UPDATE SET restarts = restarts + 1
+                 RETURNING restarts",
+                params![listener],
+                |r| r.get(0),
+            )
+            .map_err(err("counting a listener restart"))
     }
 
     fn set_paused(&self, listener: &str, paused: bool) -> Result<()> {

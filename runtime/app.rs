@@ -126,6 +126,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         }));
     }
+    // Before this node takes back "its own" work: no live namesake.
+    crate::molecule::check_unique(
+        store.as_ref(),
+        &config.molecule.node_id,
+        config.molecule.lease,
+    )
+    .map_err(StartError)?;
     let recovered = executor
         .recover(store.as_ref(), &registry)
         .map_err(|e| StartError(format!("recovering executions: {e}")))?;
@@ -252,10 +259,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let admin_state = web::Data::new(AdminState {
         token,
         registry,
-        store,
+        store: store.clone(),
         metrics,
         default_mode: config.quotas.default_as2_workload,
         executor: state.executor.clone(),
+        lease: config.molecule.lease,
     });
     let admin_server = HttpServer::new(move || {
         App::new()
@@ -278,6 +286,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let admin_server = admin_server.run();
     let (web_handle, admin_handle) = (web_server.handle(), admin_server.handle());
     announce(&config, &bound);
+    let node = Arc::new(crate::molecule::Node::new(
+        &config.molecule.node_id,
+        bound
+            .http
+            .or(bound.https)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    ));
+    crate::molecule::start_heartbeat(
+        node.clone(),
+        store.clone(),
+        executor.clone(),
+        mdn_sender.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| StartError(format!("starting the heartbeat: {e}")))?;
 
     let web_task = tokio::spawn(web_server);
     let admin_task = tokio::spawn(admin_server);
@@ -289,6 +313,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         executor,
         mdn_sender,
         history,
+        node,
     };
     drain.run().await;
     admin_handle.stop(true).await;
@@ -313,6 +338,7 @@ struct Drain {
     executor: Arc<Executor>,
     mdn_sender: MdnSender,
     history: HistoryWriter,
+    node: Arc<crate::molecule::Node>,
 }
 
 impl Drain {
@@ -373,9 +399,11 @@ impl Drain {
         //    another node may take them now.
         let (executor, store) = (self.executor.clone(), self.state.store.clone());
         let mdns = self.mdn_sender.clone();
+        let node = self.node.clone();
         let _ = tokio::task::spawn_blocking(move || {
             executor.release_queued(store.as_ref());
             mdns.release_pending(store.as_ref());
+            crate::molecule::final_beat(&node, store.as_ref());
         })
         .await;
     }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod keystore;
 pub mod listeners;
+pub mod molecule;
 pub mod process;
 pub mod server;
 pub mod shutdown;

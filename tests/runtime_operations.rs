@@ -241,3 +241,33 @@ fn admin_api_refuses_requests_without_the_token_and_serves_metrics_with_it() {
         (200, r#"{"status":"ok"}"#.to_string())
     );
 }
+
+/// `atom molecule` shows this node: its address, version and heartbeat.
+#[test]
+fn molecule_lists_this_node_with_its_heartbeat() {
+    let site = Site::new("");
+    std::fs::write(
+        site.config(),
+        std::fs::read_to_string(site.config()).expect("config") + "molecule:\n  node_id: node-a\n",
+    )
+    .expect("config");
+    let atom = site.start();
+    let nodes: serde_json::Value =
+        serde_json::from_str(&site.atom_ok(&["molecule", "--json"])).expect("JSON");
+    let nodes = nodes.as_array().expect("array");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let node = &nodes[0];
+    assert_eq!(node["node_id"], "node-a");
+    assert_eq!(node["address"], atom.http().to_string());
+    assert_eq!(node["status"], "serving");
+    assert_eq!(node["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        node["heartbeat_age_seconds"].as_f64().expect("age") < 10.0,
+        "{node}"
+    );
+    let table = site.atom_ok(&["molecule"]);
+    assert!(
+        table.contains("node-a") && table.contains("serving"),
+        "{table}"
+    );
+}

@@ -1,6 +1,6 @@
 //! The admin API, on a loopback address only, for the `atom` CLI:
 //! listeners (list, pause, resume, restart), processes, executions (list,
-//! show, rerun), the message log, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
+//! show, rerun), the message log, the nodes sharing the store, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
 //! the token the runtime writes to `<data_dir>/admin.token` (mode 0600).
 
 pub mod metrics;
@@ -33,6 +33,8 @@ pub struct AdminState {
     pub default_mode: WorkerMode,
     /// Runs reruns of finished executions.
     pub executor: Arc<crate::process::workers::Executor>,
+    /// `molecule.lease_seconds`: a node silent longer is shown lost.
+    pub lease: std::time::Duration,
 }
 
 /// Reads the token, creating it (owner-only) when missing.
@@ -99,6 +101,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/api/listeners/{action}", web::post().to(listener_action))
             .route("/api/messages", web::get().to(list_messages))
             .route("/api/processes", web::get().to(list_processes))
+            .route("/api/molecule", web::get().to(list_nodes))
             .route("/api/executions", web::get().to(list_executions))
             .route("/api/executions/{id}", web::get().to(show_execution))
             .route(
@@ -173,6 +176,16 @@ struct ProcessView {
     #[serde(flatten)]
     info: crate::listeners::registry::ProcessInfo,
     effective_mode: WorkerMode,
+}
+
+/// The nodes sharing this store, with their heartbeats.
+async fn list_nodes(state: web::Data<AdminState>) -> HttpResponse {
+    let (store, lease) = (state.store.clone(), state.lease);
+    match web::block(move || crate::molecule::view(store.as_ref(), lease)).await {
+        Ok(Ok(nodes)) => HttpResponse::Ok().json(nodes),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable().body(e),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
 }
 
 async fn list_processes(state: web::Data<AdminState>) -> HttpResponse {

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod executions;
 pub mod listeners;
 pub mod messages;
+pub mod molecule;
 pub mod processes;
 pub mod send;
 
@@ -51,6 +52,12 @@ pub enum Command {
         /// How many messages.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The nodes sharing this Atom's store: address, version, last heartbeat, work, status (lost when silent longer than the lease).
+    Molecule {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -179,6 +186,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Messages { limit, json } => messages::run(
             &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
             limit,
+            json,
+        ),
+        Command::Molecule { json } => molecule::run(
+            &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
             json,
         ),
         Command::Processes { json } => processes::list(

@@ -264,6 +264,26 @@ pub struct ExecutionRecord {
     pub lease_epoch: i64,
 }
 
+/// A node's last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NodeBeat {
+    pub node_id: String,
+    /// A random ID per start: tells a live namesake from a crashed self.
+    pub incarnation: String,
+    /// Where its shared web server listens.
+    pub address: String,
+    pub version: String,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    pub heartbeat_at_us: i64,
+    /// Executions running there.
+    pub running: u32,
+    /// Executions and asynchronous MDNs held there under a lease.
+    pub held: u32,
+    /// `serving`, `draining` or `stopped`.
+    pub state: String,
+}
+
 /// A listener's state shared by every node of a Molecule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerShared {
@@ -426,6 +446,10 @@ pub trait Store: Send + Sync {
     /// Listener IDs an operator paused.
     fn paused_listeners(&self) -> Result<Vec<String>>;
     fn set_paused(&self, listener: &str, paused: bool) -> Result<()>;
+    /// Records a node's heartbeat (one row per node ID).
+    fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
+    /// Every node that ever beat, by ID.
+    fn nodes(&self) -> Result<Vec<NodeBeat>>;
     /// Every listener's shared state (what all nodes follow).
     fn listener_states(&self) -> Result<Vec<ListenerShared>>;
     /// Counts a restart of `listener` asked on any node; the new count.

@@ -107,6 +107,19 @@ const MIGRATIONS: &[&str] = &[
         WHERE mdn_mode = 'async' AND mdn_status = 'pending';",
     // 4: restarts asked per listener, followed by every node.
     "ALTER TABLE listener_state ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
+    // 5: the nodes and their heartbeats.
+    "CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        incarnation TEXT NOT NULL,
+        address TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        heartbeat_at_us INTEGER NOT NULL,
+        running INTEGER NOT NULL,
+        held INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -896,6 +909,62 @@ impl Store for SqliteStore {
             .map_err(err("reading listener states"))?;
         rows.collect::<rusqlite::Result<Vec<String>>>()
             .map_err(err("reading listener states"))
+    }
+
+    fn heartbeat(&self, b: &super::NodeBeat) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO nodes (node_id, incarnation, address, version, started_at, heartbeat_at,
+                    heartbeat_at_us, running, held, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(node_id) DO UPDATE SET incarnation = excluded.incarnation,
+                    address = excluded.address, version = excluded.version,
+                    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+                    heartbeat_at_us = excluded.heartbeat_at_us, running = excluded.running,
+                    held = excluded.held, state = excluded.state",
+                params![
+                    b.node_id,
+                    b.incarnation,
+                    b.address,
+                    b.version,
+                    b.started_at,
+                    b.heartbeat_at,
+                    b.heartbeat_at_us,
+                    b.running,
+                    b.held,
+                    b.state
+                ],
+            )
+            .map(|_| ())
+            .map_err(err("recording a heartbeat"))
+    }
+
+    fn nodes(&self) -> Result<Vec<super::NodeBeat>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT node_id, incarnation, address, version, started_at, heartbeat_at,
+                    heartbeat_at_us, running, held, state FROM nodes ORDER BY node_id",
+            )
+            .map_err(err("reading nodes"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(super::NodeBeat {
+                    node_id: r.get(0)?,
+                    incarnation: r.get(1)?,
+                    address: r.get(2)?,
+                    version: r.get(3)?,
+                    started_at: r.get(4)?,
+                    heartbeat_at: r.get(5)?,
+                    heartbeat_at_us: r.get(6)?,
+                    running: r.get(7)?,
+                    held: r.get(8)?,
+                    state: r.get(9)?,
+                })
+            })
+            .map_err(err("reading nodes"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("reading nodes"))
     }
 
     fn listener_states(&self) -> Result<Vec<super::ListenerShared>> {

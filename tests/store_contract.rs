@@ -556,6 +556,48 @@ mod contract {
         );
     }
 
+    /// Bundles shared by the nodes: a head per bundle, its files, a new
+    /// version replacing the old one's files, a withdrawal, a redeploy.
+    pub fn bundles_published_and_withdrawn(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let v1 = vec![
+            ("guest.wat".to_string(), b"(module)".to_vec()),
+            ("process.yaml".to_string(), b"start: {}".to_vec()),
+        ];
+        store
+            .publish_bundle("acme", "h1", &v1, "A")
+            .expect("publish");
+        store.publish_bundle("acme", "h1", &v1, "B").expect("again");
+        let heads = store.bundle_heads().expect("heads");
+        assert_eq!(heads.len(), 1);
+        assert_eq!(
+            (
+                heads[0].hash.as_str(),
+                heads[0].withdrawn,
+                heads[0].published_by.as_str()
+            ),
+            ("h1", false, "A"),
+            "the same version again changes nothing"
+        );
+        assert_eq!(store.bundle_files("acme", "h1").expect("files"), v1);
+        let v2 = vec![("process.yaml".to_string(), vec![0u8; 3 << 20])];
+        store
+            .publish_bundle("acme", "h2", &v2, "B")
+            .expect("publish");
+        assert_eq!(store.bundle_files("acme", "h2").expect("files"), v2);
+        assert!(store.bundle_files("acme", "h1").expect("files").is_empty());
+        store.withdraw_bundle("acme", "C").expect("withdraw");
+        let heads = store.bundle_heads().expect("heads");
+        assert!(heads[0].withdrawn && heads[0].published_by == "C");
+        store
+            .publish_bundle("acme", "h2", &v2, "A")
+            .expect("redeploy");
+        let heads = store.bundle_heads().expect("heads");
+        assert!(!heads[0].withdrawn && heads[0].hash == "h2");
+        assert_eq!(store.bundle_files("acme", "h2").expect("files"), v2);
+    }
+
     /// Documents come back byte for byte, whatever the chunking; a discarded
     /// message's documents are gone; kept documents are their own.
     pub fn documents_round_trip(open: Opener) {
@@ -653,6 +695,10 @@ macro_rules! store_contract {
             #[test]
             fn mdn_outbox_leases() {
                 contract::mdn_outbox_leases(&open);
+            }
+            #[test]
+            fn bundles_published_and_withdrawn() {
+                contract::bundles_published_and_withdrawn(&open);
             }
             #[test]
             fn documents_round_trip() {

@@ -222,49 +222,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Puts `staging` at `target` in one step: an atomic exchange when a
-/// previous version is there (Linux renameat2), a rename when not.
+/// Puts `staging` at `target` in one step ([`crate::listeners::swap`]).
 fn swap_into_place(staging: &Path, target: &Path) -> Result<(), CliError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CliError::Io { path, source }
-    };
-    if !target.exists() {
-        return std::fs::rename(staging, target).map_err(io(target));
-    }
-    exchange(staging, target).map_err(io(target))?;
-    // `staging` now holds the previous version.
-    std::fs::remove_dir_all(staging).map_err(io(staging))
-}
-
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let a = CString::new(a.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let b = CString::new(b.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: two valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    // Two renames: the watcher's debounce covers the short gap.
-    let parked = b.with_extension("previous");
-    std::fs::rename(b, &parked)?;
-    std::fs::rename(a, b)?;
-    std::fs::rename(&parked, a)
+    crate::listeners::swap::swap_into_place(staging, target).map_err(|source| CliError::Io {
+        path: target.to_path_buf(),
+        source,
+    })
 }

@@ -488,6 +488,15 @@ impl Registry {
         }
     }
 
+    /// Whether the bundle folder `name`, as it is on disk now, is what
+    /// serves here, loaded without error (so it may be published).
+    pub fn loads_cleanly(&self, name: &str) -> bool {
+        let on_disk = fingerprint(&self.processes_dir.join(name));
+        self.read().listeners.get(name).is_some_and(|entry| {
+            entry.spec.is_some() && entry.load_error.is_none() && entry.fingerprint == on_disk
+        })
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
         self.restarts_seen.lock().unwrap_or_else(|p| p.into_inner())
     }

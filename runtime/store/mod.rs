@@ -264,6 +264,18 @@ pub struct ExecutionRecord {
     pub lease_epoch: i64,
 }
 
+/// The version of a bundle every node serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleHead {
+    pub name: String,
+    /// SHA-256 of its files (see `listeners::bundle_sync::content_hash`).
+    pub hash: String,
+    /// Undeployed: nodes remove their copy.
+    pub withdrawn: bool,
+    pub published_by: String,
+    pub published_at: String,
+}
+
 /// A node's last heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NodeBeat {
@@ -450,6 +462,22 @@ pub trait Store: Send + Sync {
     fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
     /// Every node that ever beat, by ID.
     fn nodes(&self) -> Result<Vec<NodeBeat>>;
+    /// Records a bundle's content as the version every node serves (the
+    /// head of `name`); files are (relative path, bytes). Publishing the
+    /// head's own hash again changes nothing.
+    fn publish_bundle(
+        &self,
+        name: &str,
+        hash: &str,
+        files: &[(String, Vec<u8>)],
+        node: &str,
+    ) -> Result<()>;
+    /// Marks a bundle undeployed everywhere.
+    fn withdraw_bundle(&self, name: &str, node: &str) -> Result<()>;
+    /// The version every node should serve, per bundle.
+    fn bundle_heads(&self) -> Result<Vec<BundleHead>>;
+    /// The files of a published version.
+    fn bundle_files(&self, name: &str, hash: &str) -> Result<Vec<(String, Vec<u8>)>>;
     /// Every listener's shared state (what all nodes follow).
     fn listener_states(&self) -> Result<Vec<ListenerShared>>;
     /// Counts a restart of `listener` asked on any node; the new count.

@@ -120,6 +120,21 @@ const MIGRATIONS: &[&str] = &[
         held INTEGER NOT NULL,
         state TEXT NOT NULL
     );",
+    // 6: deployed bundles, shared by the nodes of a Molecule.
+    "CREATE TABLE bundle_files (
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        path TEXT NOT NULL,
+        content BLOB NOT NULL,
+        PRIMARY KEY (name, hash, path)
+    );
+    CREATE TABLE bundle_heads (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        withdrawn INTEGER NOT NULL,
+        published_by TEXT NOT NULL,
+        published_at TEXT NOT NULL
+    );",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -965,6 +980,99 @@ impl Store for SqliteStore {
             .map_err(err("reading nodes"))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(err("reading nodes"))
+    }
+
+    fn publish_bundle(
+        &self,
+        name: &str,
+        hash: &str,
+        files: &[(String, Vec<u8>)],
+        node: &str,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction()
+            .map_err(err("starting a bundle publication"))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO bundle_files (name, hash, path, content) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("publishing a bundle"))?;
+            for (path, content) in files {
+                insert
+                    .execute(params![name, hash, path, content])
+                    .map_err(err("publishing a bundle"))?;
+            }
+            tx.execute(
+                "INSERT INTO bundle_heads (name, hash, withdrawn, published_by, published_at)
+                 VALUES (?1, ?2, 0, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, withdrawn = 0,
+                    published_by = excluded.published_by, published_at = excluded.published_at
+                 WHERE bundle_heads.hash != excluded.hash OR bundle_heads.withdrawn = 1",
+                params![name, hash, node, crate::server::inbound::now_rfc3339()],
+            )
+            .map_err(err("publishing a bundle"))?;
+            // Older versions' files go; executions hold what they run.
+            tx.execute(
+                "DELETE FROM bundle_files WHERE name = ?1 AND hash != ?2",
+                params![name, hash],
+            )
+            .map_err(err("publishing a bundle"))?;
+        }
+        tx.commit().map_err(err("committing a bundle publication"))
+    }
+
+    fn withdraw_bundle(&self, name: &str, node: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction()
+            .map_err(err("starting a bundle withdrawal"))?;
+        tx.execute(
+            "UPDATE bundle_heads SET withdrawn = 1, published_by = ?2, published_at = ?3
+             WHERE name = ?1 AND withdrawn = 0",
+            params![name, node, crate::server::inbound::now_rfc3339()],
+        )
+        .map_err(err("withdrawing a bundle"))?;
+        tx.execute("DELETE FROM bundle_files WHERE name = ?1", params![name])
+            .map_err(err("withdrawing a bundle"))?;
+        tx.commit().map_err(err("committing a bundle withdrawal"))
+    }
+
+    fn bundle_heads(&self) -> Result<Vec<super::BundleHead>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, hash, withdrawn, published_by, published_at FROM bundle_heads ORDER BY name",
+            )
+            .map_err(err("reading bundle heads"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(super::BundleHead {
+                    name: r.get(0)?,
+                    hash: r.get(1)?,
+                    withdrawn: r.get::<_, i64>(2)? != 0,
+                    published_by: r.get(3)?,
+                    published_at: r.get(4)?,
+                })
+            })
+            .map_err(err("reading bundle heads"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("reading bundle heads"))
+    }
+
+    fn bundle_files(&self, name: &str, hash: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT path, content FROM bundle_files WHERE name = ?1 AND hash = ?2 ORDER BY path",
+            )
+            .map_err(err("reading bundle files"))?;
+        let rows = stmt
+            .query_map(params![name, hash], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err("reading bundle files"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("reading bundle files"))
     }
 
     fn listener_states(&self) -> Result<Vec<super::ListenerShared>> {

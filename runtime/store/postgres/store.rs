@@ -1,0 +1,679 @@
+//! [`Store`] on PostgreSQL: the same rows and rules as `sqlite.rs`.
+//!
+//! The duplicate rule, decided inside the batch transaction: a receipt
+//! that claims its (AS2-From, Message-ID) inserts its row with `holds_id`
+//! set, `ON CONFLICT DO NOTHING` on the unique partial index
+//! `messages_receipt_key`. When the key is taken, the holder is read
+//! `FOR UPDATE`: inside the partner's window it is a duplicate (the
+//! holder's receipt is returned); outside, the holder lets the key go and
+//! the insert is tried again. Concurrency, under READ COMMITTED:
+//!
+//! * a copy earlier in the same batch holds the key in this transaction,
+//!   and is found like a committed one;
+//! * a copy inserted by another node's open transaction makes the
+//!   `INSERT .. ON CONFLICT` wait for that transaction: committed, it is
+//!   the holder (this copy is a duplicate); rolled back, this copy is
+//!   stored. Exactly one of them is stored;
+//! * two copies both finding an expired holder queue on its row lock; the
+//!   second sees the key released, tries again, and meets the first's row.
+
+use std::collections::HashMap;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::super::retention::Purged;
+use super::super::{
+    Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, KeptDocument, MessageRecord,
+    MessageRow, Receipt, Result, Store, StoreError, StoreErrorKind, StoredReceipt,
+};
+use super::{err, to_i64, PgStore};
+
+/// Tries of a claim whose key keeps changing hands before it gives up
+/// (`Busy`); each round needs another transaction to move the key.
+const CLAIM_ROUNDS: usize = 8;
+
+const RECEIPT_COLUMNS: &str = "id, mdn_mode, mdn_url, mdn_headers, mdn_body, raw_path, listener";
+
+const INSERT_MESSAGE: &str =
+    "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject,
+        file_name, mime_type, request_size, payload_size, encryption, signature, compression, mic,
+        disposition, mdn_mode, mdn_status, mdn_url, mdn_headers, mdn_body, raw_path, payload_path,
+        error, received_at, holds_id, mdn_error)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+        $20, $21, $22, $23, $24, $25)
+    ON CONFLICT (as2_from, message_id) WHERE holds_id DO NOTHING
+    RETURNING id";
+
+const QUEUE_EXECUTION: &str = "INSERT INTO executions (id, message_row, process, version, mode,
+        status, attempts, properties, payload_path, queued_at, queued_at_us, input_documents,
+        input_bytes, output_documents, output_bytes, log, documents)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, 0, '', '[]')";
+
+/// Columns: [`RECEIPT_COLUMNS`].
+fn row_to_receipt(row: &Row) -> StoredReceipt {
+    let headers: String = row.get(3);
+    StoredReceipt {
+        record_id: row.get(0),
+        mdn_mode: row.get(1),
+        mdn_url: row.get(2),
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        body: row.get(4),
+        raw_path: row.get(5),
+        listener: row.get(6),
+    }
+}
+
+fn non_negative(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+fn row_to_record(row: &Row) -> MessageRow {
+    let headers: String = row.get("mdn_headers");
+    MessageRow {
+        id: row.get("id"),
+        record: MessageRecord {
+            listener: row.get("listener"),
+            as2_from: row.get("as2_from"),
+            as2_to: row.get("as2_to"),
+            message_id: row.get("message_id"),
+            subject: row.get("subject"),
+            file_name: row.get("file_name"),
+            mime_type: row.get("mime_type"),
+            request_size: non_negative(row.get("request_size")),
+            payload_size: row.get::<_, Option<i64>>("payload_size").map(non_negative),
+            encryption: row.get("encryption"),
+            signature: row.get("signature"),
+            compression: row.get("compression"),
+            mic: row.get("mic"),
+            disposition: row.get("disposition"),
+            mdn_mode: row.get("mdn_mode"),
+            mdn_status: row.get("mdn_status"),
+            mdn_url: row.get("mdn_url"),
+            mdn_error: row.get("mdn_error"),
+            mdn_headers: serde_json::from_str(&headers).unwrap_or_default(),
+            mdn_body: row.get("mdn_body"),
+            raw_path: row.get("raw_path"),
+            payload_path: row.get("payload_path"),
+            error: row.get("error"),
+            received_at: row.get("received_at"),
+            dedupe: None,
+        },
+    }
+}
+
+fn row_to_execution(row: &Row) -> ExecutionRecord {
+    let documents: String = row.get("documents");
+    ExecutionRecord {
+        id: row.get("id"),
+        message_row: row.get("message_row"),
+        process: row.get("process"),
+        version: row.get("version"),
+        mode: row.get("mode"),
+        status: row.get("status"),
+        attempts: to_u32(row.get("attempts")),
+        properties_json: row.get("properties"),
+        payload_path: row.get("payload_path"),
+        queued_at: row.get("queued_at"),
+        queued_at_us: row.get("queued_at_us"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+        finished_at_us: row.get("finished_at_us"),
+        engine_us: row.get("engine_us"),
+        instantiate_us: row.get("instantiate_us"),
+        input_documents: to_u32(row.get("input_documents")),
+        input_bytes: non_negative(row.get("input_bytes")),
+        output_documents: to_u32(row.get("output_documents")),
+        output_bytes: non_negative(row.get("output_bytes")),
+        error: row.get("error"),
+        log: row.get("log"),
+        documents: serde_json::from_str(&documents).unwrap_or_default(),
+    }
+}
+
+/// The receipt holding (AS2-From, Message-ID) and whether it is inside
+/// `window` for `listener` (as SQLite: not older than the window's days,
+/// and fewer than its count of the partner's accepted receipts logged
+/// since). `lock` reads the holder `FOR UPDATE`.
+async fn receipt_in_window(
+    db: &impl deadpool_postgres::GenericClient,
+    listener: &str,
+    as2_from: &str,
+    message_id: &str,
+    window: DuplicateWindow,
+    lock: bool,
+) -> Result<Option<(StoredReceipt, bool)>> {
+    let lookup = db
+        .prepare_cached(&format!(
+            "SELECT {RECEIPT_COLUMNS}, received_at FROM messages
+             WHERE as2_from = $1 AND message_id = $2 AND holds_id{}",
+            if lock { " FOR UPDATE" } else { "" }
+        ))
+        .await
+        .map_err(err("looking up duplicates"))?;
+    let Some(row) = db
+        .query_opt(&lookup, &[&as2_from, &message_id])
+        .await
+        .map_err(err("looking up duplicates"))?
+    else {
+        return Ok(None);
+    };
+    let receipt = row_to_receipt(&row);
+    let received_at: String = row.get(7);
+    let oldest = crate::store::retention::cutoff(window.days);
+    let mut inside = received_at >= oldest;
+    if inside {
+        let limit = i64::try_from(window.count).unwrap_or(i64::MAX);
+        // Counting stops at the window size: cheap even for a busy partner.
+        let count = db
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM messages
+                 WHERE listener = $1 AND as2_from = $2 AND holds_id AND id > $3 LIMIT $4) AS newer",
+            )
+            .await
+            .map_err(err("counting the duplicate window"))?;
+        let newer: i64 = db
+            .query_one(&count, &[&listener, &as2_from, &receipt.record_id, &limit])
+            .await
+            .map_err(err("counting the duplicate window"))?
+            .get(0);
+        inside = newer < limit;
+    }
+    Ok(Some((receipt, inside)))
+}
+
+/// Logs messages with their queued executions inside `tx`; outcomes in
+/// order.
+async fn insert_receipts_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    receipts: &[Receipt],
+) -> Result<Vec<Committed>> {
+    let mut outcomes = Vec::with_capacity(receipts.len());
+    if receipts.is_empty() {
+        return Ok(outcomes);
+    }
+    let insert = tx
+        .prepare_cached(INSERT_MESSAGE)
+        .await
+        .map_err(err("logging message"))?;
+    let queue = tx
+        .prepare_cached(QUEUE_EXECUTION)
+        .await
+        .map_err(err("queueing execution"))?;
+    for receipt in receipts {
+        let r = &receipt.message;
+        let window = r.dedupe.filter(|_| r.error.is_none());
+        let headers = serde_json::to_string(&r.mdn_headers)
+            .map_err(|e| StoreError::new("encoding MDN headers", e))?;
+        let request_size = to_i64(r.request_size);
+        let payload_size = r.payload_size.map(to_i64);
+        let holds = window.map(|_| true);
+        let params: [&(dyn ToSql + Sync); 25] = [
+            &r.listener,
+            &r.as2_from,
+            &r.as2_to,
+            &r.message_id,
+            &r.subject,
+            &r.file_name,
+            &r.mime_type,
+            &request_size,
+            &payload_size,
+            &r.encryption,
+            &r.signature,
+            &r.compression,
+            &r.mic,
+            &r.disposition,
+            &r.mdn_mode,
+            &r.mdn_status,
+            &r.mdn_url,
+            &headers,
+            &r.mdn_body,
+            &r.raw_path,
+            &r.payload_path,
+            &r.error,
+            &r.received_at,
+            &holds,
+            &r.mdn_error,
+        ];
+        let row = match window {
+            None => tx
+                .query_one(&insert, &params)
+                .await
+                .map_err(err("logging message"))?
+                .get::<_, i64>(0),
+            Some(window) => {
+                let listener = r.listener.as_deref().unwrap_or_default();
+                let mut claimed = None;
+                for _ in 0..CLAIM_ROUNDS {
+                    if let Some(row) = tx
+                        .query_opt(&insert, &params)
+                        .await
+                        .map_err(err("logging message"))?
+                    {
+                        claimed = Some(Ok(row.get::<_, i64>(0)));
+                        break;
+                    }
+                    match receipt_in_window(tx, listener, &r.as2_from, &r.message_id, window, true)
+                        .await?
+                    {
+                        Some((original, true)) => {
+                            claimed = Some(Err(original));
+                            break;
+                        }
+                        Some((expired, false)) => {
+                            // Outside the window: the new copy takes the key over.
+                            tx.execute(
+                                "UPDATE messages SET holds_id = NULL WHERE id = $1",
+                                &[&expired.record_id],
+                            )
+                            .await
+                            .map_err(err("releasing an expired duplicate key"))?;
+                        }
+                        // Released or purged meanwhile: try again.
+                        None => {}
+                    }
+                }
+                match claimed {
+                    Some(Ok(row)) => row,
+                    Some(Err(original)) => {
+                        outcomes.push(Committed::Duplicate(original));
+                        continue;
+                    }
+                    None => {
+                        return Err(StoreError::of_kind(
+                            StoreErrorKind::Busy,
+                            "logging message",
+                            format!(
+                                "the duplicate key of {} from {} kept changing hands",
+                                r.message_id, r.as2_from
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        outcomes.push(Committed::Stored(row));
+        if let Some(e) = &receipt.execution {
+            tx.execute(
+                &queue,
+                &[
+                    &e.id,
+                    &row,
+                    &e.process,
+                    &e.version,
+                    &e.mode,
+                    &e.status,
+                    &i64::from(e.attempts),
+                    &e.properties_json,
+                    &e.payload_path,
+                    &e.queued_at,
+                    &e.queued_at_us,
+                    &i64::from(e.input_documents),
+                    &to_i64(e.input_bytes),
+                ],
+            )
+            .await
+            .map_err(err("queueing execution"))?;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Writes execution states inside `tx`, in one statement; of several
+/// states of one execution the last wins (as row-by-row updates would).
+async fn update_executions_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    executions: &[ExecutionRecord],
+) -> Result<()> {
+    if executions.is_empty() {
+        return Ok(());
+    }
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(executions.len());
+    for (i, e) in executions.iter().enumerate() {
+        last.insert(e.id.as_str(), i);
+    }
+    let mut latest: Vec<&ExecutionRecord> = last.into_values().map(|i| &executions[i]).collect();
+    latest.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut documents = Vec::with_capacity(latest.len());
+    for e in &latest {
+        documents.push(
+            serde_json::to_string(&e.documents)
+                .map_err(|x| StoreError::new("encoding documents", x))?,
+        );
+    }
+    let column = |f: fn(&ExecutionRecord) -> Option<String>| -> Vec<Option<String>> {
+        latest.iter().map(|e| f(e)).collect()
+    };
+    let number = |f: fn(&ExecutionRecord) -> Option<i64>| -> Vec<Option<i64>> {
+        latest.iter().map(|e| f(e)).collect()
+    };
+    let ids = column(|e| Some(e.id.clone()));
+    let versions = column(|e| Some(e.version.clone()));
+    let modes = column(|e| Some(e.mode.clone()));
+    let statuses = column(|e| Some(e.status.clone()));
+    let attempts = number(|e| Some(i64::from(e.attempts)));
+    let started = column(|e| e.started_at.clone());
+    let finished = column(|e| e.finished_at.clone());
+    let finished_us = number(|e| e.finished_at_us);
+    let engine_us = number(|e| e.engine_us);
+    let instantiate_us = number(|e| e.instantiate_us);
+    let output_documents = number(|e| Some(i64::from(e.output_documents)));
+    let output_bytes = number(|e| Some(to_i64(e.output_bytes)));
+    let errors = column(|e| e.error.clone());
+    let logs = column(|e| Some(e.log.clone()));
+    let update = tx
+        .prepare_cached(
+            "UPDATE executions AS e SET version = u.version, mode = u.mode, status = u.status,
+                attempts = u.attempts, started_at = u.started_at, finished_at = u.finished_at,
+                finished_at_us = u.finished_at_us, engine_us = u.engine_us,
+                instantiate_us = u.instantiate_us, output_documents = u.output_documents,
+                output_bytes = u.output_bytes, error = u.error, log = u.log, documents = u.documents
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
+                $13::text[], $14::text[], $15::text[])
+                AS u(id, version, mode, status, attempts, started_at, finished_at, finished_at_us,
+                     engine_us, instantiate_us, output_documents, output_bytes, error, log, documents)
+             WHERE e.id = u.id",
+        )
+        .await
+        .map_err(err("recording execution"))?;
+    tx.execute(
+        &update,
+        &[
+            &ids,
+            &versions,
+            &modes,
+            &statuses,
+            &attempts,
+            &started,
+            &finished,
+            &finished_us,
+            &engine_us,
+            &instantiate_us,
+            &output_documents,
+            &output_bytes,
+            &errors,
+            &logs,
+            &documents,
+        ],
+    )
+    .await
+    .map_err(err("recording execution"))?;
+    Ok(())
+}
+
+/// Runs one query and maps its rows.
+async fn select<T>(
+    db: &impl deadpool_postgres::GenericClient,
+    context: &'static str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    map: fn(&Row) -> T,
+) -> Result<Vec<T>> {
+    let statement = db.prepare_cached(sql).await.map_err(err(context))?;
+    let rows = db.query(&statement, params).await.map_err(err(context))?;
+    Ok(rows.iter().map(map).collect())
+}
+
+impl Store for PgStore {
+    fn find_receipt(
+        &self,
+        listener: &str,
+        as2_from: &str,
+        message_id: &str,
+        window: DuplicateWindow,
+    ) -> Result<Option<StoredReceipt>> {
+        let (listener, as2_from, message_id) = (
+            listener.to_string(),
+            as2_from.to_string(),
+            message_id.to_string(),
+        );
+        self.shared.run("looking up duplicates", |c| async move {
+            let client = c.get().await?;
+            Ok(
+                receipt_in_window(&client, &listener, &as2_from, &message_id, window, false)
+                    .await?
+                    .and_then(|(receipt, inside)| inside.then_some(receipt)),
+            )
+        })
+    }
+
+    fn commit_batch(
+        &self,
+        receipts: &[Receipt],
+        executions: &[ExecutionRecord],
+    ) -> Result<Vec<Committed>> {
+        let receipts = receipts.to_vec();
+        let executions = executions.to_vec();
+        self.shared.run("committing", |c| async move {
+            let mut client = c.get().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(err("starting transaction"))?;
+            tx.batch_execute("SET LOCAL synchronous_commit = on")
+                .await
+                .map_err(err("starting transaction"))?;
+            let outcomes = insert_receipts_in(&tx, &receipts).await?;
+            update_executions_in(&tx, &executions).await?;
+            tx.commit().await.map_err(err("committing"))?;
+            Ok(outcomes)
+        })
+    }
+
+    fn probe(&self) -> Result<()> {
+        let now = crate::server::inbound::now_rfc3339();
+        self.shared.run("probing the store", |c| async move {
+            let client = c.get().await?;
+            client
+                .execute(
+                    "INSERT INTO store_probe (id, at) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    &[&now],
+                )
+                .await
+                .map(|_| ())
+                .map_err(err("probing the store"))
+        })
+    }
+
+    fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>> {
+        self.shared
+            .run("reading unfinished executions", |c| async move {
+                let client = c.get().await?;
+                select(
+                    &client,
+                    "reading unfinished executions",
+                    "SELECT * FROM executions WHERE status IN ('STARTED', 'INPROCESS')
+                     ORDER BY queued_at_us, id",
+                    &[],
+                    row_to_execution,
+                )
+                .await
+            })
+    }
+
+    fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
+        let filter = filter.clone();
+        self.shared.run("listing executions", |c| async move {
+            let client = c.get().await?;
+            select(
+                &client,
+                "listing executions",
+                "SELECT * FROM executions
+                 WHERE ($1::text IS NULL OR process = $1) AND ($2::text IS NULL OR status = $2)
+                 ORDER BY queued_at_us DESC LIMIT $3",
+                &[&filter.process, &filter.status, &i64::from(filter.limit)],
+                row_to_execution,
+            )
+            .await
+        })
+    }
+
+    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
+        let id = id.to_string();
+        self.shared.run("reading execution", |c| async move {
+            let client = c.get().await?;
+            Ok(select(
+                &client,
+                "reading execution",
+                "SELECT * FROM executions WHERE id = $1",
+                &[&id],
+                row_to_execution,
+            )
+            .await?
+            .pop())
+        })
+    }
+
+    fn purge_executions_before(&self, cutoff: &str, limit: u32) -> Result<Purged> {
+        let cutoff = cutoff.to_string();
+        self.shared.run("purging executions", |c| async move {
+            let client = c.get().await?;
+            // Only finished ones: a queued or running execution never goes,
+            // and must not fill the batch either (or the purge would stop).
+            let documents = select(
+                &client,
+                "purging executions",
+                "DELETE FROM executions WHERE id IN (
+                    SELECT id FROM executions
+                    WHERE queued_at < $1 AND status IN ('COMPLETE', 'COMPLETE_WARN', 'ERROR', 'ABORTED')
+                    ORDER BY queued_at_us LIMIT $2)
+                 RETURNING documents",
+                &[&cutoff, &i64::from(limit)],
+                |row| row.get::<_, String>(0),
+            )
+            .await?;
+            let mut purged = Purged {
+                rows: documents.len(),
+                ..Purged::default()
+            };
+            for kept in documents {
+                let kept: Vec<KeptDocument> = serde_json::from_str(&kept).unwrap_or_default();
+                purged.paths.extend(kept.into_iter().map(|d| d.path));
+            }
+            Ok(purged)
+        })
+    }
+
+    fn set_mdn_status(&self, id: i64, status: &str) -> Result<()> {
+        let status = status.to_string();
+        self.shared.run("updating MDN status", |c| async move {
+            let client = c.get().await?;
+            client
+                .execute(
+                    "UPDATE messages SET mdn_status = $1 WHERE id = $2",
+                    &[&status, &id],
+                )
+                .await
+                .map(|_| ())
+                .map_err(err("updating MDN status"))
+        })
+    }
+
+    fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRow>> {
+        self.shared.run("listing messages", |c| async move {
+            let client = c.get().await?;
+            select(
+                &client,
+                "listing messages",
+                "SELECT * FROM messages ORDER BY id DESC LIMIT $1",
+                &[&i64::from(limit)],
+                row_to_record,
+            )
+            .await
+        })
+    }
+
+    fn pending_async_mdns(&self) -> Result<Vec<(i64, StoredReceipt)>> {
+        self.shared.run("reading pending MDNs", |c| async move {
+            let client = c.get().await?;
+            select(
+                &client,
+                "reading pending MDNs",
+                &format!(
+                    "SELECT {RECEIPT_COLUMNS} FROM messages
+                     WHERE mdn_mode = 'async' AND mdn_status = 'pending' ORDER BY id"
+                ),
+                &[],
+                |row| {
+                    let receipt = row_to_receipt(row);
+                    (receipt.record_id, receipt)
+                },
+            )
+            .await
+        })
+    }
+
+    fn purge_before(&self, cutoff: &str, limit: u32) -> Result<Purged> {
+        let cutoff = cutoff.to_string();
+        self.shared.run("purging", |c| async move {
+            let client = c.get().await?;
+            let mut rows = select(
+                &client,
+                "purging",
+                "DELETE FROM messages WHERE id IN (
+                    SELECT m.id FROM messages m
+                    WHERE m.received_at < $1
+                      AND NOT (m.mdn_mode = 'async' AND m.mdn_status = 'pending')
+                      AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.message_row = m.id
+                                      AND e.status IN ('STARTED', 'INPROCESS'))
+                    ORDER BY m.id LIMIT $2)
+                 RETURNING id, raw_path, payload_path",
+                &[&cutoff, &i64::from(limit)],
+                |row| {
+                    (
+                        row.get::<_, i64>(0),
+                        row.get::<_, Option<String>>(1),
+                        row.get::<_, Option<String>>(2),
+                    )
+                },
+            )
+            .await?;
+            rows.sort_by_key(|(id, _, _)| *id);
+            let mut purged = Purged {
+                rows: rows.len(),
+                ..Purged::default()
+            };
+            for (_, raw, payload) in rows {
+                purged.paths.extend(raw);
+                purged.paths.extend(payload);
+            }
+            Ok(purged)
+        })
+    }
+
+    fn paused_listeners(&self) -> Result<Vec<String>> {
+        self.shared.run("reading listener states", |c| async move {
+            let client = c.get().await?;
+            select(
+                &client,
+                "reading listener states",
+                "SELECT listener FROM listener_state WHERE paused ORDER BY listener",
+                &[],
+                |row| row.get(0),
+            )
+            .await
+        })
+    }
+
+    fn set_paused(&self, listener: &str, paused: bool) -> Result<()> {
+        let listener = listener.to_string();
+        self.shared.run("saving listener state", |c| async move {
+            let client = c.get().await?;
+            client
+                .execute(
+                    "INSERT INTO listener_state (listener, paused) VALUES ($1, $2)
+                     ON CONFLICT (listener) DO UPDATE SET paused = excluded.paused",
+                    &[&listener, &paused],
+                )
+                .await
+                .map(|_| ())
+                .map_err(err("saving listener state"))
+        })
+    }
+}

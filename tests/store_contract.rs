@@ -2,7 +2,7 @@
 //! decided by the store whatever the batching, the duplicate window per
 //! partner (count and age), pause state across a reopen, retention (what
 //! goes, what stays, every finished execution to the end), and documents
-//! (staged, read back, discarded, kept, removed), and two handles
+//! (staged, read back, discarded, kept, removed, 64 MiB), and two handles
 //! of one store racing on the same message. A backend joins with one more
 //! `store_contract!` line: SQLite, and PostgreSQL (skipped, saying why,
 //! when PostgreSQL is not installed and `CI` is unset).
@@ -471,6 +471,28 @@ mod contract {
             assert_eq!(store.recent_messages(100).expect("list").len(), ROUNDS);
         }
     }
+
+    /// A 64 MiB document, given in uneven slices, comes back equal.
+    pub fn a_64_mib_document_round_trip(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { documents, .. } = open(dir.path());
+        let big: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let (head, tail) = big.split_at(5_000_001);
+        let header: &[u8] = b"H: v\r\n\r\n";
+        let staged = documents
+            .stage(&[("request", &[header, head, tail])])
+            .expect("stage");
+        documents.make_durable().expect("durable");
+        let reference = &staged.references[0];
+        let read = documents.read(reference).expect("read");
+        assert_eq!(read.len(), header.len() + big.len());
+        assert!(read[..header.len()] == *header && read[header.len()..] == big[..]);
+        drop(read);
+        assert_eq!(documents.ends_with(reference, tail), Some(true));
+        assert_eq!(documents.ends_with(reference, &big[..1000]), Some(false));
+        assert_eq!(documents.remove(std::slice::from_ref(reference)), 1);
+        assert!(!documents.exists(reference));
+    }
 }
 
 /// Tests of one backend: each runs when `available()` says so.
@@ -513,6 +535,7 @@ macro_rules! store_contract {
                 retention_purges_2000_failed_executions_in_one_pass,
                 documents_round_trip,
                 two_handles_commit_copies_of_one_message_concurrently,
+                a_64_mib_document_round_trip,
             );
         }
     };
@@ -526,10 +549,10 @@ store_contract!(sqlite, |dir: &Path| Backend {
 store_contract!(
     postgres,
     |dir: &Path| {
-        // Documents in PostgreSQL are the next step.
+        let store = PgStore::open(&pg::url(dir)).expect("the PostgreSQL store opens");
         Backend {
-            store: Box::new(PgStore::open(&pg::url(dir)).expect("the PostgreSQL store opens")),
-            documents: Box::new(FileDocuments::new(dir)),
+            documents: Box::new(store.documents()),
+            store: Box::new(store),
         }
     },
     pg::available

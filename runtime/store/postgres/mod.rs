@@ -1,5 +1,6 @@
 //! The shared store of a Molecule: PostgreSQL, behind the same synchronous
-//! [`Store`](super::Store) trait as the embedded SQLite store.
+//! [`Store`](super::Store) and [`Documents`](super::documents::Documents)
+//! traits as the embedded SQLite store.
 //!
 //! # Bridge
 //!
@@ -22,14 +23,24 @@
 //!   claims it with `INSERT .. ON CONFLICT DO NOTHING` inside the batch
 //!   transaction; a conflicting copy of another node's open transaction
 //!   waits for it, so of two concurrent copies exactly one is stored and
-//!   the other gets its receipt (see [`store`]).
+//!   the other gets its receipt (see [`store`]);
+//! * documents are `documents` (id, group, name, size, created) and
+//!   `document_chunks` (document, seq, 1 MiB of `bytea`), see [`documents`].
 //!
 //! # Durability
 //!
 //! Rows are committed with `synchronous_commit = on` (set on every new
 //! connection, and `SET LOCAL` in the batch transaction): committed
-//! means flushed to the WAL.
+//! means flushed to the WAL. Documents are written in their own
+//! transactions with `synchronous_commit = off`, which commit without
+//! waiting for the flush. The rows that reference a document are committed
+//! after the document's transaction committed, so their commit record
+//! comes later in the one WAL, and flushing it flushes the document too:
+//! the counterpart of "write files unsynced, then `syncfs`" of
+//! [`super::files`]. A crash can lose documents whose rows were never
+//! committed; those are never read.
 
+mod documents;
 mod schema;
 mod store;
 
@@ -45,6 +56,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{Result, StoreError, StoreErrorKind};
 
+pub use documents::PgDocuments;
 pub use schema::SCHEMA_VERSION;
 
 /// Connections per node.
@@ -65,7 +77,7 @@ pub struct PgStore {
     shared: Arc<Shared>,
 }
 
-/// The runtime and the pool.
+/// The runtime and the pool, shared by a store and its documents.
 struct Shared {
     /// `Some` until dropped.
     runtime: Option<tokio::runtime::Runtime>,
@@ -126,6 +138,19 @@ impl Shared {
             let _ = reply.send(outcome);
         });
         answer.recv().unwrap_or_else(|_| Err(stopped(context)))
+    }
+
+    /// Spawns `work` on the runtime without waiting (for streaming calls
+    /// that talk to it over channels).
+    fn spawn<F>(&self, context: &str, work: F) -> Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Some(runtime) = &self.runtime else {
+            return Err(stopped(context));
+        };
+        runtime.spawn(work);
+        Ok(())
     }
 }
 
@@ -209,6 +234,11 @@ impl PgStore {
             schema::migrate(&mut client).await
         })?;
         Ok(PgStore { shared })
+    }
+
+    /// The documents kept in the same database, over the same connections.
+    pub fn documents(&self) -> PgDocuments {
+        PgDocuments::new(self.shared.clone())
     }
 }
 

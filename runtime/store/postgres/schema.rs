@@ -86,6 +86,22 @@ const MIGRATIONS: &[&str] = &[
         id integer PRIMARY KEY,
         at text NOT NULL
     );",
+    // 2: documents, in chunks of 1 MiB (the last one shorter; an empty
+    // document has none). `group_key` is what `discard` removes.
+    "CREATE TABLE documents (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        group_key text NOT NULL,
+        name text NOT NULL,
+        size bigint NOT NULL,
+        created timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX documents_group ON documents (group_key);
+    CREATE TABLE document_chunks (
+        document_id bigint NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (document_id, seq)
+    );",
 ];
 
 /// The schema version this Atom writes.

@@ -35,6 +35,18 @@ const CLAIM_ROUNDS: usize = 8;
 
 const RECEIPT_COLUMNS: &str = "id, mdn_mode, mdn_url, mdn_headers, mdn_body, raw_path, listener";
 
+/// Named, never `*`: a prepared `SELECT *` fails ("cached plan must not
+/// change result type") once a newer node has added a column.
+const MESSAGE_COLUMNS: &str = "id, listener, as2_from, as2_to, message_id, subject, file_name,
+    mime_type, request_size, payload_size, encryption, signature, compression, mic, disposition,
+    mdn_mode, mdn_status, mdn_url, mdn_error, mdn_headers, mdn_body, raw_path, payload_path, error,
+    received_at";
+
+const EXECUTION_COLUMNS: &str = "id, message_row, process, version, mode, status, attempts,
+    properties, payload_path, queued_at, queued_at_us, started_at, finished_at, finished_at_us,
+    engine_us, instantiate_us, input_documents, input_bytes, output_documents, output_bytes, error,
+    log, documents";
+
 const INSERT_MESSAGE: &str =
     "INSERT INTO messages (listener, as2_from, as2_to, message_id, subject,
         file_name, mime_type, request_size, payload_size, encryption, signature, compression, mic,
@@ -488,8 +500,10 @@ impl Store for PgStore {
                 select(
                     &client,
                     "reading unfinished executions",
-                    "SELECT * FROM executions WHERE status IN ('STARTED', 'INPROCESS')
-                     ORDER BY queued_at_us, id",
+                    &format!(
+                        "SELECT {EXECUTION_COLUMNS} FROM executions
+                         WHERE status IN ('STARTED', 'INPROCESS') ORDER BY queued_at_us, id"
+                    ),
                     &[],
                     row_to_execution,
                 )
@@ -504,9 +518,11 @@ impl Store for PgStore {
             select(
                 &client,
                 "listing executions",
-                "SELECT * FROM executions
+                &format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM executions
                  WHERE ($1::text IS NULL OR process = $1) AND ($2::text IS NULL OR status = $2)
-                 ORDER BY queued_at_us DESC LIMIT $3",
+                 ORDER BY queued_at_us DESC LIMIT $3"
+                ),
                 &[&filter.process, &filter.status, &i64::from(filter.limit)],
                 row_to_execution,
             )
@@ -521,7 +537,7 @@ impl Store for PgStore {
             Ok(select(
                 &client,
                 "reading execution",
-                "SELECT * FROM executions WHERE id = $1",
+                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1"),
                 &[&id],
                 row_to_execution,
             )
@@ -581,7 +597,7 @@ impl Store for PgStore {
             select(
                 &client,
                 "listing messages",
-                "SELECT * FROM messages ORDER BY id DESC LIMIT $1",
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id DESC LIMIT $1"),
                 &[&i64::from(limit)],
                 row_to_record,
             )

@@ -7,6 +7,7 @@ pub mod documents;
 pub mod files;
 pub mod group_commit;
 pub mod health;
+pub mod postgres;
 pub mod private;
 pub mod retention;
 pub mod sqlite;

@@ -78,9 +78,7 @@ fn start_engine(config: &Config) -> Result<Arc<dyn ProcessEngine>, StartError> {
 pub async fn run(config: Config) -> Result<(), StartError> {
     crate::store::private::secure(&config.data_dir).map_err(StartError)?;
     return_memory_after_bursts();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?);
-    let documents: Arc<dyn Documents> = Arc::new(FileDocuments::new(&config.data_dir));
+    let (store, documents) = open_store(&config)?;
     let keystore = Keystore::open(&config.data_dir);
     let engine = start_engine(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| StartError(format!("metrics: {e}")))?);
@@ -92,6 +90,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
     ));
     registry.set_allowed_directories(config.delivery.allowed_directories.clone());
+    // In a Molecule the store's bundles are what every node serves.
+    let bundle_sync = config.postgres.as_ref().map(|_| {
+        Arc::new(crate::listeners::bundle_sync::BundleSync::new(
+            registry.clone(),
+            store.clone(),
+            config.processes_dir.clone(),
+            &config.molecule.node_id,
+        ))
+    });
+    if let Some(sync) = &bundle_sync {
+        sync.adopt_heads()
+            .map_err(|e| StartError(format!("taking the Molecule's bundles: {e}")))?;
+    }
     registry.load_all().map_err(StartError)?;
     let shutdown = Shutdown::new();
     let health = Arc::new(StoreHealth::default());
@@ -187,6 +198,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shutdown.clone(),
     )
     .map_err(|e| StartError(format!("starting the lease keeper: {e}")))?;
+    if let Some(sync) = bundle_sync {
+        crate::listeners::bundle_sync::start(sync, shutdown.clone())
+            .map_err(|e| StartError(format!("starting the bundle sync: {e}")))?;
+    }
     crate::listeners::follower::start(registry.clone(), shutdown.clone())
         .map_err(|e| StartError(format!("starting the listener follower: {e}")))?;
 
@@ -407,6 +422,39 @@ impl Drain {
         })
         .await;
     }
+}
+
+/// The store and the documents: PostgreSQL shared by a Molecule when
+/// `store.postgres` is set, else SQLite and files in the data directory.
+fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn Documents>), StartError> {
+    let Some(pg) = &config.postgres else {
+        let store = SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?;
+        return Ok((
+            Arc::new(store),
+            Arc::new(FileDocuments::new(&config.data_dir)),
+        ));
+    };
+    let password = match (std::env::var("ATOM_STORE_PASSWORD"), &pg.password_file) {
+        (Ok(password), _) => Some(password),
+        (Err(_), Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| {
+                    StartError(format!(
+                        "store.postgres.password_file {}: {e}",
+                        file.display()
+                    ))
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        (Err(_), None) => None,
+    };
+    let store = crate::store::postgres::PgStore::open_with_password(&pg.url, password.as_deref())
+        .map_err(|e| StartError(e.to_string()))?;
+    tracing::info!(url = %crate::store::postgres::redact(&pg.url), node = %config.molecule.node_id,
+        "store: PostgreSQL (a Molecule node)");
+    let documents = Arc::new(store.documents());
+    Ok((Arc::new(store), documents))
 }
 
 /// Large buffers (a big message's body, its layers) are mapped and

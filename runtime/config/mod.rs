@@ -98,6 +98,46 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// `molecule:`: this node's name and its leases on work.
     pub molecule: MoleculeConfig,
+    /// `store.postgres:`: the shared store of a Molecule; `None`: SQLite.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `store.postgres:` of atom.yaml. The password is never in the file's
+/// URL: it comes from `ATOM_STORE_PASSWORD` or `password_file`, read at
+/// start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `postgres://user@host[:port]/database[?sslmode=...]`.
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+}
+
+/// Checks `store.postgres.url`: a PostgreSQL URL with a user and a
+/// database, and no password in it (a config file is read by many).
+fn postgres_url(url: Option<String>) -> Result<String, String> {
+    let Some(url) = url else {
+        return Err("is required with store.postgres".into());
+    };
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| format!("{url:?} is not a postgres:// URL"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            return Err("contains a password; put it in the ATOM_STORE_PASSWORD environment variable or in store.postgres.password_file".into());
+        }
+    }
+    let database = rest
+        .split_once('/')
+        .map(|(_, d)| d.split('?').next().unwrap_or_default())
+        .unwrap_or_default();
+    if database.is_empty() {
+        return Err(format!(
+            "{url:?} names no database (postgres://user@host/database)"
+        ));
+    }
+    Ok(url)
 }
 
 /// The host name, the default node ID ("atom" when it cannot be read).
@@ -452,6 +492,15 @@ impl Config {
                 format!("{refused_prefix_bytes} is more than 16 MiB"),
             ));
         }
+        let postgres = match store.postgres {
+            None => None,
+            Some(pg) => Some(PostgresConfig {
+                url: postgres_url(pg.url).map_err(|e| invalid("store.postgres.url", e))?,
+                password_file: pg
+                    .password_file
+                    .map(|f| if f.is_absolute() { f } else { base.join(f) }),
+            }),
+        };
         let molecule = raw.molecule.unwrap_or_default();
         let node_id = match molecule.node_id {
             Some(id)
@@ -568,6 +617,7 @@ impl Config {
             commit_timeout: std::time::Duration::from_secs(commit_timeout_seconds),
             drain: std::time::Duration::from_secs(drain_seconds),
             molecule,
+            postgres,
             refused_prefix_bytes: refused_prefix_bytes as usize,
             async_mdn,
             quotas,
@@ -708,6 +758,28 @@ mod tests {
             .trusted_proxies
             .expect("set");
         assert!(proxies.allows("10.0.0.7".parse().expect("ip")));
+        let err = Config::parse(
+            "store:\n  postgres:\n    url: postgres://atom:secret@db/atom\n",
+            path,
+        )
+        .expect_err("a password in the URL");
+        assert!(
+            err.to_string().contains("store.postgres.url")
+                && err.to_string().contains("ATOM_STORE_PASSWORD")
+                && !err.to_string().contains("secret"),
+            "{err}"
+        );
+        let err = Config::parse("store:\n  postgres:\n    url: postgres://atom@db\n", path)
+            .expect_err("no database");
+        assert!(err.to_string().contains("names no database"), "{err}");
+        let pg = Config::parse(
+            "store:\n  postgres:\n    url: postgres://atom@db:5433/atom?sslmode=require\n    password_file: pg.pass\n",
+            path,
+        )
+        .expect("postgres")
+        .postgres
+        .expect("set");
+        assert_eq!(pg.password_file, Some(PathBuf::from("/etc/atom/pg.pass")));
         let ok = Config::parse("data_dir: /var/lib/atom\n", path).expect("absolute path");
         assert_eq!(ok.data_dir, PathBuf::from("/var/lib/atom"));
         let err = Config::parse("delivery:\n  allowed_directories: [out]\n", path)

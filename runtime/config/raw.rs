@@ -78,6 +78,17 @@ pub struct RawStore {
     pub commit_timeout_seconds: Option<u64>,
     /// How much of a refused request's body is kept for diagnosis.
     pub refused_prefix_bytes: Option<u64>,
+    /// A shared PostgreSQL store (a Molecule) instead of the embedded one.
+    pub postgres: Option<RawPostgres>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    /// `postgres://user@host:port/database`, without a password.
+    pub url: Option<String>,
+    /// A file holding the password (else `ATOM_STORE_PASSWORD`).
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

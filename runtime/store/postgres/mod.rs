@@ -167,11 +167,20 @@ impl PgStore {
     /// (`disable`, or `prefer`, tokio-postgres's default) the connection is
     /// plain TCP or a unix socket, meant for loopback and trusted networks.
     pub fn open(url: &str) -> Result<PgStore> {
+        PgStore::open_with_password(url, None)
+    }
+
+    /// Like [`PgStore::open`], with the password given apart from the URL
+    /// (from `ATOM_STORE_PASSWORD` or a file; never shown in messages).
+    pub fn open_with_password(url: &str, password: Option<&str>) -> Result<PgStore> {
         let shown = redact(url);
         let context = format!("connecting to {shown}");
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::new(&context, describe(&e)))?;
+        if let Some(password) = password {
+            config.password(password);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }

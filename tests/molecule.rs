@@ -1,0 +1,250 @@
+//! A Molecule: several real `atom run` nodes sharing one real PostgreSQL
+//! (Debian's, started per test by tests/common/postgres.rs), each with its
+//! own data and processes folders, as on separate machines. What the
+//! nodes share goes through the store only: receipts and the duplicate
+//! index, documents, executions and their leases, listener states,
+//! bundles. Leases are 3 s here (30 s by default) to keep takeovers quick.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::postgres::Postgres;
+use common::*;
+use serde_json::Value;
+
+/// A node of the Molecule on `pg`.
+fn node(pg: &Postgres, id: &str) -> Site {
+    let site = Site::new("");
+    let config = std::fs::read_to_string(site.config()).expect("config")
+        + &format!(
+            "store:\n  postgres:\n    url: postgres://atom@127.0.0.1:{}/atom\n\
+             molecule:\n  node_id: {id}\n  lease_seconds: 3\n",
+            pg.port()
+        );
+    std::fs::write(site.config(), config).expect("config");
+    site
+}
+
+fn start(site: &Site, pg: &Postgres) -> Running {
+    site.start_with_env(&[("ATOM_STORE_PASSWORD", pg.password())])
+}
+
+/// Polls `check` every 50 ms until it holds, or fails after `limit`.
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+fn executions(site: &Site) -> Vec<Value> {
+    serde_json::from_str(&site.atom_ok(&["executions", "--json", "--limit", "100000"]))
+        .expect("executions JSON")
+}
+
+const DISK_PROCESS: &str =
+    "steps:\n  - disk:\n      directory: out/acme\n      file_name: \"{execution_id}.edi\"\n";
+
+#[test]
+fn copies_of_one_message_on_three_nodes_store_one_receipt_and_one_execution() {
+    let Some(pg) = Postgres::new() else { return };
+    let sites: Vec<Site> = ["n1", "n2", "n3"].iter().map(|id| node(&pg, id)).collect();
+    for site in &sites {
+        site.deploy(
+            "acme",
+            &format!("{}{DISK_PROCESS}", plain_start("ACME", "US")),
+        );
+    }
+    let atoms: Vec<Running> = sites.iter().map(|s| start(s, &pg)).collect();
+    let addresses: Vec<_> = atoms.iter().map(Running::http).collect();
+    // 8 copies at once, spread over the three nodes.
+    let answers: Vec<Response> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let address = addresses[i % 3];
+                scope.spawn(move || {
+                    post(
+                        address,
+                        "/as2",
+                        &plain_headers("ACME", "US", "<copy@acme>"),
+                        b"ISA*00*copy~",
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender"))
+            .collect()
+    });
+    let mdns: Vec<&Response> = answers.iter().filter(|a| a.status == 200).collect();
+    assert!(!mdns.is_empty(), "at least the first copy was acknowledged");
+    assert!(
+        answers.iter().all(|a| a.status == 200 || a.status == 503),
+        "statuses: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for mdn in &mdns {
+        assert!(processed(mdn), "{}", mdn.text());
+    }
+    // The store is shared: every node lists the same single receipt.
+    for site in &sites {
+        let stored: Vec<Value> = site
+            .messages()
+            .into_iter()
+            .filter(|m| m["message_id"] == "<copy@acme>" && m["error"].is_null())
+            .collect();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+    }
+    wait_until("its execution to complete", Duration::from_secs(30), || {
+        executions(&sites[0])
+            .iter()
+            .any(|e| e["status"] == "COMPLETE")
+    });
+    let all = executions(&sites[2]);
+    assert_eq!(all.len(), 1, "one execution: {all:?}");
+    let delivered: usize = sites
+        .iter()
+        .map(|s| {
+            std::fs::read_dir(s.path().join("data/out/acme"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(delivered, 1, "delivered once, on one node");
+}
+
+#[test]
+fn a_pause_on_node_1_reaches_node_3_within_a_second_and_a_bundle_within_5() {
+    let Some(pg) = Postgres::new() else { return };
+    let sites: Vec<Site> = ["p1", "p2", "p3"].iter().map(|id| node(&pg, id)).collect();
+    let atoms: Vec<Running> = sites.iter().map(|s| start(s, &pg)).collect();
+
+    // Dropped into node 1's processes folder while all run: node 3 serves
+    // it within 5 s (hot reload on node 1, published, written on node 3).
+    sites[0].deploy("acme", &plain_start("ACME", "US"));
+    let took = wait_until("node 3 to serve acme", Duration::from_secs(5), || {
+        let answer = post(
+            atoms[2].http(),
+            "/as2",
+            &plain_headers("ACME", "US", &format!("<probe-{}@acme>", now_nanos())),
+            b"ISA~",
+        );
+        processed(&answer)
+    });
+    eprintln!("bundle on node 3 after {took:?}");
+    assert!(sites[2]
+        .path()
+        .join("processes/acme/process.yaml")
+        .is_file());
+
+    sites[0].atom_ok(&["listeners", "pause", "acme"]);
+    let took = wait_until("node 3 to answer 503", Duration::from_secs(1), || {
+        post(
+            atoms[2].http(),
+            "/as2",
+            &plain_headers("ACME", "US", &format!("<paused-{}@acme>", now_nanos())),
+            b"ISA~",
+        )
+        .status
+            == 503
+    });
+    eprintln!("pause on node 3 after {took:?}");
+    sites[1].atom_ok(&["listeners", "resume", "acme"]);
+    let took = wait_until("node 3 to serve again", Duration::from_secs(1), || {
+        let answer = post(
+            atoms[2].http(),
+            "/as2",
+            &plain_headers("ACME", "US", &format!("<resumed-{}@acme>", now_nanos())),
+            b"ISA~",
+        );
+        processed(&answer)
+    });
+    eprintln!("resume on node 3 after {took:?}");
+
+    // A restart asked on node 2 restarts the listener on node 3 too.
+    let before = sites[2].log().matches("listener restarted").count();
+    sites[1].atom_ok(&["listeners", "restart", "acme"]);
+    wait_until("node 3 to restart acme", Duration::from_secs(1), || {
+        sites[2].log().matches("listener restarted").count() > before
+    });
+
+    // Every node sees the three of them.
+    let nodes: Vec<Value> =
+        serde_json::from_str(&sites[2].atom_ok(&["molecule", "--json"])).expect("JSON");
+    let ids: BTreeSet<&str> = nodes.iter().filter_map(|n| n["node_id"].as_str()).collect();
+    assert_eq!(ids, BTreeSet::from(["p1", "p2", "p3"]));
+    drop(atoms);
+}
+
+#[test]
+fn a_killed_nodes_execution_is_taken_over_once_its_lease_expires() {
+    let Some(pg) = Postgres::new() else { return };
+    let sites: Vec<Site> = ["k1", "k2"].iter().map(|id| node(&pg, id)).collect();
+    let process = format!(
+        "{}steps:\n  - wasm: sleep.wat\n  - disk:\n      directory: out/slow\n      file_name: \"{{execution_id}}.edi\"\n",
+        plain_start("SLOW", "US")
+    );
+    for site in &sites {
+        site.deploy("slow", &process);
+        site.deploy_file("slow", "sleep.wat", sleeping_guest(1500).as_bytes());
+    }
+    let first = start(&sites[0], &pg);
+    let _second = start(&sites[1], &pg);
+    let sent = post(
+        first.http(),
+        "/as2",
+        &plain_headers("SLOW", "US", "<slow@x>"),
+        b"ISA*00*slow~",
+    );
+    assert_eq!(sent.status, 200, "{}", sent.text());
+    // SIGKILL the receiving node while its guest sleeps.
+    drop(first);
+    let killed = Instant::now();
+    let took = wait_until(
+        "node 2 to complete the execution",
+        Duration::from_secs(30),
+        || {
+            executions(&sites[1])
+                .iter()
+                .any(|e| e["status"] == "COMPLETE")
+        },
+    );
+    eprintln!("taken over and completed {took:?} after the kill (lease 3 s, guest 1.5 s)");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "not before the lease ran out"
+    );
+    let done = executions(&sites[1]);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["owner"], "k2", "{}", done[0]);
+    let files: Vec<_> = std::fs::read_dir(sites[1].path().join("data/out/slow"))
+        .expect("delivered on node 2")
+        .collect();
+    assert_eq!(files.len(), 1);
+    let nodes: Vec<Value> =
+        serde_json::from_str(&sites[1].atom_ok(&["molecule", "--json"])).expect("JSON");
+    let k1 = nodes.iter().find(|n| n["node_id"] == "k1").expect("k1");
+    assert_eq!(k1["status"], "lost", "{k1}");
+}
+
+/// A positive MDN (an unknown partner gets a negative one in a 200 too).
+fn processed(response: &Response) -> bool {
+    response.status == 200
+        && response.text().contains("processed")
+        && !response.text().contains("processed/error")
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}

@@ -426,7 +426,10 @@ impl Drain {
 
 /// The store and the documents: PostgreSQL shared by a Molecule when
 /// `store.postgres` is set, else SQLite and files in the data directory.
-fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn Documents>), StartError> {
+/// The message store and where its documents live.
+type Stores = (Arc<dyn Store>, Arc<dyn Documents>);
+
+fn open_store(config: &Config) -> Result<Stores, StartError> {
     let Some(pg) = &config.postgres else {
         let store = SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?;
         return Ok((

@@ -424,11 +424,11 @@ impl Drain {
     }
 }
 
-/// The store and the documents: PostgreSQL shared by a Molecule when
-/// `store.postgres` is set, else SQLite and files in the data directory.
 /// The message store and where its documents live.
 type Stores = (Arc<dyn Store>, Arc<dyn Documents>);
 
+/// The store and the documents: PostgreSQL shared by a Molecule when
+/// `store.postgres` is set, else SQLite and files in the data directory.
 fn open_store(config: &Config) -> Result<Stores, StartError> {
     let Some(pg) = &config.postgres else {
         let store = SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?;

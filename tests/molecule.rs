@@ -248,3 +248,101 @@ fn now_nanos() -> u128 {
         .map(|d| d.as_nanos())
         .unwrap_or_default()
 }
+
+/// A loopback MDN receiver: 503 while `up` is false, 200 after; counts
+/// the receipts it accepted.
+fn mdn_receiver(
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (refused, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (r, a) = (refused.clone(), accepted.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if up.load(Ordering::SeqCst) {
+                a.fetch_add(1, Ordering::SeqCst);
+                "200 OK"
+            } else {
+                r.fetch_add(1, Ordering::SeqCst);
+                "503 Service Unavailable"
+            };
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    (port, refused, accepted)
+}
+
+#[test]
+fn an_async_mdn_is_delivered_once_by_another_node_after_its_node_was_killed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(pg) = Postgres::new() else { return };
+    let up = Arc::new(AtomicBool::new(false));
+    let (port, refused, accepted) = mdn_receiver(up.clone());
+    let url = format!("http://127.0.0.1:{port}/mdn");
+    let sites: Vec<Site> = ["m1", "m2"].iter().map(|id| node(&pg, id)).collect();
+    for site in &sites {
+        site.deploy(
+            "acme",
+            &format!(
+                "{}    async_mdn:\n      allowed_urls: [\"http://127.0.0.1:{port}/\"]\n",
+                plain_start("ACME", "US")
+            ),
+        );
+    }
+    let first = start(&sites[0], &pg);
+    let _second = start(&sites[1], &pg);
+    let mut headers = plain_headers("ACME", "US", "<async@acme>");
+    set_header(&mut headers, "Receipt-Delivery-Option", &url);
+    assert_eq!(post(first.http(), "/as2", &headers, b"ISA~").status, 200);
+    wait_until("node 1's first attempt", Duration::from_secs(10), || {
+        refused.load(Ordering::SeqCst) >= 1
+    });
+    drop(first); // SIGKILL, the receipt still pending
+    up.store(true, Ordering::SeqCst);
+    let status = |site: &Site| {
+        site.messages()
+            .into_iter()
+            .find(|m| m["message_id"] == "<async@acme>")
+            .map(|m| (m["mdn_status"].clone(), m["mdn_owner"].clone()))
+    };
+    let took = wait_until("node 2 to deliver it", Duration::from_secs(30), || {
+        status(&sites[1]).is_some_and(|(s, _)| s == "delivered")
+    });
+    eprintln!("delivered by node 2 {took:?} after node 1 was killed (lease 3 s)");
+    assert_eq!(status(&sites[1]), Some(("delivered".into(), "m2".into())));
+    // Nothing else is pending anywhere: no second delivery can follow.
+    let pending = pg
+        .psql_at(
+            &pg.url(),
+            "SELECT count(*) FROM messages WHERE mdn_mode = 'async' AND mdn_status = 'pending'",
+        )
+        .expect("psql");
+    assert_eq!(pending.trim(), "0");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "delivered exactly once");
+}

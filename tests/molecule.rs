@@ -346,3 +346,84 @@ fn an_async_mdn_is_delivered_once_by_another_node_after_its_node_was_killed() {
     assert_eq!(pending.trim(), "0");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "delivered exactly once");
 }
+
+#[test]
+fn postgres_stopped_for_10_s_under_load_gets_503s_and_nothing_acknowledged_is_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let Some(pg) = Postgres::new() else { return };
+    let site = node(&pg, "o1");
+    site.deploy("acme", &plain_start("ACME", "US"));
+    let atom = start(&site, &pg);
+    let http = atom.http();
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (acknowledged, statuses, stop) = (acknowledged.clone(), statuses.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let id = format!("<load-{n}@acme>");
+                let answer = try_post(http, "/as2", &plain_headers("ACME", "US", &id), b"ISA~");
+                let status = answer.as_ref().map(|a| a.status).unwrap_or(0);
+                if answer.as_ref().is_ok_and(processed) {
+                    acknowledged.lock().expect("lock").push(id);
+                }
+                statuses.lock().expect("lock").push(status);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let acked = || acknowledged.lock().expect("lock").len();
+    wait_until(
+        "some messages acknowledged",
+        Duration::from_secs(20),
+        || acked() >= 10,
+    );
+
+    pg.stop();
+    let down_at = Instant::now();
+    let took = wait_until("/health to answer 503", Duration::from_secs(10), || {
+        get(http, "/health", &[]).status == 503
+    });
+    let health = get(http, "/health", &[]);
+    eprintln!(
+        "/health 503 {took:?} after PostgreSQL stopped: {}",
+        health.text()
+    );
+    assert!(health.text().contains("store"), "{}", health.text());
+    let acked_while_down = acked();
+    let mark = statuses.lock().expect("lock").len();
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed()));
+    assert_eq!(
+        acked(),
+        acked_while_down,
+        "no positive MDN while the store was down"
+    );
+    let refused: Vec<u16> = statuses.lock().expect("lock")[mark..].to_vec();
+    assert!(
+        !refused.is_empty() && refused.iter().all(|s| *s == 503),
+        "503 while down: {refused:?}"
+    );
+    pg.start();
+    let took = wait_until("acknowledgements again", Duration::from_secs(30), || {
+        acked() > acked_while_down + 5
+    });
+    eprintln!("serving again {took:?} after PostgreSQL came back");
+    stop.store(true, Ordering::SeqCst);
+    sender.join().expect("sender");
+    assert_eq!(get(http, "/health", &[]).status, 200);
+
+    let stored: Vec<String> = site
+        .messages()
+        .into_iter()
+        .filter_map(|m| m["message_id"].as_str().map(str::to_string))
+        .collect();
+    let unique: BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "nothing stored twice");
+    for id in acknowledged.lock().expect("lock").iter() {
+        assert!(unique.contains(id), "acknowledged {id} is stored");
+    }
+}

@@ -427,3 +427,146 @@ fn postgres_stopped_for_10_s_under_load_gets_503s_and_nothing_acknowledged_is_lo
         assert!(unique.contains(id), "acknowledged {id} is stored");
     }
 }
+
+/// A node of the Molecule listening on a fixed HTTP port (so that it can
+/// come back where the balancer expects it).
+fn node_on_port(pg: &Postgres, id: &str, port: u16) -> Site {
+    let site = node(pg, id);
+    let config = std::fs::read_to_string(site.config())
+        .expect("config")
+        .replace("http_port: 0", &format!("http_port: {port}"));
+    std::fs::write(site.config(), config).expect("config");
+    site
+}
+
+#[test]
+fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once() {
+    use std::sync::{Arc, Mutex};
+    let Some(pg) = Postgres::new() else { return };
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let sites: Vec<Site> = ["h1", "h2", "h3"]
+        .iter()
+        .zip(&ports)
+        .map(|(id, port)| node_on_port(&pg, id, *port))
+        .collect();
+    for site in &sites {
+        site.deploy(
+            "acme",
+            &format!("{}{DISK_PROCESS}", plain_start("ACME", "US")),
+        );
+    }
+    let mut atoms: Vec<Option<Running>> = sites.iter().map(|s| Some(start(s, &pg))).collect();
+    let backends: Vec<std::net::SocketAddr> = ports
+        .iter()
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let Some(haproxy) = common::haproxy::Haproxy::new(&backends) else {
+        return;
+    };
+    for i in 0..3 {
+        haproxy.wait_for_state(
+            &common::haproxy::server_name(i),
+            "UP",
+            Duration::from_secs(20),
+        );
+    }
+    const SENDERS: usize = 4;
+    const EACH: usize = 40;
+    let acknowledged = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let address = haproxy.address();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let acknowledged = acknowledged.clone();
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    let id = format!("<ha-{s}-{n}@acme>");
+                    let body = format!("ISA*00*{s}*{n}~").into_bytes();
+                    // An AS2 sender resends the same message until it gets a receipt.
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    loop {
+                        let answer =
+                            try_post(address, "/as2", &plain_headers("ACME", "US", &id), &body);
+                        if answer.as_ref().is_ok_and(processed) {
+                            acknowledged
+                                .lock()
+                                .expect("lock")
+                                .push((id.clone(), body.clone()));
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "{id} never acknowledged: {answer:?}"
+                        );
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            })
+        })
+        .collect();
+    let acked = || acknowledged.lock().expect("lock").len();
+    wait_until("a third of the load", Duration::from_secs(60), || {
+        acked() >= SENDERS * EACH / 3
+    });
+    atoms[1] = None; // SIGKILL node 2 mid-stream
+    let killed_at = acked();
+    wait_until(
+        "more load on the survivors",
+        Duration::from_secs(60),
+        || acked() >= killed_at + SENDERS * EACH / 4,
+    );
+    atoms[1] = Some(start(&sites[1], &pg)); // node 2 back, same port
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert_eq!(acknowledged.len(), SENDERS * EACH);
+
+    // Every acknowledged message stored once, with its bytes; nothing else.
+    let messages = sites[0].messages();
+    let ids: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["message_id"].as_str())
+        .collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "nothing stored twice");
+    assert_eq!(
+        unique.len(),
+        SENDERS * EACH,
+        "nothing but what was acknowledged"
+    );
+    let stored_bodies: Vec<(String, Vec<u8>)> = pg
+        .psql_at(
+            &pg.url(),
+            "SELECT m.message_id || ' ' || encode(string_agg(c.data, ''::bytea ORDER BY c.seq), 'hex')
+             FROM messages m JOIN documents d ON m.payload_path = 'pg:' || d.id
+             JOIN document_chunks c ON c.document_id = d.id GROUP BY m.message_id",
+        )
+        .expect("psql")
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, hex)| {
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+                .collect();
+            (id.to_string(), bytes)
+        })
+        .collect();
+    let stored: std::collections::HashMap<String, Vec<u8>> = stored_bodies.into_iter().collect();
+    for (id, body) in &acknowledged {
+        assert_eq!(stored.get(id), Some(body), "{id} stored with its bytes");
+    }
+    // Exactly one COMPLETE execution each, the killed node's taken over.
+    let took = wait_until(
+        "every execution to complete",
+        Duration::from_secs(60),
+        || {
+            let all = executions(&sites[0]);
+            all.len() == SENDERS * EACH && all.iter().all(|e| e["status"] == "COMPLETE")
+        },
+    );
+    eprintln!(
+        "{} messages through HAProxy, node 2 killed after {killed_at} and restarted; all complete {took:?} after the senders finished",
+        SENDERS * EACH
+    );
+}

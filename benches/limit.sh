@@ -40,18 +40,7 @@ say "building atom (release)"
 bench_init
 
 say "keys, messages (pyas2lib) and the Atom in $WORK"
-KEYS=$WORK/keys; mkdir -p "$KEYS"
-for who in org partner; do
-  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 30 -subj "/CN=bench-$who" \
-    -keyout "$KEYS/$who.key" -out "$KEYS/$who.cert.pem" 2>/dev/null
-  cat "$KEYS/$who.key" "$KEYS/$who.cert.pem" > "$KEYS/$who.pem"
-done
-"$PY" "$LOADGEN/mkmsg.py" --sender-key "$KEYS/partner.pem" --receiver-cert "$KEYS/org.cert.pem" \
-  --from BENCH-PARTNER --to BENCH-ORG --payload "$WORK/order-10k.edi" --gen-edi 10240 \
-  --digest sha256 --cipher aes128 --mdn sync-signed --out-headers "$WORK/se.hdr" --out-body "$WORK/se.body"
-"$PY" "$LOADGEN/mkmsg.py" --sender-key "$KEYS/partner.pem" \
-  --from BENCH-PLAIN --to BENCH-ORG --payload "$WORK/order-1k.edi" --gen-edi 1024 \
-  --digest none --cipher none --mdn sync --out-headers "$WORK/plain.hdr" --out-body "$WORK/plain.body"
+bench_messages "$WORK"
 bench_site "$WORK/atom" "start:
   as2:
     as2_from: { id: BENCH-PARTNER, signing_certificate: $KEYS/partner.cert.pem }

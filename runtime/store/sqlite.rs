@@ -495,6 +495,53 @@ fn update_executions_in(
     Ok(())
 }
 
+/// Runs `sql` (?1 id, ?2 node, ?3 epoch, ?4 new end) for each lease
+/// `node` holds, in one transaction; returns the IDs it no longer holds.
+fn renew_leases<K: rusqlite::ToSql + Clone>(
+    conn: &mut Connection,
+    sql: &str,
+    node: &str,
+    held: &[(K, i64)],
+    until_us: i64,
+) -> Result<Vec<K>> {
+    let tx = conn.transaction().map_err(err("starting a renewal"))?;
+    let mut lost = Vec::new();
+    {
+        let mut renew = tx.prepare_cached(sql).map_err(err("renewing leases"))?;
+        for (id, epoch) in held {
+            if renew
+                .execute(params![id, node, epoch, until_us])
+                .map_err(err("renewing leases"))?
+                == 0
+            {
+                lost.push(id.clone());
+            }
+        }
+    }
+    tx.commit().map_err(err("committing a renewal"))?;
+    Ok(lost)
+}
+
+/// Runs `sql` (?1 id, ?2 node, ?3 epoch) for each lease `node` gives up,
+/// in one transaction.
+fn release_leases<K: rusqlite::ToSql>(
+    conn: &mut Connection,
+    sql: &str,
+    node: &str,
+    held: &[(K, i64)],
+) -> Result<()> {
+    let tx = conn.transaction().map_err(err("starting a release"))?;
+    {
+        let mut release = tx.prepare_cached(sql).map_err(err("releasing leases"))?;
+        for (id, epoch) in held {
+            release
+                .execute(params![id, node, epoch])
+                .map_err(err("releasing leases"))?;
+        }
+    }
+    tx.commit().map_err(err("committing a release"))
+}
+
 impl Store for SqliteStore {
     fn find_receipt(
         &self,
@@ -607,47 +654,24 @@ impl Store for SqliteStore {
     }
 
     fn renew_mdn_leases(&self, node: &str, held: &[(i64, i64)], until_us: i64) -> Result<Vec<i64>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(err("starting a renewal"))?;
-        let mut lost = Vec::new();
-        {
-            let mut renew = tx
-                .prepare_cached(
-                    "UPDATE messages SET mdn_lease_until_us = ?4
-                     WHERE id = ?1 AND mdn_owner = ?2 AND mdn_lease_epoch = ?3",
-                )
-                .map_err(err("renewing leases"))?;
-            for (id, epoch) in held {
-                if renew
-                    .execute(params![id, node, epoch, until_us])
-                    .map_err(err("renewing leases"))?
-                    == 0
-                {
-                    lost.push(*id);
-                }
-            }
-        }
-        tx.commit().map_err(err("committing a renewal"))?;
-        Ok(lost)
+        renew_leases(
+            &mut self.lock(),
+            "UPDATE messages SET mdn_lease_until_us = ?4
+             WHERE id = ?1 AND mdn_owner = ?2 AND mdn_lease_epoch = ?3",
+            node,
+            held,
+            until_us,
+        )
     }
 
     fn release_mdn_leases(&self, node: &str, held: &[(i64, i64)]) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(err("starting a release"))?;
-        {
-            let mut release = tx
-                .prepare_cached(
-                    "UPDATE messages SET mdn_lease_until_us = 0
-                     WHERE id = ?1 AND mdn_owner = ?2 AND mdn_lease_epoch = ?3",
-                )
-                .map_err(err("releasing leases"))?;
-            for (id, epoch) in held {
-                release
-                    .execute(params![id, node, epoch])
-                    .map_err(err("releasing leases"))?;
-            }
-        }
-        tx.commit().map_err(err("committing a release"))
+        release_leases(
+            &mut self.lock(),
+            "UPDATE messages SET mdn_lease_until_us = 0
+             WHERE id = ?1 AND mdn_owner = ?2 AND mdn_lease_epoch = ?3",
+            node,
+            held,
+        )
     }
 
     fn purge_before(&self, cutoff: &str, limit: u32) -> Result<super::retention::Purged> {
@@ -746,47 +770,24 @@ impl Store for SqliteStore {
         held: &[(String, i64)],
         until_us: i64,
     ) -> Result<Vec<String>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(err("starting a renewal"))?;
-        let mut lost = Vec::new();
-        {
-            let mut renew = tx
-                .prepare_cached(
-                    "UPDATE executions SET lease_until_us = ?4
-                     WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3",
-                )
-                .map_err(err("renewing leases"))?;
-            for (id, epoch) in held {
-                if renew
-                    .execute(params![id, node, epoch, until_us])
-                    .map_err(err("renewing leases"))?
-                    == 0
-                {
-                    lost.push(id.clone());
-                }
-            }
-        }
-        tx.commit().map_err(err("committing a renewal"))?;
-        Ok(lost)
+        renew_leases(
+            &mut self.lock(),
+            "UPDATE executions SET lease_until_us = ?4
+             WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3",
+            node,
+            held,
+            until_us,
+        )
     }
 
     fn release_execution_leases(&self, node: &str, held: &[(String, i64)]) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(err("starting a release"))?;
-        {
-            let mut release = tx
-                .prepare_cached(
-                    "UPDATE executions SET lease_until_us = 0
-                     WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3",
-                )
-                .map_err(err("releasing leases"))?;
-            for (id, epoch) in held {
-                release
-                    .execute(params![id, node, epoch])
-                    .map_err(err("releasing leases"))?;
-            }
-        }
-        tx.commit().map_err(err("committing a release"))
+        release_leases(
+            &mut self.lock(),
+            "UPDATE executions SET lease_until_us = 0
+             WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3",
+            node,
+            held,
+        )
     }
 
     fn requeue_finished(

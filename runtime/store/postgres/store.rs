@@ -458,6 +458,69 @@ async fn select<T>(
     Ok(rows.iter().map(map).collect())
 }
 
+/// What a lease is held on: an execution's ID or a message row.
+trait LeaseKey:
+    ToSql
+    + for<'a> tokio_postgres::types::FromSql<'a>
+    + Clone
+    + Eq
+    + std::hash::Hash
+    + Send
+    + Sync
+    + 'static
+{
+}
+impl LeaseKey for String {}
+impl LeaseKey for i64 {}
+
+impl PgStore {
+    /// Runs `sql` ($1 node, $2 new end, $3 ids, $4 epochs; returning the
+    /// IDs renewed) for the leases `node` holds; the IDs it lost.
+    fn renew_leases<K: LeaseKey>(
+        &self,
+        sql: &'static str,
+        node: &str,
+        held: &[(K, i64)],
+        until_us: i64,
+    ) -> Result<Vec<K>> {
+        let node = node.to_string();
+        let (ids, epochs): (Vec<K>, Vec<i64>) = held.iter().cloned().unzip();
+        self.shared.run("renewing leases", |c| async move {
+            let client = c.get().await?;
+            let renewed: std::collections::HashSet<K> = select(
+                &client,
+                "renewing leases",
+                sql,
+                &[&node, &until_us, &ids, &epochs],
+                |row| row.get(0),
+            )
+            .await?
+            .into_iter()
+            .collect();
+            Ok(ids.into_iter().filter(|id| !renewed.contains(id)).collect())
+        })
+    }
+
+    /// Runs `sql` ($1 node, $2 ids, $3 epochs) for the leases `node` gives up.
+    fn release_leases<K: LeaseKey>(
+        &self,
+        sql: &'static str,
+        node: &str,
+        held: &[(K, i64)],
+    ) -> Result<()> {
+        let node = node.to_string();
+        let (ids, epochs): (Vec<K>, Vec<i64>) = held.iter().cloned().unzip();
+        self.shared.run("releasing leases", |c| async move {
+            let client = c.get().await?;
+            client
+                .execute(sql, &[&node, &ids, &epochs])
+                .await
+                .map(|_| ())
+                .map_err(err("releasing leases"))
+        })
+    }
+}
+
 impl Store for PgStore {
     fn find_receipt(
         &self,
@@ -675,43 +738,25 @@ impl Store for PgStore {
         held: &[(String, i64)],
         until_us: i64,
     ) -> Result<Vec<String>> {
-        let node = node.to_string();
-        let (ids, epochs): (Vec<String>, Vec<i64>) = held.iter().cloned().unzip();
-        self.shared.run("renewing leases", |c| async move {
-            let client = c.get().await?;
-            let renewed: std::collections::HashSet<String> = select(
-                &client,
-                "renewing leases",
-                "UPDATE executions AS e SET lease_until_us = $2
-                 FROM unnest($3::text[], $4::bigint[]) AS h(id, epoch)
-                 WHERE e.id = h.id AND e.owner = $1 AND e.lease_epoch = h.epoch
-                 RETURNING e.id",
-                &[&node, &until_us, &ids, &epochs],
-                |row| row.get(0),
-            )
-            .await?
-            .into_iter()
-            .collect();
-            Ok(ids.into_iter().filter(|id| !renewed.contains(id)).collect())
-        })
+        self.renew_leases(
+            "UPDATE executions AS e SET lease_until_us = $2
+             FROM unnest($3::text[], $4::bigint[]) AS h(id, epoch)
+             WHERE e.id = h.id AND e.owner = $1 AND e.lease_epoch = h.epoch
+             RETURNING e.id",
+            node,
+            held,
+            until_us,
+        )
     }
 
     fn release_execution_leases(&self, node: &str, held: &[(String, i64)]) -> Result<()> {
-        let node = node.to_string();
-        let (ids, epochs): (Vec<String>, Vec<i64>) = held.iter().cloned().unzip();
-        self.shared.run("releasing leases", |c| async move {
-            let client = c.get().await?;
-            client
-                .execute(
-                    "UPDATE executions AS e SET lease_until_us = 0
-                     FROM unnest($2::text[], $3::bigint[]) AS h(id, epoch)
-                     WHERE e.id = h.id AND e.owner = $1 AND e.lease_epoch = h.epoch",
-                    &[&node, &ids, &epochs],
-                )
-                .await
-                .map(|_| ())
-                .map_err(err("releasing leases"))
-        })
+        self.release_leases(
+            "UPDATE executions AS e SET lease_until_us = 0
+             FROM unnest($2::text[], $3::bigint[]) AS h(id, epoch)
+             WHERE e.id = h.id AND e.owner = $1 AND e.lease_epoch = h.epoch",
+            node,
+            held,
+        )
     }
 
     fn requeue_finished(
@@ -802,43 +847,25 @@ impl Store for PgStore {
     }
 
     fn renew_mdn_leases(&self, node: &str, held: &[(i64, i64)], until_us: i64) -> Result<Vec<i64>> {
-        let node = node.to_string();
-        let (ids, epochs): (Vec<i64>, Vec<i64>) = held.iter().cloned().unzip();
-        self.shared.run("renewing leases", |c| async move {
-            let client = c.get().await?;
-            let renewed: std::collections::HashSet<i64> = select(
-                &client,
-                "renewing leases",
-                "UPDATE messages AS m SET mdn_lease_until_us = $2
-                 FROM unnest($3::bigint[], $4::bigint[]) AS h(id, epoch)
-                 WHERE m.id = h.id AND m.mdn_owner = $1 AND m.mdn_lease_epoch = h.epoch
-                 RETURNING m.id",
-                &[&node, &until_us, &ids, &epochs],
-                |row| row.get(0),
-            )
-            .await?
-            .into_iter()
-            .collect();
-            Ok(ids.into_iter().filter(|id| !renewed.contains(id)).collect())
-        })
+        self.renew_leases(
+            "UPDATE messages AS m SET mdn_lease_until_us = $2
+             FROM unnest($3::bigint[], $4::bigint[]) AS h(id, epoch)
+             WHERE m.id = h.id AND m.mdn_owner = $1 AND m.mdn_lease_epoch = h.epoch
+             RETURNING m.id",
+            node,
+            held,
+            until_us,
+        )
     }
 
     fn release_mdn_leases(&self, node: &str, held: &[(i64, i64)]) -> Result<()> {
-        let node = node.to_string();
-        let (ids, epochs): (Vec<i64>, Vec<i64>) = held.iter().cloned().unzip();
-        self.shared.run("releasing leases", |c| async move {
-            let client = c.get().await?;
-            client
-                .execute(
-                    "UPDATE messages AS m SET mdn_lease_until_us = 0
-                     FROM unnest($2::bigint[], $3::bigint[]) AS h(id, epoch)
-                     WHERE m.id = h.id AND m.mdn_owner = $1 AND m.mdn_lease_epoch = h.epoch",
-                    &[&node, &ids, &epochs],
-                )
-                .await
-                .map(|_| ())
-                .map_err(err("releasing leases"))
-        })
+        self.release_leases(
+            "UPDATE messages AS m SET mdn_lease_until_us = 0
+             FROM unnest($2::bigint[], $3::bigint[]) AS h(id, epoch)
+             WHERE m.id = h.id AND m.mdn_owner = $1 AND m.mdn_lease_epoch = h.epoch",
+            node,
+            held,
+        )
     }
 
     fn heartbeat(&self, b: &NodeBeat) -> Result<()> {

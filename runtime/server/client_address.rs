@@ -159,6 +159,88 @@ mod tests {
         assert_eq!(got.map(|c| c.client), Ok(ip("127.0.0.1")));
     }
 
+    /// Property test over 20,000 generated header lists (addresses,
+    /// ports, brackets, junk, non-ASCII): never a panic; an untrusted peer
+    /// is always its own client; a trusted peer's client is the peer or an
+    /// address written in the header, and is a trusted proxy only when
+    /// every entry was one.
+    #[test]
+    fn any_forwarded_header_gives_a_sound_client_or_a_clear_error() {
+        let alphabet: Vec<&str> = vec![
+            "203.0.113.7",
+            "10.0.0.5",
+            "127.0.0.1",
+            "::1",
+            "[2001:db8::1]:80",
+            "1.2.3.4:5",
+            "unknown",
+            "",
+            " ",
+            ",",
+            "é",
+            "[",
+            "]",
+            ":",
+            "999.1.1.1",
+            "10.0.0.*",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let lines = (next() % 3) as usize;
+            let mut values = Vec::new();
+            for _ in 0..lines {
+                let parts = 1 + (next() % 4) as usize;
+                let value: Vec<&str> = (0..parts)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                values.push(value.join(", "));
+            }
+            let mut map = HeaderMap::new();
+            for v in &values {
+                if let Ok(value) = HeaderValue::from_str(v) {
+                    map.append(HeaderName::from_static("x-forwarded-for"), value);
+                }
+            }
+            let peer = if next() % 2 == 0 {
+                ip("127.0.0.1")
+            } else {
+                ip("198.51.100.9")
+            };
+            match resolve(peer, &map, Some(&proxies())) {
+                Ok(found) if !proxies().allows(peer) => {
+                    assert_eq!(
+                        found,
+                        ClientAddress {
+                            client: peer,
+                            via: None
+                        }
+                    );
+                }
+                Ok(found) => {
+                    assert_eq!(found.via, Some(peer));
+                    let written = values
+                        .iter()
+                        .any(|v| v.split(',').any(|e| parse_entry(e) == Some(found.client)));
+                    assert!(found.client == peer || written, "{values:?} -> {found:?}");
+                    if proxies().allows(found.client) && found.client != peer {
+                        let all_trusted = values
+                            .iter()
+                            .flat_map(|v| v.split(','))
+                            .all(|e| parse_entry(e).is_some_and(|a| proxies().allows(a)));
+                        assert!(all_trusted, "{values:?} -> {found:?}");
+                    }
+                }
+                Err(reason) => assert!(reason.contains("X-Forwarded-For"), "{reason}"),
+            }
+        }
+    }
+
     #[test]
     fn garbage_where_the_client_should_be_is_an_error_not_a_guess() {
         let got = resolve(ip("127.0.0.1"), &headers(&["unknown"]), Some(&proxies()));

@@ -501,6 +501,37 @@ impl PgStore {
         })
     }
 
+    /// Runs a claim `sql` ($1 node, $2 new end, $3 now, $4 own earlier
+    /// work too, $5 IDs held here, $6 limit; `FOR UPDATE SKIP LOCKED`, so
+    /// nodes claiming at once take different rows) and maps what it returns.
+    fn claim_rows<K: LeaseKey, T: Send + 'static>(
+        &self,
+        context: &'static str,
+        sql: String,
+        claim: &Claim<'_, K>,
+        map: fn(&Row) -> T,
+    ) -> Result<Vec<T>> {
+        let (node, until, now, own) = (
+            claim.node.to_string(),
+            claim.until_us,
+            claim.now_us,
+            claim.own_earlier,
+        );
+        let except = claim.except.to_vec();
+        let limit = i64::from(claim.limit);
+        self.shared.run(context, move |c| async move {
+            let client = c.get().await?;
+            select(
+                &client,
+                context,
+                &sql,
+                &[&node, &until, &now, &own, &except, &limit],
+                map,
+            )
+            .await
+        })
+    }
+
     /// Runs `sql` ($1 node, $2 ids, $3 epochs) for the leases `node` gives up.
     fn release_leases<K: LeaseKey>(
         &self,
@@ -697,39 +728,25 @@ impl Store for PgStore {
     }
 
     fn claim_executions(&self, claim: &Claim<'_>) -> Result<Vec<ExecutionRecord>> {
-        let (node, until, now, own) = (
-            claim.node.to_string(),
-            claim.until_us,
-            claim.now_us,
-            claim.own_earlier,
-        );
-        let except = claim.except.to_vec();
-        let limit = i64::from(claim.limit);
-        self.shared.run("claiming executions", |c| async move {
-            let client = c.get().await?;
-            // SKIP LOCKED: two nodes claiming at once take different rows.
-            let mut claimed = select(
-                &client,
-                "claiming executions",
-                &format!(
-                    "UPDATE executions SET owner = $1, lease_until_us = $2,
-                        lease_epoch = lease_epoch + 1
-                     WHERE id IN (SELECT id FROM executions
-                        WHERE status IN ('STARTED', 'INPROCESS')
-                          AND (($4 AND owner = $1)
-                               OR ((owner IS NULL OR owner <> $1)
-                                   AND (lease_until_us IS NULL OR lease_until_us < $3)))
-                          AND NOT (id = ANY($5))
-                        ORDER BY queued_at_us LIMIT $6 FOR UPDATE SKIP LOCKED)
-                     RETURNING {EXECUTION_COLUMNS}"
-                ),
-                &[&node, &until, &now, &own, &except, &limit],
-                row_to_execution,
-            )
-            .await?;
-            claimed.sort_by_key(|e| e.queued_at_us);
-            Ok(claimed)
-        })
+        let mut claimed = self.claim_rows(
+            "claiming executions",
+            format!(
+                "UPDATE executions SET owner = $1, lease_until_us = $2,
+                    lease_epoch = lease_epoch + 1
+                 WHERE id IN (SELECT id FROM executions
+                    WHERE status IN ('STARTED', 'INPROCESS')
+                      AND (($4 AND owner = $1)
+                           OR ((owner IS NULL OR owner <> $1)
+                               AND (lease_until_us IS NULL OR lease_until_us < $3)))
+                      AND NOT (id = ANY($5))
+                    ORDER BY queued_at_us LIMIT $6 FOR UPDATE SKIP LOCKED)
+                 RETURNING {EXECUTION_COLUMNS}"
+            ),
+            claim,
+            row_to_execution,
+        )?;
+        claimed.sort_by_key(|e| e.queued_at_us);
+        Ok(claimed)
     }
 
     fn renew_execution_leases(
@@ -809,41 +826,28 @@ impl Store for PgStore {
     }
 
     fn claim_async_mdns(&self, claim: &Claim<'_, i64>) -> Result<Vec<PendingMdn>> {
-        let (node, until, now, own) = (
-            claim.node.to_string(),
-            claim.until_us,
-            claim.now_us,
-            claim.own_earlier,
-        );
-        let except = claim.except.to_vec();
-        let limit = i64::from(claim.limit);
-        self.shared.run("claiming MDNs", |c| async move {
-            let client = c.get().await?;
-            let mut claimed = select(
-                &client,
-                "claiming MDNs",
-                &format!(
-                    "UPDATE messages SET mdn_owner = $1, mdn_lease_until_us = $2,
-                        mdn_lease_epoch = mdn_lease_epoch + 1
-                     WHERE id IN (SELECT id FROM messages
-                        WHERE mdn_mode = 'async' AND mdn_status = 'pending'
-                          AND (($4 AND mdn_owner = $1)
-                               OR ((mdn_owner IS NULL OR mdn_owner <> $1)
-                                   AND (mdn_lease_until_us IS NULL OR mdn_lease_until_us < $3)))
-                          AND NOT (id = ANY($5))
-                        ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED)
-                     RETURNING {RECEIPT_COLUMNS}, mdn_lease_epoch"
-                ),
-                &[&node, &until, &now, &own, &except, &limit],
-                |row| PendingMdn {
-                    receipt: row_to_receipt(row),
-                    epoch: row.get(7),
-                },
-            )
-            .await?;
-            claimed.sort_by_key(|p| p.receipt.record_id);
-            Ok(claimed)
-        })
+        let mut claimed = self.claim_rows(
+            "claiming MDNs",
+            format!(
+                "UPDATE messages SET mdn_owner = $1, mdn_lease_until_us = $2,
+                    mdn_lease_epoch = mdn_lease_epoch + 1
+                 WHERE id IN (SELECT id FROM messages
+                    WHERE mdn_mode = 'async' AND mdn_status = 'pending'
+                      AND (($4 AND mdn_owner = $1)
+                           OR ((mdn_owner IS NULL OR mdn_owner <> $1)
+                               AND (mdn_lease_until_us IS NULL OR mdn_lease_until_us < $3)))
+                      AND NOT (id = ANY($5))
+                    ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED)
+                 RETURNING {RECEIPT_COLUMNS}, mdn_lease_epoch"
+            ),
+            claim,
+            |row| PendingMdn {
+                receipt: row_to_receipt(row),
+                epoch: row.get(7),
+            },
+        )?;
+        claimed.sort_by_key(|p| p.receipt.record_id);
+        Ok(claimed)
     }
 
     fn renew_mdn_leases(&self, node: &str, held: &[(i64, i64)], until_us: i64) -> Result<Vec<i64>> {

@@ -202,8 +202,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         crate::listeners::bundle_sync::start(sync, shutdown.clone())
             .map_err(|e| StartError(format!("starting the bundle sync: {e}")))?;
     }
-    crate::listeners::follower::start(registry.clone(), shutdown.clone())
-        .map_err(|e| StartError(format!("starting the listener follower: {e}")))?;
+    // Other nodes' pauses and restarts: only a shared store has any.
+    if config.postgres.is_some() {
+        crate::listeners::follower::start(registry.clone(), shutdown.clone())
+            .map_err(|e| StartError(format!("starting the listener follower: {e}")))?;
+    }
 
     let state = web::Data::new(AppState {
         config: config.clone(),

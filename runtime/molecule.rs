@@ -96,7 +96,7 @@ pub fn start_heartbeat(
             } else {
                 "serving"
             };
-            let held = executor.leases().held().len() + mdns.leases().held().len();
+            let held = executor.leases().len() + mdns.leases().len();
             if let Err(e) = store.heartbeat(&node.beat(executor.running(), held, state)) {
                 tracing::debug!(error = %e, "heartbeat not recorded");
             }

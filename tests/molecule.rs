@@ -14,6 +14,15 @@ use common::postgres::Postgres;
 use common::*;
 use serde_json::Value;
 
+/// One Molecule at a time: each test runs up to three nodes and a
+/// PostgreSQL, and the timings they check (a pause everywhere within 1 s)
+/// are about the Molecule, not about a machine running six of them.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A node of the Molecule on `pg`.
 fn node(pg: &Postgres, id: &str) -> Site {
     let site = Site::new("");
@@ -54,6 +63,7 @@ const DISK_PROCESS: &str =
 
 #[test]
 fn copies_of_one_message_on_three_nodes_store_one_receipt_and_one_execution() {
+    let _serial = serial();
     let Some(pg) = Postgres::new() else { return };
     let sites: Vec<Site> = ["n1", "n2", "n3"].iter().map(|id| node(&pg, id)).collect();
     for site in &sites {
@@ -123,6 +133,7 @@ fn copies_of_one_message_on_three_nodes_store_one_receipt_and_one_execution() {
 
 #[test]
 fn a_pause_on_node_1_reaches_node_3_within_a_second_and_a_bundle_within_5() {
+    let _serial = serial();
     let Some(pg) = Postgres::new() else { return };
     let sites: Vec<Site> = ["p1", "p2", "p3"].iter().map(|id| node(&pg, id)).collect();
     let atoms: Vec<Running> = sites.iter().map(|s| start(s, &pg)).collect();
@@ -186,6 +197,7 @@ fn a_pause_on_node_1_reaches_node_3_within_a_second_and_a_bundle_within_5() {
 
 #[test]
 fn a_killed_nodes_execution_is_taken_over_once_its_lease_expires() {
+    let _serial = serial();
     let Some(pg) = Postgres::new() else { return };
     let sites: Vec<Site> = ["k1", "k2"].iter().map(|id| node(&pg, id)).collect();
     let process = format!(
@@ -258,7 +270,7 @@ fn mdn_receiver(
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -268,19 +280,7 @@ fn mdn_receiver(
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            read_request(&stream);
             let status = if up.load(Ordering::SeqCst) {
                 a.fetch_add(1, Ordering::SeqCst);
                 "200 OK"
@@ -301,6 +301,7 @@ fn mdn_receiver(
 fn an_async_mdn_is_delivered_once_by_another_node_after_its_node_was_killed() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    let _serial = serial();
     let Some(pg) = Postgres::new() else { return };
     let up = Arc::new(AtomicBool::new(false));
     let (port, refused, accepted) = mdn_receiver(up.clone());
@@ -351,6 +352,7 @@ fn an_async_mdn_is_delivered_once_by_another_node_after_its_node_was_killed() {
 fn postgres_stopped_for_10_s_under_load_gets_503s_and_nothing_acknowledged_is_lost() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
+    let _serial = serial();
     let Some(pg) = Postgres::new() else { return };
     let site = node(&pg, "o1");
     site.deploy("acme", &plain_start("ACME", "US"));
@@ -442,6 +444,7 @@ fn node_on_port(pg: &Postgres, id: &str, port: u16) -> Site {
 #[test]
 fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once() {
     use std::sync::{Arc, Mutex};
+    let _serial = serial();
     let Some(pg) = Postgres::new() else { return };
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let sites: Vec<Site> = ["h1", "h2", "h3"]

@@ -68,6 +68,15 @@ impl<K: Clone + Eq + Hash> Leases<K> {
         self.lock().iter().map(|(id, e)| (id.clone(), *e)).collect()
     }
 
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     pub fn held_ids(&self) -> Vec<K> {
         self.lock().keys().cloned().collect()
     }

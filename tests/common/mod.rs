@@ -528,6 +528,27 @@ pub fn sleeping_guest(millis: u64) -> String {
     )
 }
 
+/// Reads one HTTP/1.1 request from `stream`: its head (request line and
+/// headers) and its body (by Content-Length).
+pub fn read_request(stream: &TcpStream) -> (String, Vec<u8>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    (head, body)
+}
+
 /// Answers POSTs on a loopback port: the first `failures` with 503, then
 /// 200; returns the port and a receiver of (headers, body) of each request.
 pub fn http_receiver(failures: usize) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
@@ -537,21 +558,7 @@ pub fn http_receiver(failures: usize) -> (u16, std::sync::mpsc::Receiver<(String
     std::thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let (head, body) = read_request(&stream);
             let status = if n < failures {
                 "503 Service Unavailable"
             } else {

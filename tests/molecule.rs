@@ -441,6 +441,137 @@ fn node_on_port(pg: &Postgres, id: &str, port: u16) -> Site {
     site
 }
 
+/// Keys for signed+encrypted traffic: our key pair (the same on every
+/// node, as a Molecule's nodes present one AS2 identity) and the partner's
+/// certificate in each node's keystore; the partner's key (PEM) and our
+/// certificate written into `peer` for pyas2lib. Returns the start step.
+fn share_keys(sites: &[Site], peer: &std::path::Path) -> String {
+    std::fs::create_dir_all(peer).expect("peer dir");
+    let path = |name: &str| peer.join(name).to_str().expect("utf-8").to_string();
+    let first = &sites[0];
+    first.atom_ok(&["certs", "generate", "atom-as2", "--cn", "Atom Molecule"]);
+    first.atom_ok(&[
+        "certs",
+        "export",
+        "atom-as2",
+        "--format",
+        "pem",
+        "--out",
+        &path("atom.pem"),
+    ]);
+    first.atom_ok(&[
+        "certs",
+        "export",
+        "atom-as2",
+        "--out",
+        &path("atom.cert.pem"),
+    ]);
+    let partner_data = path("partner-data");
+    first.atom_ok(&[
+        "--data-dir",
+        &partner_data,
+        "certs",
+        "generate",
+        "pyas2lib",
+        "--cn",
+        "pyas2lib sender",
+    ]);
+    first.atom_ok(&[
+        "--data-dir",
+        &partner_data,
+        "certs",
+        "export",
+        "pyas2lib",
+        "--format",
+        "pem",
+        "--out",
+        &path("pyas2lib.pem"),
+    ]);
+    first.atom_ok(&[
+        "--data-dir",
+        &partner_data,
+        "certs",
+        "export",
+        "pyas2lib",
+        "--out",
+        &path("pyas2lib.cert.pem"),
+    ]);
+    for (i, site) in sites.iter().enumerate() {
+        if i > 0 {
+            site.atom_ok(&["certs", "import", "atom-as2", &path("atom.pem")]);
+        }
+        site.atom_ok(&[
+            "certs",
+            "import",
+            "pyas2lib-partner",
+            &path("pyas2lib.cert.pem"),
+        ]);
+    }
+    "start:\n  as2:\n    as2_from:\n      id: PYAS2LIB\n      signing_certificate: keystore:pyas2lib-partner\n    \
+     as2_to:\n      id: ATOM\n      decryption_key: keystore:atom-as2\n      mdn_signing_key: keystore:atom-as2\n"
+        .to_string()
+}
+
+/// One message built by tests/peers/pyas2_build.py.
+#[derive(Clone, Debug)]
+struct Built {
+    message_id: String,
+    mic: String,
+    payload: Vec<u8>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// `count` signed (sha256) and encrypted (AES-128-CBC) messages asking
+/// for a signed sync MDN, built by pyas2lib, an independent AS2 peer.
+fn pyas2lib_messages(peer: &std::path::Path, prefix: &str, count: usize) -> Vec<Built> {
+    let python = peer_python();
+    let work = peer.join(prefix);
+    std::fs::create_dir_all(&work).expect("work dir");
+    let config = serde_json::json!({
+        "pyas2_id": "PYAS2LIB", "atom_id": "ATOM",
+        "pyas2_pem": peer.join("pyas2lib.pem"), "atom_cert": peer.join("atom.cert.pem"),
+        "count": count, "prefix": prefix, "digest": "sha256", "cipher": "aes_128_cbc",
+    });
+    std::fs::write(work.join("config.json"), config.to_string()).expect("config.json");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pyas2_build.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&work)
+        .output()
+        .expect("run pyas2_build.py");
+    assert!(
+        out.status.success(),
+        "pyas2_build.py failed ({}); rerun `bash .ci/setup-peers` if pyas2lib cannot be imported:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).expect("pyas2_build.py JSON");
+    list.iter()
+        .map(|m| {
+            let (headers, body) =
+                capture_file(std::path::Path::new(m["file"].as_str().expect("file")));
+            Built {
+                message_id: m["message_id"].as_str().expect("message_id").to_string(),
+                mic: m["mic"].as_str().expect("mic").to_string(),
+                payload: m["payload"].as_str().expect("payload").as_bytes().to_vec(),
+                headers,
+                body,
+            }
+        })
+        .collect()
+}
+
+/// A positive, signed MDN carrying the MIC pyas2lib computed.
+fn signed_receipt_for(response: &Response, message: &Built) -> bool {
+    processed(response)
+        && response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("multipart/signed"))
+        && response.text().contains(&message.mic)
+}
+
 #[test]
 fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once() {
     use std::sync::{Arc, Mutex};
@@ -452,12 +583,14 @@ fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once
         .zip(&ports)
         .map(|(id, port)| node_on_port(&pg, id, *port))
         .collect();
+    let peer = sites[0].path().join("peer");
+    let start_step = share_keys(&sites, &peer);
     for site in &sites {
-        site.deploy(
-            "acme",
-            &format!("{}{DISK_PROCESS}", plain_start("ACME", "US")),
-        );
+        site.deploy("acme", &format!("{start_step}{DISK_PROCESS}"));
     }
+    const SENDERS: usize = 4;
+    const EACH: usize = 30;
+    let messages = pyas2lib_messages(&peer, "ha", SENDERS * EACH);
     let mut atoms: Vec<Option<Running>> = sites.iter().map(|s| Some(start(s, &pg))).collect();
     let backends: Vec<std::net::SocketAddr> = ports
         .iter()
@@ -473,32 +606,30 @@ fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once
             Duration::from_secs(20),
         );
     }
-    const SENDERS: usize = 4;
-    const EACH: usize = 40;
-    let acknowledged = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let acknowledged = Arc::new(Mutex::new(Vec::<Built>::new()));
     let address = haproxy.address();
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|s| {
+    let senders: Vec<_> = messages
+        .chunks(EACH)
+        .map(|mine| {
+            let mine = mine.to_vec();
             let acknowledged = acknowledged.clone();
             std::thread::spawn(move || {
-                for n in 0..EACH {
-                    let id = format!("<ha-{s}-{n}@acme>");
-                    let body = format!("ISA*00*{s}*{n}~").into_bytes();
+                for message in mine {
                     // An AS2 sender resends the same message until it gets a receipt.
                     let deadline = Instant::now() + Duration::from_secs(90);
                     loop {
-                        let answer =
-                            try_post(address, "/as2", &plain_headers("ACME", "US", &id), &body);
-                        if answer.as_ref().is_ok_and(processed) {
-                            acknowledged
-                                .lock()
-                                .expect("lock")
-                                .push((id.clone(), body.clone()));
+                        let answer = try_post(address, "/as2", &message.headers, &message.body);
+                        if answer
+                            .as_ref()
+                            .is_ok_and(|r| signed_receipt_for(r, &message))
+                        {
+                            acknowledged.lock().expect("lock").push(message.clone());
                             break;
                         }
                         assert!(
                             Instant::now() < deadline,
-                            "{id} never acknowledged: {answer:?}"
+                            "{} never acknowledged: {answer:?}",
+                            message.message_id
                         );
                         std::thread::sleep(Duration::from_millis(200));
                     }
@@ -556,8 +687,13 @@ fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once
         })
         .collect();
     let stored: std::collections::HashMap<String, Vec<u8>> = stored_bodies.into_iter().collect();
-    for (id, body) in &acknowledged {
-        assert_eq!(stored.get(id), Some(body), "{id} stored with its bytes");
+    for message in &acknowledged {
+        assert_eq!(
+            stored.get(&message.message_id),
+            Some(&message.payload),
+            "{} stored with its bytes",
+            message.message_id
+        );
     }
     // Exactly one COMPLETE execution each, the killed node's taken over.
     let took = wait_until(
@@ -569,7 +705,7 @@ fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once
         },
     );
     eprintln!(
-        "{} messages through HAProxy, node 2 killed after {killed_at} and restarted; all complete {took:?} after the senders finished",
+        "{} signed+encrypted messages through HAProxy, node 2 killed after {killed_at} and restarted; all complete {took:?} after the senders finished",
         SENDERS * EACH
     );
 }

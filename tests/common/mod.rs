@@ -389,7 +389,13 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// A captured request from shared/interop: (headers without transport ones, body).
 pub fn capture(name: &str) -> (Vec<(String, String)>, Vec<u8>) {
-    let raw = std::fs::read(interop(name)).expect("read vector");
+    capture_file(&interop(name))
+}
+
+/// A captured request (HTTP headers, a blank line, the body) in `path`:
+/// (headers without transport ones, body).
+pub fn capture_file(path: &Path) -> (Vec<(String, String)>, Vec<u8>) {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut pos = 0;
     loop {

@@ -1027,6 +1027,87 @@ mod postgres_only {
         assert!(!text.contains(&url), "no password in {text}");
     }
 
+    /// Documents a node staged or kept and then died before committing
+    /// the rows that reference them (or that retention's row delete left)
+    /// are swept; everything a committed row references stays.
+    #[test]
+    fn unreferenced_documents_left_by_a_crash_are_swept() {
+        if !pg::available() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PgStore::open(&pg::url(dir.path())).expect("the PostgreSQL store opens");
+        let documents = store.documents();
+        let stage = || {
+            documents
+                .stage(&[
+                    ("request", &[b"raw".as_slice()]),
+                    ("payload", &[b"edi".as_slice()]),
+                ])
+                .expect("stage")
+                .references
+        };
+        let stored = stage();
+        let orphaned = stage(); // staged, never committed
+        let mut record = contract::accepted("ACME", "<1@acme>");
+        record.raw_path = Some(stored[0].clone());
+        record.payload_path = Some(stored[1].clone());
+        let execution = ExecutionRecord {
+            id: "e1".into(),
+            process: "p".into(),
+            status: status::STARTED.into(),
+            payload_path: stored[1].clone(),
+            queued_at: now_rfc3339(),
+            ..ExecutionRecord::default()
+        };
+        store
+            .commit_batch(
+                &[Receipt {
+                    message: record,
+                    execution: Some(execution.clone()),
+                }],
+                &[],
+            )
+            .expect("commit");
+        // The execution kept two documents on a first attempt whose final
+        // state never committed, then one on the attempt that finished;
+        // another kept one for an execution that does not exist.
+        let lost_attempt = documents.keep("e1", 0, b"first try").expect("keep");
+        let finished_doc = documents.keep("e1", 0, b"output").expect("keep");
+        let no_execution = documents.keep("e9", 0, b"stray").expect("keep");
+        let mut finished = execution;
+        finished.status = status::COMPLETE.into();
+        finished.documents = vec![atom::store::KeptDocument {
+            path: finished_doc.clone(),
+            size: 6,
+            ..Default::default()
+        }];
+        store.update_executions(&[finished]).expect("finish");
+
+        // Too young: nothing goes, since a commit may still be under way.
+        assert_eq!(
+            documents
+                .sweep_unreferenced(Duration::from_secs(3600))
+                .expect("sweep"),
+            0
+        );
+        let removed = documents.sweep_unreferenced(Duration::ZERO).expect("sweep");
+        assert_eq!(
+            removed, 4,
+            "the orphaned message's two, a lost attempt's, a stray"
+        );
+        for gone in orphaned.iter().chain([&lost_attempt, &no_execution]) {
+            assert!(!documents.exists(gone), "{gone} swept");
+        }
+        assert_eq!(documents.read(&stored[0]).expect("raw"), b"raw");
+        assert_eq!(documents.read(&stored[1]).expect("payload"), b"edi");
+        assert_eq!(documents.read(&finished_doc).expect("kept"), b"output");
+        assert_eq!(
+            documents.sweep_unreferenced(Duration::ZERO).expect("sweep"),
+            0
+        );
+    }
+
     #[test]
     fn errors_name_the_url_without_its_password() {
         // A port nothing listens on (bound, then released).

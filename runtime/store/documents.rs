@@ -43,4 +43,9 @@ pub trait Documents: Send + Sync {
     fn ends_with(&self, reference: &str, tail: &[u8]) -> Option<bool>;
     /// Removes documents whose rows were purged; returns how many went.
     fn remove(&self, references: &[String]) -> usize;
+    /// Removes documents that no committed row references and that were
+    /// staged or kept at least `older_than` ago: left by a node that died
+    /// between staging and its commit, or between retention's row delete
+    /// and its document removal. Returns how many went.
+    fn sweep_unreferenced(&self, older_than: std::time::Duration) -> Result<usize>;
 }

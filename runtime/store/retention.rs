@@ -12,6 +12,11 @@ use std::time::Duration;
 use super::documents::Documents;
 use super::{Result, Store};
 
+/// How old a document no row references must be before the sweep
+/// removes it: far longer than any commit takes, so that nothing staged
+/// for a commit still under way can go.
+const UNREFERENCED_AGE: Duration = Duration::from_secs(3600);
+
 /// Rows deleted per batch.
 const BATCH: u32 = 500;
 
@@ -73,6 +78,13 @@ pub fn start(
                 Ok(0) => {}
                 Ok(files) => tracing::info!(files, %cutoff, "retention: purged old messages"),
                 Err(e) => tracing::error!(error = %e, "retention purge failed; will retry"),
+            }
+            match documents.sweep_unreferenced(UNREFERENCED_AGE) {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::warn!(removed, "removed documents no stored row references (left by a failed commit or a crash)")
+                }
+                Err(e) => tracing::error!(error = %e, "sweeping unreferenced documents failed; will retry"),
             }
             std::thread::sleep(interval);
         })?;

@@ -390,4 +390,53 @@ impl Documents for PgDocuments {
             }
         }
     }
+
+    fn sweep_unreferenced(&self, older_than: std::time::Duration) -> Result<usize> {
+        let seconds = older_than.as_secs_f64();
+        let mut cursor = 0i64;
+        let mut removed = 0usize;
+        loop {
+            let (last, gone) =
+                self.shared
+                    .run("sweeping unreferenced documents", |c| async move {
+                        let client = c.get().await?;
+                        let row = client
+                            .query_one(SWEEP, &[&cursor, &seconds, &SWEEP_BATCH])
+                            .await
+                            .map_err(err("sweeping unreferenced documents"))?;
+                        Ok((row.get::<_, Option<i64>>(0), row.get::<_, i64>(1)))
+                    })?;
+            removed += usize::try_from(gone).unwrap_or(0);
+            match last {
+                Some(last) => cursor = last,
+                None => return Ok(removed),
+            }
+        }
+    }
 }
+
+/// Documents looked at per sweep statement.
+const SWEEP_BATCH: i64 = 1000;
+
+/// One sweep step over the next [`SWEEP_BATCH`] documents after `$1` old
+/// enough (`$2` seconds): a message's documents are referenced when a
+/// message row names the first of its group (the raw request; the index
+/// `messages_raw_path` finds it), a kept document when its execution's
+/// row lists it. Returns the last id looked at (NULL: done) and how many
+/// were removed.
+const SWEEP: &str = "WITH batch AS (
+        SELECT id, group_key FROM documents
+        WHERE id > $1 AND created < now() - make_interval(secs => $2)
+        ORDER BY id LIMIT $3
+    ), unreferenced AS (
+        SELECT b.id FROM batch b
+        WHERE (b.group_key LIKE 'message/%' AND NOT EXISTS (
+                SELECT 1 FROM messages m WHERE m.raw_path = 'pg:' ||
+                    (SELECT min(d.id) FROM documents d WHERE d.group_key = b.group_key)))
+           OR (b.group_key LIKE 'execution/%' AND NOT EXISTS (
+                SELECT 1 FROM executions e WHERE e.id = substr(b.group_key, 11)
+                    AND strpos(e.documents, '\"path\":\"pg:' || b.id || '\"') > 0))
+    ), gone AS (
+        DELETE FROM documents WHERE id IN (SELECT id FROM unreferenced) RETURNING id
+    )
+    SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM gone)";

@@ -139,6 +139,9 @@ const MIGRATIONS: &[&str] = &[
         published_by text NOT NULL,
         published_at text NOT NULL
     );",
+    // 4: finding a message by its raw request, so that the sweep of
+    // unreferenced documents looks up rather than scans.
+    "CREATE INDEX messages_raw_path ON messages (raw_path);",
 ];
 
 /// The schema version this Atom writes.

@@ -230,9 +230,7 @@ fn sigkill_under_load_loses_no_acknowledged_message_and_stores_none_twice() {
         let id = m["message_id"].as_str().expect("id").to_string();
         assert!(seen.insert(id.clone()), "{id} stored twice");
         assert_eq!(m["disposition"], "processed");
-        let stored =
-            std::fs::read(m["payload_path"].as_str().expect("path")).expect("payload file exists");
-        assert_eq!(stored, payload, "{id}: stored bytes");
+        assert_eq!(site.document(m, "payload"), payload, "{id}: stored bytes");
     }
     for id in acknowledged.keys() {
         assert!(

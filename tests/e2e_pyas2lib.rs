@@ -362,10 +362,7 @@ fn pyas2lib_sends_the_matrix_to_the_running_atom() {
             .iter()
             .position(|p| Some(p.0) == s(result, "payload"))
             .expect("payload kind");
-        let stored_path =
-            s(row, "payload_path").unwrap_or_else(|| panic!("{name}: no payload_path in {row:#}"));
-        let stored = std::fs::read(stored_path)
-            .unwrap_or_else(|e| panic!("{name}: reading {stored_path}: {e}"));
+        let stored = site.document(row, "payload");
         assert!(
             stored == payload_bytes[kind],
             "{name}: stored payload differs ({} bytes, sent {})",

@@ -166,9 +166,8 @@ impl Setup {
         assert_eq!(row["listener"], "from-sender", "{row:#}");
         assert_eq!(row["signature"], "sha256", "{row:#}");
         assert_eq!(row["encryption"], "aes256-cbc", "{row:#}");
-        let path = row["payload_path"].as_str().expect("payload_path");
         assert!(
-            std::fs::read(path).expect("stored payload") == payload(),
+            self.site.document(&row, "payload") == payload(),
             "{id}: stored payload differs from the file sent"
         );
         assert_eq!(row["file_name"], "po.edi", "{row:#}");

@@ -155,7 +155,7 @@ fn junk_requests_stored_in_full_regression() {
     let messages = site.messages();
     let stored = &messages[0];
     assert_eq!(stored["request_size"], 15 << 20, "the size is recorded");
-    let raw = std::fs::read(stored["raw_path"].as_str().expect("raw path")).expect("raw");
+    let raw = site.document(stored, "raw");
     let head_end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -206,7 +206,7 @@ fn haproxy_routes_to_healthy_atoms_and_drops_a_draining_one() {
     // Each request came through HAProxy, which added X-Forwarded-For.
     for site in &sites {
         for m in site.messages() {
-            let raw = std::fs::read(m["raw_path"].as_str().expect("raw path")).expect("raw");
+            let raw = site.document(&m, "raw");
             let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
             let head = head.split("\r\n\r\n").next().unwrap_or_default();
             assert!(

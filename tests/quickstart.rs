@@ -57,8 +57,7 @@ fn readme_walkthrough_with_the_shipped_sample_bundle() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["listener"], "demo-partner");
     assert_eq!(messages[0]["disposition"], "processed");
-    let stored =
-        std::fs::read(messages[0]["payload_path"].as_str().expect("path")).expect("payload");
+    let stored = site.document(&messages[0], "payload");
     assert_eq!(
         stored,
         std::fs::read(repo.join("examples/demo/order-850.x12")).expect("sample")

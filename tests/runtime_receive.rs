@@ -94,10 +94,13 @@ fn mendelson_messages_get_signed_receipts_with_the_right_mic_and_are_stored() {
         assert_eq!(m["disposition"], "processed", "{m}");
         assert_eq!(m["listener"], "mendelson");
         assert_eq!(m["file_name"], "payload.txt");
-        let stored =
-            std::fs::read(m["payload_path"].as_str().expect("payload path")).expect("payload file");
-        assert_eq!(stored, payload, "stored payload bytes");
-        assert!(std::path::Path::new(m["raw_path"].as_str().expect("raw path")).is_file());
+        assert_eq!(site.document(m, "payload"), payload, "stored payload bytes");
+        let raw = site.document(m, "raw");
+        let size = m["request_size"].as_u64().expect("request_size") as usize;
+        assert!(
+            raw.len() > size && raw[..raw.len() - size].ends_with(b"\r\n\r\n"),
+            "raw request: its headers, a blank line, the body as received"
+        );
     }
     assert_eq!(
         messages
@@ -245,4 +248,99 @@ fn a_message_we_cannot_open_gets_the_right_negative_receipt() {
             .all(|m| m["error"].is_string() && m["payload_path"].is_null()),
         "{messages:?}"
     );
+}
+
+/// `atom messages show|download` and `atom executions download` serve what
+/// the store keeps, wherever it keeps it: the payload byte for byte, the
+/// raw request ending with the body as sent, the MDN as sent, the
+/// documents an execution kept; unknown IDs and parts get clear errors.
+#[test]
+fn stored_documents_download_through_the_cli() {
+    let site = Site::new("");
+    site.deploy(
+        "acme",
+        &format!(
+            "{}steps:\n  - disk:\n      directory: out\n      file_name: \"{{execution_id}}.edi\"\n",
+            plain_start("ACME", "US")
+        ),
+    );
+    let atom = site.start();
+    let body = b"ISA*00*download test~IEA*1*1~".to_vec();
+    let response = post(
+        atom.http(),
+        "/as2",
+        &plain_headers("ACME", "US", "<dl-1@acme>"),
+        &body,
+    );
+    assert_eq!(response.status, 200);
+    let messages = site.messages();
+    let m = &messages[0];
+    assert_eq!(site.document(m, "payload"), body);
+    assert!(site.document(m, "raw").ends_with(&body));
+    let mdn = site.document(m, "mdn");
+    let mdn_text = String::from_utf8_lossy(&mdn);
+    assert!(mdn_text.contains("multipart/report"), "{mdn_text}");
+    assert!(mdn_text.contains("<dl-1@acme>"), "{mdn_text}");
+    assert_eq!(
+        response.body,
+        mdn[mdn
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("headers")
+            + 4..]
+    );
+
+    let id = m["id"].as_i64().expect("id").to_string();
+    let shown: serde_json::Value =
+        serde_json::from_str(&site.atom_ok(&["messages", "show", &id, "--json"])).expect("JSON");
+    assert_eq!(shown["message_id"], "<dl-1@acme>");
+    assert!(site
+        .atom_ok(&["messages", "show", &id])
+        .contains("processed"));
+    let out = site.path().join("payload.out");
+    site.atom_ok(&[
+        "messages",
+        "download",
+        &id,
+        "payload",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(std::fs::read(&out).expect("written"), body);
+
+    let executions = site.wait_for_executions(1);
+    let execution = executions[0]["id"]
+        .as_str()
+        .expect("execution id")
+        .to_string();
+    let kept = site.atom(&["executions", "download", &execution, "1"]);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    assert_eq!(kept.stdout, body, "the document the execution kept");
+
+    for (args, says) in [
+        (
+            vec!["messages", "download", "999999", "payload"],
+            "no message 999999",
+        ),
+        (vec!["messages", "show", "999999"], "no message 999999"),
+        (
+            vec!["executions", "download", &execution, "2"],
+            "kept 1 document(s)",
+        ),
+        (
+            vec!["executions", "download", "execution-nope", "1"],
+            "no execution execution-nope",
+        ),
+    ] {
+        let out = site.atom(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let bad_part = site.atom(&["messages", "download", &id, "body"]);
+    assert_eq!(bad_part.status.code(), Some(2), "a usage error");
 }

@@ -1,8 +1,9 @@
 //! The admin API, on a loopback address only, for the `atom` CLI:
 //! listeners (list, pause, resume, restart), processes, executions (list,
-//! show, rerun), the message log, the nodes sharing the store, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
+//! show, rerun, kept documents), the message log and its documents, the nodes sharing the store, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
 //! the token the runtime writes to `<data_dir>/admin.token` (mode 0600).
 
+mod documents;
 pub mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub struct AdminState {
     pub token: String,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
+    /// Where the store keeps documents, for downloads.
+    pub documents: Arc<dyn crate::store::documents::Documents>,
     pub metrics: Arc<Metrics>,
     /// `quotas.default_as2_workload`, for bundles without their own mode.
     pub default_mode: WorkerMode,
@@ -100,10 +103,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/api/listeners", web::get().to(list_listeners))
             .route("/api/listeners/{action}", web::post().to(listener_action))
             .route("/api/messages", web::get().to(list_messages))
+            .route("/api/messages/{id}", web::get().to(documents::show_message))
+            .route(
+                "/api/messages/{id}/{part}",
+                web::get().to(documents::download_message_part),
+            )
             .route("/api/processes", web::get().to(list_processes))
             .route("/api/molecule", web::get().to(list_nodes))
             .route("/api/executions", web::get().to(list_executions))
             .route("/api/executions/{id}", web::get().to(show_execution))
+            .route(
+                "/api/executions/{id}/documents/{n}",
+                web::get().to(documents::download_execution_document),
+            )
             .route(
                 "/api/executions/{id}/rerun",
                 web::post().to(rerun_execution),

@@ -54,6 +54,35 @@ impl AdminClient {
         self.send(request)
     }
 
+    /// The raw bytes of a download.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CliError> {
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        let base = self.base.clone();
+        self.runtime.block_on(async move {
+            let response = request.send().await.map_err(|e| {
+                CliError::Remote(format!(
+                    "cannot reach the admin API at {base}: {e}; is `atom run` up?"
+                ))
+            })?;
+            let status = response.status();
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                return Err(CliError::Remote(format!(
+                    "admin API answered {status}: {}",
+                    text.trim()
+                )));
+            }
+            response
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| CliError::Remote(format!("reading the download: {e}")))
+        })
+    }
+
     pub fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

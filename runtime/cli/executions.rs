@@ -29,6 +29,27 @@ pub enum ExecutionsCommand {
         /// `execution-<uuid>-YYYY.MM.DD`.
         id: String,
     },
+    /// Write a document the execution kept (1 = its first) to a file, or to standard output.
+    Download {
+        /// `execution-<uuid>-YYYY.MM.DD`.
+        id: String,
+        /// Which kept document, from 1 (see `atom executions show ID`).
+        n: usize,
+        /// Write it here instead of to standard output.
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+/// `atom executions download ID N [--out FILE]`.
+pub fn download(
+    client: &AdminClient,
+    id: &str,
+    n: usize,
+    out: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    let bytes = client.get_bytes(&format!("/api/executions/{id}/documents/{n}"))?;
+    super::messages::write_out(&bytes, out)
 }
 
 #[derive(Debug, Deserialize)]

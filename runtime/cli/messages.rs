@@ -1,5 +1,10 @@
-//! `atom messages`: the AS2 message log with MDN status.
+//! `atom messages`: the AS2 message log with MDN status; `show ID` and
+//! `download ID raw|payload|mdn`.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use super::admin_client::AdminClient;
@@ -21,6 +26,116 @@ struct Row {
     mdn_status: String,
     received_at: String,
     error: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// One message: partner IDs, security, MIC, MDN, where its documents are.
+    Show {
+        /// The message's ID in the log (the ID column of `atom messages`).
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one of a message's documents to a file, or to standard output.
+    Download {
+        /// The message's ID in the log (the ID column of `atom messages`).
+        id: i64,
+        /// raw: the request as received (headers, a blank line, the body);
+        /// payload: the unwrapped document; mdn: the receipt as sent.
+        part: Part,
+        /// Write it here instead of to standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// A stored part of a message.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Part {
+    Raw,
+    Payload,
+    Mdn,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Raw => "raw",
+            Part::Payload => "payload",
+            Part::Mdn => "mdn",
+        }
+    }
+}
+
+/// `atom messages show ID`.
+pub fn show(client: &AdminClient, id: i64, json: bool) -> Result<(), CliError> {
+    let row: serde_json::Value = client.get(&format!("/api/messages/{id}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&row).unwrap_or_default());
+        return Ok(());
+    }
+    let field = |name: &str| match &row[name] {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for (label, name) in [
+        ("id", "id"),
+        ("received", "received_at"),
+        ("listener", "listener"),
+        ("from", "as2_from"),
+        ("to", "as2_to"),
+        ("message-id", "message_id"),
+        ("subject", "subject"),
+        ("file name", "file_name"),
+        ("mime type", "mime_type"),
+        ("request bytes", "request_size"),
+        ("payload bytes", "payload_size"),
+        ("encryption", "encryption"),
+        ("signature", "signature"),
+        ("compression", "compression"),
+        ("mic", "mic"),
+        ("disposition", "disposition"),
+        ("mdn", "mdn_mode"),
+        ("mdn status", "mdn_status"),
+        ("mdn url", "mdn_url"),
+        ("mdn error", "mdn_error"),
+        ("error", "error"),
+    ] {
+        println!("{label:<14} {}", field(name));
+    }
+    println!("documents      atom messages download {id} raw|payload|mdn [--out FILE]");
+    Ok(())
+}
+
+/// `atom messages download ID PART [--out FILE]`.
+pub fn download(
+    client: &AdminClient,
+    id: i64,
+    part: Part,
+    out: Option<&Path>,
+) -> Result<(), CliError> {
+    let bytes = client.get_bytes(&format!("/api/messages/{id}/{}", part.name()))?;
+    write_out(&bytes, out)
+}
+
+/// Writes a download to `out`, or to standard output.
+pub(super) fn write_out(bytes: &[u8], out: Option<&Path>) -> Result<(), CliError> {
+    match out {
+        Some(path) => std::fs::write(path, bytes).map_err(|source| CliError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+        None => std::io::stdout()
+            .lock()
+            .write_all(bytes)
+            .map_err(|source| CliError::Io {
+                path: PathBuf::from("standard output"),
+                source,
+            }),
+    }
 }
 
 pub fn run(client: &AdminClient, limit: u32, json: bool) -> Result<(), CliError> {

@@ -47,8 +47,10 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<listeners::ListenersCommand>,
     },
-    /// The AS2 message log with MDN status, newest first.
+    /// The AS2 message log with MDN status, newest first; `show ID` for one message, `download ID raw|payload|mdn` for its documents.
     Messages {
+        #[command(subcommand)]
+        action: Option<messages::MessagesCommand>,
         /// How many messages.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -183,11 +185,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
             action,
         ),
-        Command::Messages { limit, json } => messages::run(
-            &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
+        Command::Messages {
+            action,
             limit,
             json,
-        ),
+        } => {
+            let client = admin_client::AdminClient::connect(config.admin_address, &data_dir)?;
+            match action {
+                Some(messages::MessagesCommand::Show { id, json }) => {
+                    messages::show(&client, id, json)
+                }
+                Some(messages::MessagesCommand::Download { id, part, out }) => {
+                    messages::download(&client, id, part, out.as_deref())
+                }
+                None => messages::run(&client, limit, json),
+            }
+        }
         Command::Molecule { json } => molecule::run(
             &admin_client::AdminClient::connect(config.admin_address, &data_dir)?,
             json,
@@ -212,6 +225,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 Some(executions::ExecutionsCommand::Rerun { id }) => {
                     executions::rerun(&client, &id)
+                }
+                Some(executions::ExecutionsCommand::Download { id, n, out }) => {
+                    executions::download(&client, &id, n, out.as_deref())
                 }
                 None => {
                     executions::list(&client, process.as_deref(), status.as_deref(), limit, json)

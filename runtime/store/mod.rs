@@ -442,6 +442,8 @@ pub trait Store: Send + Sync {
     fn set_mdn_status(&self, id: i64, status: &str, epoch: Option<i64>) -> Result<bool>;
     /// The newest messages first.
     fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRow>>;
+    /// One message of the log by its row id.
+    fn message(&self, id: i64) -> Result<Option<MessageRow>>;
     /// Claims asynchronous receipts not yet delivered (`pending`), like
     /// [`Store::claim_executions`]: other nodes' whose lease expired, and
     /// with `own_earlier` the node's own from before it restarted.

@@ -604,6 +604,17 @@ impl Store for SqliteStore {
             .map_err(err("listing messages"))
     }
 
+    fn message(&self, id: i64) -> Result<Option<MessageRow>> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT * FROM messages WHERE id = ?1",
+            params![id],
+            row_to_record,
+        )
+        .optional()
+        .map_err(err("reading a message"))
+    }
+
     fn claim_async_mdns(&self, claim: &super::Claim<'_, i64>) -> Result<Vec<PendingMdn>> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err("starting a claim"))?;

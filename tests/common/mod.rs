@@ -207,6 +207,19 @@ impl Site {
         std::fs::write(dir.join(file), content).expect("write module");
     }
 
+    /// One stored part (`raw`, `payload` or `mdn`) of the message with log
+    /// row `m["id"]`, downloaded through `atom messages download`.
+    pub fn document(&self, m: &serde_json::Value, part: &str) -> Vec<u8> {
+        let id = m["id"].as_i64().expect("message id").to_string();
+        let out = self.atom(&["messages", "download", &id, part]);
+        assert!(
+            out.status.success(),
+            "atom messages download {id} {part} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// The message log as JSON, newest first.
     pub fn messages(&self) -> Vec<serde_json::Value> {
         let out = self.atom_ok(&["messages", "--json", "--limit", "1000000"]);

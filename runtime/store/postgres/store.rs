@@ -727,6 +727,21 @@ impl Store for PgStore {
         })
     }
 
+    fn message(&self, id: i64) -> Result<Option<MessageRow>> {
+        self.shared.run("reading a message", |c| async move {
+            let client = c.get().await?;
+            let mut rows = select(
+                &client,
+                "reading a message",
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"),
+                &[&id],
+                row_to_record,
+            )
+            .await?;
+            Ok(rows.pop())
+        })
+    }
+
     fn claim_executions(&self, claim: &Claim<'_>) -> Result<Vec<ExecutionRecord>> {
         let mut claimed = self.claim_rows(
             "claiming executions",

@@ -34,7 +34,6 @@ use crate::server::mdn_delivery::{MdnSender, RetryPolicy};
 use crate::server::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::store::documents::Documents;
-use crate::store::files::FileDocuments;
 use crate::store::group_commit::GroupCommitter;
 use crate::store::health::StoreHealth;
 use crate::store::sqlite::SqliteStore;
@@ -436,10 +435,8 @@ type Stores = (Arc<dyn Store>, Arc<dyn Documents>);
 fn open_store(config: &Config) -> Result<Stores, StartError> {
     let Some(pg) = &config.postgres else {
         let store = SqliteStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?;
-        return Ok((
-            Arc::new(store),
-            Arc::new(FileDocuments::new(&config.data_dir)),
-        ));
+        let documents = Arc::new(store.documents(&config.data_dir));
+        return Ok((Arc::new(store), documents));
     };
     let password = match (std::env::var("ATOM_STORE_PASSWORD"), &pg.password_file) {
         (Ok(password), _) => Some(password),

@@ -331,7 +331,7 @@ fn rerun_runs_a_finished_execution_again_on_the_deployed_version() {
     assert!(!log.contains("bad input"), "a fresh log: {log}");
 
     // A purged document cannot be rerun; nor can an undeployed process's execution.
-    std::fs::remove_file(text(&rerun, "payload_path")).expect("remove payload");
+    site.remove_document(text(&rerun, "payload_path"));
     let stderr = refused(&site, &["executions", "rerun", &id]);
     assert!(
         stderr.contains("410") && stderr.contains("is gone"),

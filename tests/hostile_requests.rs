@@ -200,13 +200,41 @@ fn documents_readable_by_every_local_user_regression() {
         .status,
         200
     );
-    let executions = site.wait_for_executions(1);
+    // Past the size kept inside the database, documents are files.
+    let large = b"INVOICE\n".repeat(40_000);
+    assert_eq!(
+        post(
+            atom.http(),
+            "/as2",
+            &plain_headers("PRIVATE", "US", "<large-secret@x>"),
+            &large
+        )
+        .status,
+        200
+    );
+    let executions = site.wait_for_executions(2);
     assert_eq!(mode(&data), 0o700, "data directory");
     assert_eq!(mode(&token), 0o600, "an existing token is narrowed");
-    assert_eq!(mode(&data.join("atom.db")), 0o600, "database");
-    let message = &site.messages()[0];
+    for database in ["atom.db", "atom.db-wal", "atom.db-shm"] {
+        assert_eq!(mode(&data.join(database)), 0o600, "{database}");
+    }
+    let messages = site.messages();
+    let small = messages
+        .iter()
+        .find(|m| m["message_id"] == "<secret@x>")
+        .expect("small");
+    assert!(
+        small["payload_path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("db:")),
+        "a small message's documents are in the database: {small}"
+    );
+    let large = messages
+        .iter()
+        .find(|m| m["message_id"] == "<large-secret@x>")
+        .expect("large");
     for field in ["raw_path", "payload_path"] {
-        let path = std::path::PathBuf::from(message[field].as_str().expect("path"));
+        let path = std::path::PathBuf::from(large[field].as_str().expect("path"));
         assert_eq!(mode(&path), 0o600, "{field}");
         assert_eq!(mode(path.parent().expect("dir")), 0o700, "{field} folder");
     }

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use atom::server::inbound::now_rfc3339;
 use atom::store::documents::Documents;
-use atom::store::files::FileDocuments;
 use atom::store::postgres::PgStore;
 use atom::store::sqlite::SqliteStore;
 use atom::store::{
@@ -655,6 +654,86 @@ mod contract {
         assert!(!documents.exists(&first) && documents.exists(&second));
     }
 
+    /// What the receive path and the runner rely on: a message's documents
+    /// committed with its row survive a restart byte for byte; a
+    /// duplicate's documents, discarded, are gone; documents an execution
+    /// kept survive with its final state.
+    pub fn documents_are_durable_with_the_rows_that_reference_them(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (stored, kept) = {
+            let Backend { store, documents } = open(dir.path());
+            let stage = |raw: &[u8], payload: &[u8]| {
+                documents
+                    .stage(&[
+                        ("request", &[b"H: v\r\n\r\n".as_slice(), raw]),
+                        ("payload", &[payload]),
+                    ])
+                    .expect("stage")
+            };
+            let first = stage(b"ISA*first", b"first");
+            let mut record = accepted("ACME", "<docs@acme>");
+            record.raw_path = Some(first.references[0].clone());
+            record.payload_path = Some(first.references[1].clone());
+            let execution = ExecutionRecord {
+                id: "e-docs".into(),
+                process: "p".into(),
+                status: status::STARTED.into(),
+                payload_path: first.references[1].clone(),
+                queued_at: now_rfc3339(),
+                ..ExecutionRecord::default()
+            };
+            documents.make_durable().expect("durable");
+            let outcomes = store
+                .commit_batch(
+                    &[Receipt {
+                        message: record.clone(),
+                        execution: Some(execution.clone()),
+                    }],
+                    &[],
+                )
+                .expect("commit");
+            assert!(matches!(outcomes[0], Committed::Stored(_)), "{outcomes:?}");
+
+            let copy = stage(b"ISA*copy", b"copy");
+            record.raw_path = Some(copy.references[0].clone());
+            record.payload_path = Some(copy.references[1].clone());
+            documents.make_durable().expect("durable");
+            let outcomes = store.commit_batch(&[receipt(record)], &[]).expect("commit");
+            assert!(
+                matches!(outcomes[0], Committed::Duplicate(_)),
+                "{outcomes:?}"
+            );
+            documents.discard(&copy);
+            for reference in &copy.references {
+                assert!(
+                    !documents.exists(reference),
+                    "a duplicate's {reference} is gone"
+                );
+            }
+
+            let output = documents.keep("e-docs", 0, b"output").expect("keep");
+            let mut finished = execution;
+            finished.status = status::COMPLETE.into();
+            finished.documents = vec![atom::store::KeptDocument {
+                path: output.clone(),
+                size: 6,
+                ..Default::default()
+            }];
+            documents.make_durable().expect("durable");
+            store.update_executions(&[finished]).expect("finish");
+            (first.references, output)
+        };
+        // After a restart, what was committed is there, byte for byte.
+        let Backend { documents, .. } = open(dir.path());
+        assert_eq!(
+            documents.read(&stored[0]).expect("raw"),
+            b"H: v\r\n\r\nISA*first"
+        );
+        assert_eq!(documents.read(&stored[1]).expect("payload"), b"first");
+        assert_eq!(documents.ends_with(&stored[0], b"ISA*first"), Some(true));
+        assert_eq!(documents.read(&kept).expect("kept"), b"output");
+    }
+
     /// Commits, retrying while the store says it is busy (what a sender
     /// does after a 503): SQLite answers a writer whose snapshot went stale
     /// with `SQLITE_BUSY`.
@@ -782,6 +861,7 @@ macro_rules! store_contract {
                 old_messages_and_their_files_go_recent_and_pending_ones_stay,
                 retention_purges_2000_failed_executions_in_one_pass,
                 documents_round_trip,
+                documents_are_durable_with_the_rows_that_reference_them,
                 leases_claim_renew_expire_and_fence,
                 mdn_outbox_leases,
                 bundles_published_and_withdrawn,
@@ -792,9 +872,12 @@ macro_rules! store_contract {
     };
 }
 
-store_contract!(sqlite, |dir: &Path| Backend {
-    store: Box::new(SqliteStore::open(dir).expect("the SQLite store opens")),
-    documents: Box::new(FileDocuments::new(dir)),
+store_contract!(sqlite, |dir: &Path| {
+    let store = SqliteStore::open(dir).expect("the SQLite store opens");
+    Backend {
+        documents: Box::new(store.documents(dir)),
+        store: Box::new(store),
+    }
 });
 
 store_contract!(

@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod private;
 pub mod retention;
 pub mod sqlite;
+pub mod sqlite_documents;
 
 use serde::Serialize;
 

@@ -3,17 +3,20 @@
 //! writes are short, and the callers run on blocking threads.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::sqlite_documents::{PendingDocuments, SqliteDocuments};
 use super::{
     Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord, MessageRow,
     PendingMdn, Receipt, Result, Store, StoreError, StoredReceipt,
 };
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    /// Small documents staged for the next commits (see `sqlite_documents.rs`).
+    pending: Arc<PendingDocuments>,
 }
 
 const SCHEMA: &str = "
@@ -135,6 +138,11 @@ const MIGRATIONS: &[&str] = &[
         published_by TEXT NOT NULL,
         published_at TEXT NOT NULL
     );",
+    // 7: small documents, committed with the rows that reference them.
+    "CREATE TABLE documents (
+        key TEXT PRIMARY KEY,
+        data BLOB NOT NULL
+    );",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -191,8 +199,15 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(err("creating schema"))?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
+            pending: Arc::default(),
         })
+    }
+
+    /// The documents of this store: small ones in the database, larger
+    /// ones as files under `data_dir`.
+    pub fn documents(&self, data_dir: &Path) -> SqliteDocuments {
+        SqliteDocuments::new(self.conn.clone(), self.pending.clone(), data_dir)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -562,12 +577,45 @@ impl Store for SqliteStore {
         receipts: &[Receipt],
         executions: &[ExecutionRecord],
     ) -> Result<Vec<Committed>> {
+        // The batch's small documents, taken now so that nothing else can
+        // commit them; stored with the rows that reference them.
+        let mut receipt_documents: Vec<Vec<(String, Vec<u8>)>> = receipts
+            .iter()
+            .map(|r| {
+                self.pending.take(
+                    [&r.message.raw_path, &r.message.payload_path]
+                        .into_iter()
+                        .flatten()
+                        .map(String::as_str),
+                )
+            })
+            .collect();
+        let execution_documents = self.pending.take(
+            executions
+                .iter()
+                .flat_map(|e| e.documents.iter().map(|d| d.path.as_str())),
+        );
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(err("starting transaction"))?;
-        let outcomes = insert_receipts_in(&tx, receipts)?;
-        update_executions_in(&tx, executions)?;
-        tx.commit().map_err(err("committing"))?;
-        Ok(outcomes)
+        let outcome = (|| {
+            let tx = conn.transaction().map_err(err("starting transaction"))?;
+            let outcomes = insert_receipts_in(&tx, receipts)?;
+            for (outcome, documents) in outcomes.iter().zip(&mut receipt_documents) {
+                // A duplicate's documents are dropped with it.
+                if matches!(outcome, Committed::Stored(_)) {
+                    super::sqlite_documents::insert_in(&tx, documents)?;
+                }
+            }
+            update_executions_in(&tx, executions)?;
+            super::sqlite_documents::insert_in(&tx, &execution_documents)?;
+            tx.commit().map_err(err("committing"))?;
+            Ok(outcomes)
+        })();
+        if outcome.is_err() {
+            // Execution states are retried with the next batch; receipts
+            // are not (their senders get 503 and resend).
+            self.pending.restore(execution_documents);
+        }
+        outcome
     }
 
     fn probe(&self) -> Result<()> {

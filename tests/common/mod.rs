@@ -220,6 +220,24 @@ impl Site {
         out.stdout
     }
 
+    /// Removes a stored document behind the running Atom's back, as a
+    /// purge would: a file, or (`db:<key>`) a row of the SQLite store.
+    pub fn remove_document(&self, reference: &str) {
+        match reference.strip_prefix("db:") {
+            Some(key) => {
+                let db =
+                    rusqlite::Connection::open(self.path().join("data/atom.db")).expect("atom.db");
+                db.busy_timeout(Duration::from_secs(10))
+                    .expect("busy timeout");
+                let removed = db
+                    .execute("DELETE FROM documents WHERE key = ?1", [key])
+                    .expect("delete document");
+                assert_eq!(removed, 1, "{reference} was stored");
+            }
+            None => std::fs::remove_file(reference).expect("remove document file"),
+        }
+    }
+
     /// The message log as JSON, newest first.
     pub fn messages(&self) -> Vec<serde_json::Value> {
         let out = self.atom_ok(&["messages", "--json", "--limit", "1000000"]);

@@ -100,7 +100,16 @@ impl WasmtimeEngine {
             .total_memories(settings.max_instances)
             .total_tables(settings.max_instances)
             .total_stacks(settings.max_instances)
-            .max_memory_size(settings.max_memory);
+            .max_memory_size(settings.max_memory)
+            // A slot's memory is reset for the next guest by rewriting the
+            // pages the last one touched (found with PAGEMAP_SCAN on Linux
+            // 6.7+, else the first MiB) instead of `madvise` and a page
+            // fault per page on reuse: a trivial guest's run went from
+            // about 14-21 us to 8-9 us (`cargo bench --bench engine`).
+            // Reset either way, so no guest sees another's data.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         // Reserve only what a guest may use (not wasmtime's 4 GiB per slot):
         // the pool then needs a few GiB of address space rather than

@@ -636,4 +636,49 @@ mod tests {
             Some("v")
         );
     }
+
+    /// Pool slots keep their memory resident between guests: what one
+    /// guest left in memory (in the first page and past the first MiB)
+    /// must be gone for the next one in the same slot, and grown memory
+    /// must not come back either.
+    #[test]
+    fn a_guest_never_sees_what_the_previous_one_left_in_memory() {
+        let wat = r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 32) "cleandirty")
+          (func $say (param $dirty i32)
+            (i32.store (i32.const 0)
+              (select (i32.const 37) (i32.const 32) (local.get $dirty)))
+            (i32.store (i32.const 4) (i32.const 5))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+          (func (export "_start") (local $dirty i32)
+            ;; Anything left by an earlier guest: a word in the first page,
+            ;; a memory grown past 1 page, a word past the first MiB.
+            (local.set $dirty
+              (i32.or
+                (i32.ne (i32.load (i32.const 4096)) (i32.const 0))
+                (i32.gt_u (memory.size) (i32.const 1))))
+            (call $say (local.get $dirty))
+            ;; Leave traces for the next guest.
+            (i32.store (i32.const 4096) (i32.const 0xdeadbeef))
+            (drop (memory.grow (i32.const 20)))
+            (i32.store (i32.const 1114112) (i32.const 0xdeadbeef))))"#;
+        let engine = engine();
+        let module = engine.prepare(wat.as_bytes()).expect("prepares");
+        for round in 0..20 {
+            let run = module.run(GuestInput {
+                document: b"",
+                env: &[],
+                properties: &Properties::new(),
+                limits: GuestLimits {
+                    max_time: Duration::from_secs(5),
+                    max_memory: 4 << 20,
+                    max_output: 1 << 20,
+                },
+            });
+            let documents = run.outcome.expect("runs");
+            assert_eq!(documents[0].bytes, b"clean", "round {round}");
+        }
+    }
 }

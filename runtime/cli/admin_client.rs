@@ -60,22 +60,9 @@ impl AdminClient {
             .http
             .get(format!("{}{path}", self.base))
             .bearer_auth(&self.token);
-        let base = self.base.clone();
         self.runtime.block_on(async move {
-            let response = request.send().await.map_err(|e| {
-                CliError::Remote(format!(
-                    "cannot reach the admin API at {base}: {e}; is `atom run` up?"
-                ))
-            })?;
-            let status = response.status();
-            if !status.is_success() {
-                let text = response.text().await.unwrap_or_default();
-                return Err(CliError::Remote(format!(
-                    "admin API answered {status}: {}",
-                    text.trim()
-                )));
-            }
-            response
+            self.answered(request)
+                .await?
                 .bytes()
                 .await
                 .map(|b| b.to_vec())
@@ -97,25 +84,35 @@ impl AdminClient {
     }
 
     fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, CliError> {
-        let base = self.base.clone();
         self.runtime.block_on(async move {
-            let response = request.send().await.map_err(|e| {
-                CliError::Remote(format!(
-                    "cannot reach the admin API at {base}: {e}; is `atom run` up?"
-                ))
-            })?;
-            let status = response.status();
-            if !status.is_success() {
-                let text = response.text().await.unwrap_or_default();
-                return Err(CliError::Remote(format!(
-                    "admin API answered {status}: {}",
-                    text.trim()
-                )));
-            }
-            response
+            self.answered(request)
+                .await?
                 .json::<T>()
                 .await
                 .map_err(|e| CliError::Remote(format!("unexpected admin API answer: {e}")))
         })
+    }
+
+    /// Sends `request`: its response when the admin API said yes, else
+    /// what it said (or why it could not be reached).
+    async fn answered(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CliError> {
+        let response = request.send().await.map_err(|e| {
+            CliError::Remote(format!(
+                "cannot reach the admin API at {}: {e}; is `atom run` up?",
+                self.base
+            ))
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(CliError::Remote(format!(
+                "admin API answered {status}: {}",
+                text.trim()
+            )));
+        }
+        Ok(response)
     }
 }

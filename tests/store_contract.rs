@@ -724,7 +724,7 @@ mod contract {
             (first.references, output)
         };
         // After a restart, what was committed is there, byte for byte.
-        let Backend { documents, .. } = open(dir.path());
+        let Backend { store, documents } = open(dir.path());
         assert_eq!(
             documents.read(&stored[0]).expect("raw"),
             b"H: v\r\n\r\nISA*first"
@@ -732,6 +732,28 @@ mod contract {
         assert_eq!(documents.read(&stored[1]).expect("payload"), b"first");
         assert_eq!(documents.ends_with(&stored[0], b"ISA*first"), Some(true));
         assert_eq!(documents.read(&kept).expect("kept"), b"output");
+        // New documents after the restart never collide with stored ones.
+        let after = documents
+            .stage(&[
+                ("request", &[b"ISA*after".as_slice()]),
+                ("payload", &[b"after".as_slice()]),
+            ])
+            .expect("stage");
+        assert!(after
+            .references
+            .iter()
+            .all(|r| !stored.contains(r) && *r != kept));
+        let mut record = accepted("ACME", "<after-restart@acme>");
+        record.raw_path = Some(after.references[0].clone());
+        record.payload_path = Some(after.references[1].clone());
+        documents.make_durable().expect("durable");
+        let outcomes = store.commit_batch(&[receipt(record)], &[]).expect("commit");
+        assert!(matches!(outcomes[0], Committed::Stored(_)), "{outcomes:?}");
+        assert_eq!(
+            documents.read(&after.references[1]).expect("payload"),
+            b"after"
+        );
+        assert_eq!(documents.read(&stored[1]).expect("payload"), b"first");
     }
 
     /// Commits, retrying while the store says it is busy (what a sender

@@ -140,7 +140,7 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 7: small documents, committed with the rows that reference them.
     "CREATE TABLE documents (
-        key TEXT PRIMARY KEY,
+        id INTEGER PRIMARY KEY,
         data BLOB NOT NULL
     );",
 ];
@@ -198,9 +198,14 @@ impl SqliteStore {
         let mut conn = conn;
         conn.execute_batch(SCHEMA).map_err(err("creating schema"))?;
         migrate(&mut conn)?;
+        let last_document: i64 = conn
+            .query_row("SELECT coalesce(max(id), 0) FROM documents", [], |r| {
+                r.get(0)
+            })
+            .map_err(err("reading the last document id"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
-            pending: Arc::default(),
+            pending: Arc::new(PendingDocuments::after(last_document)),
         })
     }
 
@@ -579,7 +584,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Committed>> {
         // The batch's small documents, taken now so that nothing else can
         // commit them; stored with the rows that reference them.
-        let mut receipt_documents: Vec<Vec<(String, Vec<u8>)>> = receipts
+        let mut receipt_documents: Vec<Vec<(i64, Vec<u8>)>> = receipts
             .iter()
             .map(|r| {
                 self.pending.take(

@@ -10,8 +10,8 @@
 //! is acknowledged before it is synced, as before.
 //!
 //! How: [`SqliteDocuments::stage`] and [`SqliteDocuments::keep`] put a
-//! small document into [`PendingDocuments`] under a fresh key and return
-//! the reference `db:<key>`; `SqliteStore::commit_batch` takes the pending
+//! small document into [`PendingDocuments`] under the next id and return
+//! the reference `db:<id>`; `SqliteStore::commit_batch` takes the pending
 //! documents its stored receipts and execution states reference and
 //! inserts them into the `documents` table inside its transaction. A
 //! receipt that is a duplicate, or a batch that fails, leaves nothing
@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -36,23 +36,39 @@ pub const INLINE_LIMIT: usize = 256 * 1024;
 /// The prefix of a reference to a document in the database.
 const PREFIX: &str = "db:";
 
-/// Documents staged or kept, not yet committed: key -> bytes.
-#[derive(Default)]
+/// The id in a reference to a document in the database.
+fn id_of(reference: &str) -> Option<i64> {
+    reference.strip_prefix(PREFIX)?.parse().ok()
+}
+
+/// Documents staged or kept, not yet committed: id -> bytes.
 pub struct PendingDocuments {
-    documents: Mutex<HashMap<String, Vec<u8>>>,
+    documents: Mutex<HashMap<i64, Vec<u8>>>,
+    /// The last id handed out. Ids grow (one writer: this process), so
+    /// committed documents append to the table's B-tree instead of landing
+    /// on random pages; ids of documents never committed are skipped.
+    last_id: AtomicI64,
 }
 
 impl PendingDocuments {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
+    /// Hands out ids after `last_id`, the highest one stored.
+    pub(super) fn after(last_id: i64) -> PendingDocuments {
+        PendingDocuments {
+            documents: Mutex::default(),
+            last_id: AtomicI64::new(last_id),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, Vec<u8>>> {
         self.documents
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn put(&self, bytes: Vec<u8>) -> String {
-        let key = uuid::Uuid::new_v4().simple().to_string();
-        self.lock().insert(key.clone(), bytes);
-        format!("{PREFIX}{key}")
+        let id = self.last_id.fetch_add(1, Ordering::SeqCst) + 1;
+        self.lock().insert(id, bytes);
+        format!("{PREFIX}{id}")
     }
 
     /// Takes the pending documents among `references` (others, such as
@@ -60,42 +76,39 @@ impl PendingDocuments {
     pub(super) fn take<'a>(
         &self,
         references: impl IntoIterator<Item = &'a str>,
-    ) -> Vec<(String, Vec<u8>)> {
+    ) -> Vec<(i64, Vec<u8>)> {
         let mut pending = self.lock();
         references
             .into_iter()
-            .filter_map(|reference| {
-                let key = reference.strip_prefix(PREFIX)?;
-                pending.remove_entry(key)
-            })
+            .filter_map(|reference| pending.remove_entry(&id_of(reference)?))
             .collect()
     }
 
     /// Puts back documents taken for a commit that failed.
-    pub(super) fn restore(&self, documents: Vec<(String, Vec<u8>)>) {
+    pub(super) fn restore(&self, documents: Vec<(i64, Vec<u8>)>) {
         self.lock().extend(documents);
     }
 
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.lock().get(key).cloned()
+    fn get(&self, id: i64) -> Option<Vec<u8>> {
+        self.lock().get(&id).cloned()
     }
 
-    fn forget(&self, key: &str) -> bool {
-        self.lock().remove(key).is_some()
+    fn forget(&self, id: i64) -> bool {
+        self.lock().remove(&id).is_some()
     }
 }
 
 /// Inserts committed documents inside the caller's transaction.
 pub(super) fn insert_in(
     tx: &rusqlite::Transaction<'_>,
-    documents: &[(String, Vec<u8>)],
+    documents: &[(i64, Vec<u8>)],
 ) -> Result<()> {
     let mut insert = tx
-        .prepare_cached("INSERT INTO documents (key, data) VALUES (?1, ?2)")
+        .prepare_cached("INSERT INTO documents (id, data) VALUES (?1, ?2)")
         .map_err(|e| StoreError::sqlite("storing documents", &e))?;
-    for (key, bytes) in documents {
+    for (id, bytes) in documents {
         insert
-            .execute(params![key, bytes])
+            .execute(params![id, bytes])
             .map_err(|e| StoreError::sqlite("storing documents", &e))?;
     }
     Ok(())
@@ -131,21 +144,21 @@ impl SqliteDocuments {
     }
 
     /// A committed document's bytes, `None` when there is none.
-    fn committed(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    fn committed(&self, id: i64) -> Result<Option<Vec<u8>>> {
         self.lock()
             .query_row(
-                "SELECT data FROM documents WHERE key = ?1",
-                params![key],
+                "SELECT data FROM documents WHERE id = ?1",
+                params![id],
                 |row| row.get(0),
             )
             .optional()
             .map_err(|e| StoreError::sqlite("reading document", &e))
     }
 
-    fn inline(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self.pending.get(key) {
+    fn inline(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        match self.pending.get(id) {
             Some(bytes) => Ok(Some(bytes)),
-            None => self.committed(key),
+            None => self.committed(id),
         }
     }
 }
@@ -174,10 +187,8 @@ impl Documents for SqliteDocuments {
     fn discard(&self, staged: &Staged) {
         if staged.references.iter().all(|r| r.starts_with(PREFIX)) {
             // Not committed, so still pending (or never stored at all).
-            for reference in &staged.references {
-                if let Some(key) = reference.strip_prefix(PREFIX) {
-                    self.pending.forget(key);
-                }
+            for id in staged.references.iter().filter_map(|r| id_of(r)) {
+                self.pending.forget(id);
             }
         } else {
             self.files.discard(staged);
@@ -208,28 +219,36 @@ impl Documents for SqliteDocuments {
     }
 
     fn read(&self, reference: &str) -> Result<Vec<u8>> {
-        match reference.strip_prefix(PREFIX) {
-            Some(key) => self.inline(key)?.ok_or_else(|| {
+        if !reference.starts_with(PREFIX) {
+            return self.files.read(reference);
+        }
+        match id_of(reference) {
+            Some(id) => self.inline(id)?.ok_or_else(|| {
                 StoreError::new(
                     "reading document",
                     format!("{reference}: no such document (purged by retention?)"),
                 )
             }),
-            None => self.files.read(reference),
+            None => Err(StoreError::new(
+                "reading document",
+                format!("{reference}: not a document reference"),
+            )),
         }
     }
 
     fn exists(&self, reference: &str) -> bool {
-        match reference.strip_prefix(PREFIX) {
-            Some(key) => matches!(self.inline(key), Ok(Some(_))),
-            None => self.files.exists(reference),
+        match (reference.starts_with(PREFIX), id_of(reference)) {
+            (true, Some(id)) => matches!(self.inline(id), Ok(Some(_))),
+            (true, None) => false,
+            (false, _) => self.files.exists(reference),
         }
     }
 
     fn ends_with(&self, reference: &str, tail: &[u8]) -> Option<bool> {
-        match reference.strip_prefix(PREFIX) {
-            Some(key) => self.inline(key).ok()?.map(|bytes| bytes.ends_with(tail)),
-            None => self.files.ends_with(reference, tail),
+        match (reference.starts_with(PREFIX), id_of(reference)) {
+            (true, Some(id)) => self.inline(id).ok()?.map(|bytes| bytes.ends_with(tail)),
+            (true, None) => None,
+            (false, _) => self.files.ends_with(reference, tail),
         }
     }
 
@@ -242,9 +261,7 @@ impl Documents for SqliteDocuments {
         let inline: Vec<&String> = inline
             .into_iter()
             .filter(|reference| {
-                let pending = reference
-                    .strip_prefix(PREFIX)
-                    .is_some_and(|key| self.pending.forget(key));
+                let pending = id_of(reference).is_some_and(|id| self.pending.forget(id));
                 removed += usize::from(pending);
                 !pending
             })
@@ -257,11 +274,9 @@ impl Documents for SqliteDocuments {
             let tx = conn.transaction()?;
             let mut deleted = 0;
             {
-                let mut delete = tx.prepare_cached("DELETE FROM documents WHERE key = ?1")?;
-                for reference in &inline {
-                    if let Some(key) = reference.strip_prefix(PREFIX) {
-                        deleted += delete.execute(params![key])?;
-                    }
+                let mut delete = tx.prepare_cached("DELETE FROM documents WHERE id = ?1")?;
+                for id in inline.iter().filter_map(|r| id_of(r)) {
+                    deleted += delete.execute(params![id])?;
                 }
             }
             tx.commit().map(|()| deleted)

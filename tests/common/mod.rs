@@ -221,7 +221,7 @@ impl Site {
     }
 
     /// Removes a stored document behind the running Atom's back, as a
-    /// purge would: a file, or (`db:<key>`) a row of the SQLite store.
+    /// purge would: a file, or (`db:<id>`) a row of the SQLite store.
     pub fn remove_document(&self, reference: &str) {
         match reference.strip_prefix("db:") {
             Some(key) => {
@@ -230,7 +230,7 @@ impl Site {
                 db.busy_timeout(Duration::from_secs(10))
                     .expect("busy timeout");
                 let removed = db
-                    .execute("DELETE FROM documents WHERE key = ?1", [key])
+                    .execute("DELETE FROM documents WHERE id = ?1", [key])
                     .expect("delete document");
                 assert_eq!(removed, 1, "{reference} was stored");
             }

@@ -86,6 +86,17 @@ fn readme_walkthrough_with_the_shipped_sample_bundle() {
         shown.contains("COMPLETE") && shown.contains(delivered),
         "{shown}"
     );
+    // The kept document, as `show` says how to fetch it.
+    assert!(
+        shown.contains(&format!("atom executions download {id} 1")),
+        "{shown}"
+    );
+    let kept = site.atom(&["executions", "download", id, "1"]);
+    assert!(kept.status.success());
+    assert_eq!(
+        kept.stdout,
+        std::fs::read(delivered).expect("delivered file")
+    );
     let processes = site.atom_ok(&["processes"]);
     assert!(
         processes.contains("demo-partner") && processes.contains("wasm x12-pretty.wat"),

@@ -192,7 +192,14 @@ pub fn show(client: &AdminClient, id: &str, json: bool) -> Result<(), CliError> 
         println!("error       {e}");
     }
     for (i, d) in r.documents.iter().enumerate() {
-        println!("document {}  {} ({} bytes)", i + 1, d.path, d.size);
+        println!(
+            "document {}  {} bytes, stored as {} (atom executions download {} {})",
+            i + 1,
+            d.size,
+            d.path,
+            r.id,
+            i + 1
+        );
         for (k, v) in &d.properties {
             println!("    property {k} = {v}");
         }

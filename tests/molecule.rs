@@ -695,6 +695,14 @@ fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once
             message.message_id
         );
     }
+    // Any node serves any node's documents.
+    for m in messages.iter().take(10) {
+        let sent = acknowledged
+            .iter()
+            .find(|a| m["message_id"] == a.message_id.as_str())
+            .expect("acknowledged");
+        assert_eq!(sites[2].document(m, "payload"), sent.payload);
+    }
     // Exactly one COMPLETE execution each, the killed node's taken over.
     let took = wait_until(
         "every execution to complete",

@@ -343,4 +343,34 @@ fn stored_documents_download_through_the_cli() {
     }
     let bad_part = site.atom(&["messages", "download", &id, "body"]);
     assert_eq!(bad_part.status.code(), Some(2), "a usage error");
+
+    // A document past the size kept in the database is a file, streamed.
+    let large: Vec<u8> = (0..3_000_000u32).map(|i| b'A' + (i % 23) as u8).collect();
+    let response = post(
+        atom.http(),
+        "/as2",
+        &plain_headers("ACME", "US", "<dl-2@acme>"),
+        &large,
+    );
+    assert_eq!(response.status, 200);
+    let messages = site.messages();
+    let m = messages
+        .iter()
+        .find(|m| m["message_id"] == "<dl-2@acme>")
+        .expect("stored");
+    let id = m["id"].as_i64().expect("id").to_string();
+    let out = site.path().join("large.out");
+    site.atom_ok(&[
+        "messages",
+        "download",
+        &id,
+        "payload",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        std::fs::read(&out).expect("written") == large,
+        "3 MB payload byte for byte"
+    );
+    assert!(site.document(m, "raw").ends_with(&large));
 }

@@ -621,6 +621,17 @@ mod contract {
         let request = documents.read(&staged.references[0]).expect("read");
         assert_eq!(request.len(), 13 + big.len());
         assert!(request.ends_with(&big));
+        // Streamed, in whatever pieces the store reads (1 MiB chunks in
+        // PostgreSQL): the same bytes.
+        for reference in &staged.references {
+            let mut streamed = Vec::new();
+            std::io::Read::read_to_end(
+                &mut documents.reader(reference).expect("reader"),
+                &mut streamed,
+            )
+            .expect("streams");
+            assert_eq!(streamed, documents.read(reference).expect("read"));
+        }
         assert_eq!(documents.read(&staged.references[1]).expect("read"), b"");
         assert_eq!(documents.ends_with(&staged.references[0], &big), Some(true));
         assert_eq!(documents.ends_with(&staged.references[0], tail), Some(true));

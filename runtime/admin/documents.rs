@@ -4,7 +4,8 @@
 //! as sent, headers first) and the documents an execution kept
 //! (`/api/executions/{id}/documents/{n}`, from 1). Served from wherever the
 //! store keeps documents (files, SQLite, PostgreSQL), so that the CLI and
-//! the console need no access to the data directory.
+//! the console need no access to the data directory. Stored documents are
+//! streamed: a download holds a few pieces of 256 KiB, not the document.
 
 use std::sync::Arc;
 
@@ -38,28 +39,36 @@ fn find_message(store: &dyn Store, id: i64) -> Result<MessageRow, Refusal> {
         .ok_or_else(|| Refusal::NotFound(format!("no message {id}")))
 }
 
-/// Reads a stored document; 410 when retention (or an operator) removed it.
-fn read(documents: &dyn Documents, what: &str, reference: &str) -> Result<Vec<u8>, Refusal> {
+/// What a download serves: a stored document as a stream, or bytes the
+/// row holds (the MDN).
+enum Download {
+    Stored(Box<dyn std::io::Read + Send>),
+    Bytes(Vec<u8>),
+}
+
+/// Opens a stored document; 410 when retention (or an operator) removed it.
+fn open(documents: &dyn Documents, what: &str, reference: &str) -> Result<Download, Refusal> {
     if !documents.exists(reference) {
         return Err(Refusal::Gone(format!(
             "the {what} is no longer stored ({reference}): purged by retention or removed"
         )));
     }
     documents
-        .read(reference)
+        .reader(reference)
+        .map(Download::Stored)
         .map_err(|e| Refusal::Failed(format!("reading the {what}: {e}")))
 }
 
-/// The bytes of one part of a message.
+/// One part of a message.
 fn message_part(
     store: &dyn Store,
     documents: &dyn Documents,
     id: i64,
     part: &str,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<Download, Refusal> {
     let message = find_message(store, id)?.record;
     let stored = |reference: Option<String>, what: &str| match reference {
-        Some(reference) => read(documents, what, &reference),
+        Some(reference) => open(documents, what, &reference),
         None => Err(Refusal::NotFound(format!(
             "message {id} has no {what} (refused requests keep only their raw request)"
         ))),
@@ -77,7 +86,7 @@ fn message_part(
             }
             bytes.extend_from_slice(b"\r\n");
             bytes.extend_from_slice(&message.mdn_body);
-            Ok(bytes)
+            Ok(Download::Bytes(bytes))
         }
         other => Err(Refusal::NotFound(format!(
             "unknown part {other:?}; use raw, payload or mdn"
@@ -91,7 +100,7 @@ fn execution_document(
     documents: &dyn Documents,
     id: &str,
     n: usize,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<Download, Refusal> {
     let execution = store
         .execution(id)
         .map_err(|e| Refusal::Failed(e.to_string()))?
@@ -105,16 +114,50 @@ fn execution_document(
                 execution.documents.len()
             ))
         })?;
-    read(documents, "document", &kept.path)
+    open(documents, "document", &kept.path)
 }
 
-fn bytes(outcome: Result<Vec<u8>, Refusal>) -> HttpResponse {
+/// Bytes per piece of a streamed download, and pieces read ahead: what a
+/// download holds in memory, whatever the document's size.
+const PIECE: usize = 256 * 1024;
+const PIECES_AHEAD: usize = 4;
+
+fn answer(outcome: Result<Download, Refusal>) -> HttpResponse {
+    let mut ok = HttpResponse::Ok();
+    ok.content_type("application/octet-stream");
     match outcome {
-        Ok(bytes) => HttpResponse::Ok()
-            .content_type("application/octet-stream")
-            .body(bytes),
+        Ok(Download::Bytes(bytes)) => ok.body(bytes),
+        Ok(Download::Stored(reader)) => ok.streaming(stream(reader)),
         Err(refusal) => refusal.answer(),
     }
+}
+
+/// Reads `reader` on a blocking thread, a piece at a time, at most
+/// [`PIECES_AHEAD`] pieces ahead of the client.
+fn stream(
+    mut reader: Box<dyn std::io::Read + Send>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let (pieces, received) = tokio::sync::mpsc::channel(PIECES_AHEAD);
+    tokio::task::spawn_blocking(move || loop {
+        let mut piece = vec![0u8; PIECE];
+        let read = match reader.read(&mut piece) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "download cut short: reading the document failed");
+                let _ = pieces.blocking_send(Err(e));
+                return;
+            }
+        };
+        piece.truncate(read);
+        if pieces.blocking_send(Ok(bytes::Bytes::from(piece))).is_err() {
+            return; // the client went away
+        }
+    });
+    futures_util::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|piece| (piece, received))
+    })
 }
 
 fn handles(state: &AdminState) -> (Arc<dyn Store>, Arc<dyn Documents>) {
@@ -138,7 +181,7 @@ pub(super) async fn download_message_part(
     let (store, documents) = handles(&state);
     let (id, part) = path.into_inner();
     match web::block(move || message_part(store.as_ref(), documents.as_ref(), id, &part)).await {
-        Ok(outcome) => bytes(outcome),
+        Ok(outcome) => answer(outcome),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }
@@ -150,7 +193,7 @@ pub(super) async fn download_execution_document(
     let (store, documents) = handles(&state);
     let (id, n) = path.into_inner();
     match web::block(move || execution_document(store.as_ref(), documents.as_ref(), &id, n)).await {
-        Ok(outcome) => bytes(outcome),
+        Ok(outcome) => answer(outcome),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }

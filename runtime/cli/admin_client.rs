@@ -54,19 +54,24 @@ impl AdminClient {
         self.send(request)
     }
 
-    /// The raw bytes of a download.
-    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CliError> {
+    /// Writes a download to `out` as it arrives, a piece at a time.
+    pub fn download(&self, path: &str, out: &mut dyn std::io::Write) -> Result<(), CliError> {
         let request = self
             .http
             .get(format!("{}{path}", self.base))
             .bearer_auth(&self.token);
         self.runtime.block_on(async move {
-            self.answered(request)
-                .await?
-                .bytes()
+            let mut response = self.answered(request).await?;
+            while let Some(piece) = response
+                .chunk()
                 .await
-                .map(|b| b.to_vec())
-                .map_err(|e| CliError::Remote(format!("reading the download: {e}")))
+                .map_err(|e| CliError::Remote(format!("reading the download: {e}")))?
+            {
+                out.write_all(&piece)
+                    .map_err(|e| CliError::Failed(format!("writing the download: {e}")))?;
+            }
+            out.flush()
+                .map_err(|e| CliError::Failed(format!("writing the download: {e}")))
         })
     }
 

@@ -48,8 +48,7 @@ pub fn download(
     n: usize,
     out: Option<&std::path::Path>,
 ) -> Result<(), CliError> {
-    let bytes = client.get_bytes(&format!("/api/executions/{id}/documents/{n}"))?;
-    super::messages::write_out(&bytes, out)
+    super::messages::download_to(client, &format!("/api/executions/{id}/documents/{n}"), out)
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,6 @@
 //! `atom messages`: the AS2 message log with MDN status; `show ID` and
 //! `download ID raw|payload|mdn`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
@@ -117,25 +116,31 @@ pub fn download(
     part: Part,
     out: Option<&Path>,
 ) -> Result<(), CliError> {
-    let bytes = client.get_bytes(&format!("/api/messages/{id}/{}", part.name()))?;
-    write_out(&bytes, out)
+    download_to(client, &format!("/api/messages/{id}/{}", part.name()), out)
 }
 
-/// Writes a download to `out`, or to standard output.
-pub(super) fn write_out(bytes: &[u8], out: Option<&Path>) -> Result<(), CliError> {
-    match out {
-        Some(path) => std::fs::write(path, bytes).map_err(|source| CliError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
-        None => std::io::stdout()
-            .lock()
-            .write_all(bytes)
-            .map_err(|source| CliError::Io {
-                path: PathBuf::from("standard output"),
-                source,
-            }),
-    }
+/// Downloads `path` into the file `out` (written whole or not at all:
+/// a temporary file renamed at the end), or to standard output.
+pub(super) fn download_to(
+    client: &AdminClient,
+    path: &str,
+    out: Option<&Path>,
+) -> Result<(), CliError> {
+    let Some(target) = out else {
+        return client.download(path, &mut std::io::stdout().lock());
+    };
+    let io = |source| CliError::Io {
+        path: target.to_path_buf(),
+        source,
+    };
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    client.download(path, &mut std::io::BufWriter::new(file.as_file_mut()))?;
+    file.persist(target).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 pub fn run(client: &AdminClient, limit: u32, json: bool) -> Result<(), CliError> {

@@ -36,6 +36,9 @@ pub trait Documents: Send + Sync {
     fn make_durable(&self) -> Result<()>;
     /// A whole document.
     fn read(&self, reference: &str) -> Result<Vec<u8>>;
+    /// A document as a stream, never whole in memory (a file, or a
+    /// PostgreSQL document chunk by chunk); for downloads.
+    fn reader(&self, reference: &str) -> Result<Box<dyn std::io::Read + Send>>;
     /// Whether the document is (still) there.
     fn exists(&self, reference: &str) -> bool;
     /// Whether the document ends with `tail` (a stored raw request is its

@@ -61,6 +61,12 @@ impl Documents for FileDocuments {
             .map_err(|e| StoreError::io("reading document", &e, format!("{reference}: {e}")))
     }
 
+    fn reader(&self, reference: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        let file = fs::File::open(reference)
+            .map_err(|e| StoreError::io("reading document", &e, format!("{reference}: {e}")))?;
+        Ok(Box::new(file))
+    }
+
     fn exists(&self, reference: &str) -> bool {
         Path::new(reference).is_file()
     }

@@ -236,6 +236,15 @@ impl Documents for SqliteDocuments {
         }
     }
 
+    /// A document in the database is small (at most [`INLINE_LIMIT`]):
+    /// read whole; files are streamed.
+    fn reader(&self, reference: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        if reference.starts_with(PREFIX) {
+            return Ok(Box::new(std::io::Cursor::new(self.read(reference)?)));
+        }
+        self.files.reader(reference)
+    }
+
     fn exists(&self, reference: &str) -> bool {
         match (reference.starts_with(PREFIX), id_of(reference)) {
             (true, Some(id)) => matches!(self.inline(id), Ok(Some(_))),

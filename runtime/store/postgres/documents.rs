@@ -185,6 +185,32 @@ impl PgDocuments {
     }
 }
 
+/// A document read one chunk (1 MiB) at a time.
+struct ChunkReader {
+    documents: PgDocuments,
+    id: i64,
+    chunks: u64,
+    next: u64,
+    chunk: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.chunk.read(buf)?;
+            if n > 0 || buf.is_empty() || self.next == self.chunks {
+                return Ok(n);
+            }
+            let bytes = self
+                .documents
+                .chunk(self.id, self.next)
+                .map_err(std::io::Error::other)?;
+            self.next += 1;
+            self.chunk = std::io::Cursor::new(bytes);
+        }
+    }
+}
+
 /// The writing side of [`PgDocuments::write`], on the runtime.
 async fn write_task(
     connections: Connections,
@@ -321,6 +347,20 @@ impl Documents for PgDocuments {
             ));
         }
         Ok(bytes)
+    }
+
+    fn reader(&self, reference: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        let id = document_id(reference).ok_or_else(|| not_ours("reading document", reference))?;
+        let size = self.size(id)?.ok_or_else(|| {
+            StoreError::new("reading document", format!("{reference}: no such document"))
+        })?;
+        Ok(Box::new(ChunkReader {
+            documents: PgDocuments::new(self.shared.clone()),
+            id,
+            chunks: chunks_of(size),
+            next: 0,
+            chunk: std::io::Cursor::new(Vec::new()),
+        }))
     }
 
     fn exists(&self, reference: &str) -> bool {

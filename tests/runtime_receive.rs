@@ -265,16 +265,25 @@ fn stored_documents_download_through_the_cli() {
         ),
     );
     let atom = site.start();
+    // Sends a message; its answer and its row in the log.
+    let store = |message_id: &str, body: &[u8]| {
+        let response = post(
+            atom.http(),
+            "/as2",
+            &plain_headers("ACME", "US", message_id),
+            body,
+        );
+        assert_eq!(response.status, 200);
+        let row = site
+            .messages()
+            .into_iter()
+            .find(|m| m["message_id"] == message_id)
+            .expect("stored");
+        (response, row)
+    };
     let body = b"ISA*00*download test~IEA*1*1~".to_vec();
-    let response = post(
-        atom.http(),
-        "/as2",
-        &plain_headers("ACME", "US", "<dl-1@acme>"),
-        &body,
-    );
-    assert_eq!(response.status, 200);
-    let messages = site.messages();
-    let m = &messages[0];
+    let (response, m) = store("<dl-1@acme>", &body);
+    let m = &m;
     assert_eq!(site.document(m, "payload"), body);
     assert!(site.document(m, "raw").ends_with(&body));
     let mdn = site.document(m, "mdn");
@@ -346,18 +355,8 @@ fn stored_documents_download_through_the_cli() {
 
     // A document past the size kept in the database is a file, streamed.
     let large: Vec<u8> = (0..3_000_000u32).map(|i| b'A' + (i % 23) as u8).collect();
-    let response = post(
-        atom.http(),
-        "/as2",
-        &plain_headers("ACME", "US", "<dl-2@acme>"),
-        &large,
-    );
-    assert_eq!(response.status, 200);
-    let messages = site.messages();
-    let m = messages
-        .iter()
-        .find(|m| m["message_id"] == "<dl-2@acme>")
-        .expect("stored");
+    let (_, m) = store("<dl-2@acme>", &large);
+    let m = &m;
     let id = m["id"].as_i64().expect("id").to_string();
     let out = site.path().join("large.out");
     site.atom_ok(&[

@@ -587,7 +587,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Committed>> {
         // The batch's small documents, taken now so that nothing else can
         // commit them; stored with the rows that reference them.
-        let mut receipt_documents: Vec<Vec<(i64, Vec<u8>)>> = receipts
+        let receipt_documents: Vec<Vec<(i64, Vec<u8>)>> = receipts
             .iter()
             .map(|r| {
                 self.pending.take(
@@ -607,7 +607,7 @@ impl Store for SqliteStore {
         let outcome = (|| {
             let tx = conn.transaction().map_err(err("starting transaction"))?;
             let outcomes = insert_receipts_in(&tx, receipts)?;
-            for (outcome, documents) in outcomes.iter().zip(&mut receipt_documents) {
+            for (outcome, documents) in outcomes.iter().zip(&receipt_documents) {
                 // A duplicate's documents are dropped with it.
                 if matches!(outcome, Committed::Stored(_)) {
                     super::sqlite_documents::insert_in(&tx, documents)?;

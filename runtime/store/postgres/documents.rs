@@ -158,6 +158,22 @@ impl PgDocuments {
         })
     }
 
+    /// A document's reader, and its size.
+    fn open(&self, reference: &str) -> Result<(ChunkReader, u64)> {
+        let id = document_id(reference).ok_or_else(|| not_ours("reading document", reference))?;
+        let size = self.size(id)?.ok_or_else(|| {
+            StoreError::new("reading document", format!("{reference}: no such document"))
+        })?;
+        let reader = ChunkReader {
+            documents: PgDocuments::new(self.shared.clone()),
+            id,
+            chunks: chunks_of(size),
+            next: 0,
+            chunk: std::io::Cursor::new(Vec::new()),
+        };
+        Ok((reader, size))
+    }
+
     /// Chunk `seq` of a document.
     fn chunk(&self, id: i64, seq: u64) -> Result<Vec<u8>> {
         let seq = i32::try_from(seq)
@@ -332,14 +348,10 @@ impl Documents for PgDocuments {
     }
 
     fn read(&self, reference: &str) -> Result<Vec<u8>> {
-        let id = document_id(reference).ok_or_else(|| not_ours("reading document", reference))?;
-        let size = self.size(id)?.ok_or_else(|| {
-            StoreError::new("reading document", format!("{reference}: no such document"))
-        })?;
+        let (mut reader, size) = self.open(reference)?;
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        for seq in 0..chunks_of(size) {
-            bytes.extend_from_slice(&self.chunk(id, seq)?);
-        }
+        std::io::Read::read_to_end(&mut reader, &mut bytes)
+            .map_err(|e| StoreError::new("reading document", e))?;
         if bytes.len() as u64 != size {
             return Err(StoreError::new(
                 "reading document",
@@ -350,17 +362,7 @@ impl Documents for PgDocuments {
     }
 
     fn reader(&self, reference: &str) -> Result<Box<dyn std::io::Read + Send>> {
-        let id = document_id(reference).ok_or_else(|| not_ours("reading document", reference))?;
-        let size = self.size(id)?.ok_or_else(|| {
-            StoreError::new("reading document", format!("{reference}: no such document"))
-        })?;
-        Ok(Box::new(ChunkReader {
-            documents: PgDocuments::new(self.shared.clone()),
-            id,
-            chunks: chunks_of(size),
-            next: 0,
-            chunk: std::io::Cursor::new(Vec::new()),
-        }))
+        Ok(Box::new(self.open(reference)?.0))
     }
 
     fn exists(&self, reference: &str) -> bool {

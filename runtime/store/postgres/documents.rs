@@ -32,6 +32,11 @@ const PREFIX: &str = "pg:";
 /// Documents in the store's database; see [`super::PgStore::documents`].
 pub struct PgDocuments {
     shared: Arc<Shared>,
+    /// The highest document id the sweep has looked at: documents are
+    /// looked at once each, not at every sweep. A restart looks at all
+    /// again, which also finds those whose rows retention deleted just
+    /// before a crash.
+    swept_to: std::sync::atomic::AtomicI64,
 }
 
 /// What the writing task tells the calling thread.
@@ -58,7 +63,10 @@ fn chunks_of(size: u64) -> u64 {
 
 impl PgDocuments {
     pub(super) fn new(shared: Arc<Shared>) -> PgDocuments {
-        PgDocuments { shared }
+        PgDocuments {
+            shared,
+            swept_to: std::sync::atomic::AtomicI64::new(0),
+        }
     }
 
     /// Writes `parts` as documents of `group` in one transaction; their
@@ -434,8 +442,9 @@ impl Documents for PgDocuments {
     }
 
     fn sweep_unreferenced(&self, older_than: std::time::Duration) -> Result<usize> {
+        use std::sync::atomic::Ordering;
         let seconds = older_than.as_secs_f64();
-        let mut cursor = 0i64;
+        let mut cursor = self.swept_to.load(Ordering::Relaxed);
         let mut removed = 0usize;
         loop {
             let (last, gone) =
@@ -450,7 +459,10 @@ impl Documents for PgDocuments {
                     })?;
             removed += usize::try_from(gone).unwrap_or(0);
             match last {
-                Some(last) => cursor = last,
+                Some(last) => {
+                    cursor = last;
+                    self.swept_to.store(last, Ordering::Relaxed);
+                }
                 None => return Ok(removed),
             }
         }

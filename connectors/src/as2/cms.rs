@@ -393,6 +393,24 @@ pub struct Verified {
 /// cannot bring its own trust), and chains are not built, because AS2
 /// partners exchange certificates out of band.
 pub fn verify_detached(signature_der: &[u8], content: &[u8], trusted: &[X509]) -> Result<Verified> {
+    verify_with(signature_der, content, trusted, CMSOptions::empty())
+}
+
+/// Verifies the signature over the signed attributes only, not the
+/// content's digest: for content streamed past a digest elsewhere, whose
+/// caller compares that digest with the signed messageDigest attribute
+/// ([`super::stream`]). Without signed attributes this checks nothing, so
+/// the caller must have seen them.
+pub fn verify_signed_attributes(signature_der: &[u8], trusted: &[X509]) -> Result<Verified> {
+    verify_with(signature_der, &[], trusted, CMSOptions::NO_CONTENT_VERIFY)
+}
+
+fn verify_with(
+    signature_der: &[u8],
+    content: &[u8],
+    trusted: &[X509],
+    extra: CMSOptions,
+) -> Result<Verified> {
     if trusted.is_empty() {
         return Err(As2Error::new(
             ErrorKind::Integrity,
@@ -423,7 +441,8 @@ pub fn verify_detached(signature_der: &[u8], content: &[u8], trusted: &[X509]) -
             .push(cert.clone())
             .map_err(|e| As2Error::openssl(ErrorKind::Internal, "allocating", e))?;
     }
-    let flags = CMSOptions::BINARY | CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY;
+    let flags =
+        CMSOptions::BINARY | CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY | extra;
     cms.verify(Some(&certs), None, Some(content), None, flags)
         .map_err(|e| {
             As2Error::openssl(

@@ -12,6 +12,7 @@ use flate2::Compression;
 use super::ber::{self, oid, CLASS_CONTEXT, CLASS_UNIVERSAL, TAG_OCTET_STRING, TAG_SEQUENCE};
 use super::error::{As2Error, ErrorKind, Result};
 use super::payload::{Payload, SpillWriter};
+use super::stream::ber_stream::BerReader;
 
 /// Wraps `content` (a MIME entity) in a DER CompressedData ContentInfo.
 pub fn compress(content: &[u8]) -> Result<Vec<u8>> {
@@ -68,6 +69,79 @@ pub fn decompress_spilling(data: &[u8], limit: u64, spool_dir: Option<&Path>) ->
         tracing::debug!(bytes = out.len(), "inflated content spilled to disk");
     }
     out.finish()
+}
+
+/// Unwraps a CompressedData ContentInfo read from `input`, inflating into
+/// `sink` piece by piece: neither the compressed nor the inflated content
+/// is ever whole in memory. Inflation stops at `limit + 1` bytes.
+pub fn decompress_stream(
+    input: impl Read,
+    input_len: u64,
+    limit: u64,
+    sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let bad = |e: As2Error| {
+        As2Error::new(
+            ErrorKind::Decompression,
+            format!("invalid CompressedData: {}", e.message()),
+        )
+    };
+    let mut reader = BerReader::with_len(input, input_len);
+    let outer = reader.header().map_err(bad)?;
+    let (type_tlv_der, explicit, compressed) = (
+        reader.element(256).map_err(bad)?,
+        reader.header().map_err(bad)?,
+        reader.header().map_err(bad)?,
+    );
+    let content_type = ber::read(&type_tlv_der)
+        .and_then(|(t, _)| t.oid())
+        .map_err(bad)?;
+    if !outer.is(CLASS_UNIVERSAL, TAG_SEQUENCE) || content_type != oid::COMPRESSED_DATA {
+        return Err(bad(As2Error::malformed(format!(
+            "content type is {content_type}, not id-ct-compressedData"
+        ))));
+    }
+    if !explicit.is(CLASS_CONTEXT, 0) || !compressed.is(CLASS_UNIVERSAL, TAG_SEQUENCE) {
+        return Err(bad(As2Error::malformed("malformed ContentInfo content")));
+    }
+    let _version = reader.element(16).map_err(bad)?;
+    let algorithm_der = reader.element(4096).map_err(bad)?;
+    let algorithm = ber::read(&algorithm_der)
+        .and_then(|(t, _)| {
+            if t.is(CLASS_UNIVERSAL, TAG_SEQUENCE) {
+                t.children()
+            } else {
+                Err(As2Error::malformed("no compressionAlgorithm"))
+            }
+        })
+        .and_then(|c| {
+            c.first()
+                .map(|o| o.oid())
+                .unwrap_or_else(|| Err(As2Error::malformed("no compressionAlgorithm")))
+        })
+        .map_err(bad)?;
+    if algorithm != oid::ZLIB_COMPRESS {
+        return Err(As2Error::new(
+            ErrorKind::Decompression,
+            format!(
+                "unsupported compression algorithm {algorithm}; only zlib (RFC 3274) is defined"
+            ),
+        ));
+    }
+    let encap = reader.header().map_err(bad)?;
+    let _inner_type = reader.element(256).map_err(bad)?;
+    let econtent = reader.header().map_err(bad)?;
+    if !encap.is(CLASS_UNIVERSAL, TAG_SEQUENCE) || !econtent.is(CLASS_CONTEXT, 0) {
+        return Err(bad(As2Error::malformed(
+            "no eContent (detached compressed content is not used by AS2)",
+        )));
+    }
+    let string = reader.header().map_err(bad)?;
+    if !string.is(CLASS_UNIVERSAL, TAG_OCTET_STRING) {
+        return Err(bad(As2Error::malformed("eContent is not an OCTET STRING")));
+    }
+    let octets = reader.octets(&string).map_err(bad)?;
+    inflate_from(octets, None, limit, sink)
 }
 
 /// The zlib stream of a CompressedData ContentInfo.
@@ -144,6 +218,17 @@ pub fn inflate_limited(deflated: &[u8], limit: u64) -> Result<Vec<u8>> {
 pub fn inflate_to(
     deflated: &[u8],
     limit: u64,
+    sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    inflate_from(deflated, Some(deflated.len() as u64), limit, sink)
+}
+
+/// [`inflate_to`] reading the zlib stream from `deflated`, whose size (for
+/// the error message) may not be known.
+pub fn inflate_from(
+    deflated: impl Read,
+    deflated_len: Option<u64>,
+    limit: u64,
     mut sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut decoder = ZlibDecoder::new(deflated).take(limit.saturating_add(1));
@@ -163,19 +248,17 @@ pub fn inflate_to(
         };
         total += n as u64;
         if total > limit {
-            tracing::debug!(
-                limit,
-                compressed = deflated.len(),
-                "decompression stopped at the limit"
-            );
+            tracing::debug!(limit, compressed = ?deflated_len, "decompression stopped at the limit");
             return Err(As2Error::new(
                 ErrorKind::Decompression,
                 format!(
                     "decompressed content exceeds the limit of {limit} bytes \
-                     (max_decompressed_size; compressed size {}): the sender can split the \
+                     (max_decompressed_size{}): the sender can split the \
                      document or send it uncompressed, or the receiver can raise \
                      security.max_decompressed_size for this partner",
-                    deflated.len()
+                    deflated_len
+                        .map(|n| format!("; compressed size {n}"))
+                        .unwrap_or_default()
                 ),
             ));
         }

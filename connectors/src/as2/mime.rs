@@ -501,24 +501,11 @@ pub fn decode_transfer_encoding_to(
 ) -> Result<()> {
     match encoding.trim().to_ascii_lowercase().as_str() {
         "base64" => {
-            let engine = lenient_base64();
-            let mut pending: Vec<u8> = Vec::with_capacity(DECODE_CHUNK + 4);
+            let mut decoder = Base64Stream::default();
             for chunk in body.chunks(DECODE_CHUNK) {
-                pending.extend(chunk.iter().filter(|b| !b.is_ascii_whitespace()));
-                // Whole quanta only; the rest waits for the next piece.
-                let whole = pending.len() / 4 * 4;
-                if whole > 0 {
-                    let decoded = engine
-                        .decode(&pending[..whole])
-                        .map_err(|e| As2Error::malformed(format!("invalid base64 body: {e}")))?;
-                    sink(&decoded)?;
-                    pending.drain(..whole);
-                }
+                decoder.push(chunk, &mut sink)?;
             }
-            if !pending.is_empty() {
-                sink(&decode_base64(&pending)?)?;
-            }
-            Ok(())
+            decoder.finish(&mut sink)
         }
         "quoted-printable" => {
             // Pieces end at a line end, where quoted-printable state resets.
@@ -539,6 +526,39 @@ pub fn decode_transfer_encoding_to(
             Ok(())
         }
         other => sink(&decode_transfer_encoding(other, body)?),
+    }
+}
+
+/// Lenient base64 decoded piece by piece, pieces cut anywhere.
+#[derive(Default)]
+pub struct Base64Stream {
+    /// Characters of an incomplete quantum, waiting for the next piece.
+    pending: Vec<u8>,
+}
+
+impl Base64Stream {
+    /// Decodes what `chunk` completes into `sink`.
+    pub fn push(&mut self, chunk: &[u8], sink: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.pending
+            .extend(chunk.iter().filter(|b| !b.is_ascii_whitespace()));
+        // Whole quanta only; the rest waits for the next piece.
+        let whole = self.pending.len() / 4 * 4;
+        if whole > 0 {
+            let decoded = lenient_base64()
+                .decode(&self.pending[..whole])
+                .map_err(|e| As2Error::malformed(format!("invalid base64 body: {e}")))?;
+            sink(&decoded)?;
+            self.pending.drain(..whole);
+        }
+        Ok(())
+    }
+
+    /// Decodes the last, possibly unpadded, quantum.
+    pub fn finish(self, sink: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        if !self.pending.is_empty() {
+            sink(&decode_base64(&self.pending)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod mic;
 pub mod mime;
 pub mod payload;
 pub mod signed;
+pub mod stream;
 pub mod unwrap;
 
 pub use error::{As2Error, ErrorKind};

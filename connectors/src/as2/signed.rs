@@ -68,8 +68,17 @@ pub fn split<'a>(content_type: &ContentType, body: &'a [u8]) -> Result<SignedPar
             parts.len()
         )));
     }
+    Ok(SignedParts {
+        content: parts[0],
+        signature_der: signature_der_of(parts[1])?,
+    })
+}
+
+/// The DER of a multipart/signed body's second part, which must be
+/// application/pkcs7-signature.
+pub(crate) fn signature_der_of(part: &[u8]) -> Result<Vec<u8>> {
     let signature =
-        mime::parse_entity(parts[1]).map_err(|e| e.context("reading the signature part"))?;
+        mime::parse_entity(part).map_err(|e| e.context("reading the signature part"))?;
     let signature_type = signature.content_type()?;
     if !signature_type.is_pkcs7_signature() {
         return Err(As2Error::new(
@@ -87,10 +96,7 @@ pub fn split<'a>(content_type: &ContentType, body: &'a [u8]) -> Result<SignedPar
             signature_der = decoded;
         }
     }
-    Ok(SignedParts {
-        content: parts[0],
-        signature_der,
-    })
+    Ok(signature_der)
 }
 
 /// Verifies the signed part against the pinned certificates, trying the

@@ -112,6 +112,38 @@ pub struct Unwrapped {
     pub warnings: Vec<String>,
 }
 
+/// An opened message without its payload: what the streaming path
+/// ([`super::stream`]) returns beside the payload it wrote to a file, and
+/// what [`Unwrapped::into_opened`] leaves beside the payload in memory.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub payload_len: u64,
+    pub content_type: String,
+    pub file_name: Option<String>,
+    pub encryption: Option<EncryptionInfo>,
+    pub signature: Option<SignatureInfo>,
+    pub compression: Option<Compression>,
+    pub mic: Mic,
+    pub warnings: Vec<String>,
+}
+
+impl Unwrapped {
+    /// The payload and the rest.
+    pub fn into_opened(self) -> (Payload, Opened) {
+        let opened = Opened {
+            payload_len: self.payload.len() as u64,
+            content_type: self.content_type,
+            file_name: self.file_name,
+            encryption: self.encryption,
+            signature: self.signature,
+            compression: self.compression,
+            mic: self.mic,
+            warnings: self.warnings,
+        };
+        (self.payload, opened)
+    }
+}
+
 /// One layer being looked at: its headers and body.
 struct Layer<'a> {
     headers: Headers,
@@ -148,19 +180,7 @@ pub fn unwrap(
     settings: &ReceiveSettings,
     mic_alg: Option<&ChosenMicAlg>,
 ) -> Result<Unwrapped> {
-    let mut top = Headers::new();
-    for name in [
-        "content-type",
-        "content-transfer-encoding",
-        "content-disposition",
-    ] {
-        if let Some(v) = http_headers.get(name) {
-            top.push(name, v);
-        }
-    }
-    if top.get("content-type").is_none() {
-        return Err(As2Error::malformed("request has no Content-Type"));
-    }
+    let top = top_headers(http_headers)?;
     let mut layer = Layer {
         headers: top,
         body: Bytes::Borrowed(body),
@@ -323,11 +343,29 @@ pub fn unwrap(
     ))
 }
 
-fn twice(what: &str) -> As2Error {
+/// The HTTP headers that describe the outermost layer.
+pub(crate) fn top_headers(http_headers: &Headers) -> Result<Headers> {
+    let mut top = Headers::new();
+    for name in [
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+    ] {
+        if let Some(v) = http_headers.get(name) {
+            top.push(name, v);
+        }
+    }
+    if top.get("content-type").is_none() {
+        return Err(As2Error::malformed("request has no Content-Type"));
+    }
+    Ok(top)
+}
+
+pub(crate) fn twice(what: &str) -> As2Error {
     As2Error::new(ErrorKind::Unsupported, format!("message is {what} twice"))
 }
 
-fn encryption_required(found: &str) -> As2Error {
+pub(crate) fn encryption_required(found: &str) -> As2Error {
     tracing::debug!(found, "unencrypted message refused before any work");
     As2Error::new(
         ErrorKind::InsufficientSecurity,
@@ -343,7 +381,7 @@ fn encryption_required(found: &str) -> As2Error {
 /// RFC 5402 compresses before encrypting): a partner that must encrypt and
 /// sent anything else is refused from the headers and the ContentInfo OID.
 /// When neither tells (garbage), the layer is left to fail on its own.
-fn refuse_unless_enveloped(
+pub(crate) fn refuse_unless_enveloped(
     content_type: &ContentType,
     peeked: Option<&str>,
     smime_type: &str,
@@ -371,7 +409,7 @@ fn refuse_unless_enveloped(
 
 /// The ContentInfo type of an application/pkcs7-mime body, read from its
 /// first bytes only (base64-decoding at most 88 characters).
-fn peek_cms_type(entity: &Entity<'_>) -> Option<String> {
+pub(crate) fn peek_cms_type(entity: &Entity<'_>) -> Option<String> {
     let body = entity.body;
     let encoding = entity.transfer_encoding();
     let prefix: Vec<u8> = if encoding != "base64" && body.first() == Some(&0x30) {
@@ -448,7 +486,7 @@ fn decode_payload(body: Bytes<'_>, headers: &Headers, spool_dir: Option<&Path>) 
 
 /// The MIC digest: the one the partner asked for, else the signature's,
 /// else SHA-256; with the spelling to echo.
-fn mic_algorithm(
+pub(crate) fn mic_algorithm(
     requested: Option<&ChosenMicAlg>,
     signature: Option<&SignatureInfo>,
 ) -> (MicAlg, String) {
@@ -492,6 +530,47 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
         decrypted_mic,
         warnings,
     } = input;
+    check_policy(settings, encryption.as_ref(), signature.as_ref())?;
+    let payload = decode_payload(layer.body, &layer.headers, settings.spool_dir.as_deref())?;
+    // Signed: over the signed entity; encrypted only: over the decrypted
+    // entity; plain: over the content as received (RFC 4130 7.3.1).
+    let mic = match (signed_mic, decrypted_mic) {
+        (Some(signed), _) => signed,
+        (None, Some(decrypted)) => decrypted,
+        (None, None) => {
+            let (alg, spelling) = mic_algorithm(mic_alg, signature.as_ref());
+            Mic::compute(alg, &spelling, body)?
+        }
+    };
+    let described = describe(Described {
+        headers: &layer.headers,
+        http_disposition: http_disposition.as_deref(),
+        payload_len: payload.len() as u64,
+        encryption,
+        signature,
+        compressed_at,
+        mic,
+        warnings,
+    });
+    Ok(Unwrapped {
+        payload,
+        content_type: described.content_type,
+        file_name: described.file_name,
+        encryption: described.encryption,
+        signature: described.signature,
+        compression: described.compression,
+        mic: described.mic,
+        warnings: described.warnings,
+    })
+}
+
+/// What the agreement demands of the layers found, checked before the
+/// payload is decoded.
+pub(crate) fn check_policy(
+    settings: &ReceiveSettings,
+    encryption: Option<&EncryptionInfo>,
+    signature: Option<&SignatureInfo>,
+) -> Result<()> {
     if settings.require_encrypted && encryption.is_none() {
         return Err(As2Error::new(
             ErrorKind::InsufficientSecurity,
@@ -504,13 +583,30 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
             "the partner agreement requires a signature; message was not signed",
         ));
     }
-    let payload = decode_payload(layer.body, &layer.headers, settings.spool_dir.as_deref())?;
-    let content_type = layer
+    Ok(())
+}
+
+/// The innermost layer and what was found on the way to it.
+pub(crate) struct Described<'a> {
+    pub headers: &'a Headers,
+    pub http_disposition: Option<&'a str>,
+    pub payload_len: u64,
+    pub encryption: Option<EncryptionInfo>,
+    pub signature: Option<SignatureInfo>,
+    /// Some(signed already) when a compressed layer was found.
+    pub compressed_at: Option<bool>,
+    pub mic: Mic,
+    pub warnings: Vec<String>,
+}
+
+/// The description of an opened message, payload aside.
+pub(crate) fn describe(found: Described<'_>) -> Opened {
+    let content_type = found
         .headers
         .get("content-type")
         .unwrap_or("application/octet-stream")
         .to_string();
-    let file_name = layer
+    let file_name = found
         .headers
         .get("content-disposition")
         .and_then(mime::disposition_file_name)
@@ -518,34 +614,27 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
         // may also just name the S/MIME envelope (smime.p7m), which is not
         // the document's name.
         .or_else(|| {
-            http_disposition
-                .as_deref()
+            found
+                .http_disposition
                 .and_then(mime::disposition_file_name)
                 .filter(|n| !n.to_ascii_lowercase().starts_with("smime.p7"))
         });
-    // Signed: over the signed entity; encrypted only: over the decrypted
-    // entity; plain: over the content as received (RFC 4130 7.3.1).
-    let mic = match (signed_mic, decrypted_mic) {
-        (Some(signed), _) => signed,
-        (None, Some(decrypted)) => decrypted,
-        (None, None) => {
-            let (alg, spelling) = mic_algorithm(mic_alg, signature.as_ref());
-            Mic::compute(alg, &spelling, body)?
-        }
-    };
-    let compression = compressed_at.map(|signed_already| match (signed_already, &signature) {
-        (true, _) => Compression::BeforeSigning,
-        (false, Some(_)) => Compression::AfterSigning,
-        (false, None) => Compression::Unsigned,
-    });
-    Ok(Unwrapped {
-        payload,
+    let compression =
+        found
+            .compressed_at
+            .map(|signed_already| match (signed_already, &found.signature) {
+                (true, _) => Compression::BeforeSigning,
+                (false, Some(_)) => Compression::AfterSigning,
+                (false, None) => Compression::Unsigned,
+            });
+    Opened {
+        payload_len: found.payload_len,
         content_type,
         file_name,
-        encryption,
-        signature,
+        encryption: found.encryption,
+        signature: found.signature,
         compression,
-        mic,
-        warnings,
-    })
+        mic: found.mic,
+        warnings: found.warnings,
+    }
 }

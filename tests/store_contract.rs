@@ -14,7 +14,7 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use atom::server::inbound::now_rfc3339;
-use atom::store::documents::Documents;
+use atom::store::documents::{Documents, Part, Piece};
 use atom::store::postgres::PgStore;
 use atom::store::sqlite::SqliteStore;
 use atom::store::{
@@ -202,7 +202,7 @@ mod contract {
         {
             let chunk: &[u8] = b"data";
             let written = documents
-                .stage(&[("request", &[chunk]), ("payload", &[chunk])])
+                .stage(&parts(&[("request", &[chunk]), ("payload", &[chunk])]))
                 .expect("documents")
                 .references;
             let record = MessageRecord {
@@ -228,7 +228,7 @@ mod contract {
         // whose execution is still queued stays.
         let kept_doc = documents.keep("e1", 0, b"out").expect("kept document");
         let payload = documents
-            .stage(&[("payload", &[b"x".as_slice()])])
+            .stage(&parts(&[("payload", &[b"x".as_slice()])]))
             .expect("documents")
             .references;
         let old = |id: &str, status: &str| ExecutionRecord {
@@ -611,10 +611,10 @@ mod contract {
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let (head, tail) = big.split_at(1_234_567);
         let staged = documents
-            .stage(&[
+            .stage(&parts(&[
                 ("request", &[b"Header: x\r\n\r\n", head, tail]),
                 ("payload", &[b""]),
-            ])
+            ]))
             .expect("stage");
         assert_eq!(staged.references.len(), 2);
         documents.make_durable().expect("durable");
@@ -647,7 +647,7 @@ mod contract {
         );
 
         let other = documents
-            .stage(&[("request", &[b"second".as_slice()])])
+            .stage(&parts(&[("request", &[b"second".as_slice()])]))
             .expect("stage");
         assert_ne!(other.references[0], staged.references[0]);
         documents.discard(&other);
@@ -675,10 +675,10 @@ mod contract {
             let Backend { store, documents } = open(dir.path());
             let stage = |raw: &[u8], payload: &[u8]| {
                 documents
-                    .stage(&[
+                    .stage(&parts(&[
                         ("request", &[b"H: v\r\n\r\n".as_slice(), raw]),
                         ("payload", &[payload]),
-                    ])
+                    ]))
                     .expect("stage")
             };
             let first = stage(b"ISA*first", b"first");
@@ -745,10 +745,10 @@ mod contract {
         assert_eq!(documents.read(&kept).expect("kept"), b"output");
         // New documents after the restart never collide with stored ones.
         let after = documents
-            .stage(&[
+            .stage(&parts(&[
                 ("request", &[b"ISA*after".as_slice()]),
                 ("payload", &[b"after".as_slice()]),
-            ])
+            ]))
             .expect("stage");
         assert!(after
             .references
@@ -839,7 +839,7 @@ mod contract {
         let (head, tail) = big.split_at(5_000_001);
         let header: &[u8] = b"H: v\r\n\r\n";
         let staged = documents
-            .stage(&[("request", &[header, head, tail])])
+            .stage(&parts(&[("request", &[header, head, tail])]))
             .expect("stage");
         documents.make_durable().expect("durable");
         let reference = &staged.references[0];
@@ -1156,10 +1156,10 @@ mod postgres_only {
         let documents = store.documents();
         let stage = || {
             documents
-                .stage(&[
+                .stage(&parts(&[
                     ("request", &[b"raw".as_slice()]),
                     ("payload", &[b"edi".as_slice()]),
-                ])
+                ]))
                 .expect("stage")
                 .references
         };
@@ -1242,4 +1242,11 @@ mod postgres_only {
         assert!(!text.contains("s3cret"), "{text}");
         assert_eq!(error.kind, StoreErrorKind::Busy, "{text}");
     }
+}
+
+/// Documents to stage, each as chunks in memory.
+fn parts<'a>(spec: &[(&'a str, &[&'a [u8]])]) -> Vec<Part<'a>> {
+    spec.iter()
+        .map(|(name, chunks)| Part::new(name, chunks.iter().map(|c| Piece::Bytes(c)).collect()))
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! Reading a request body under a size limit. Small bodies stay in memory;
 //! large ones are streamed to an anonymous file in the spool folder and
-//! memory-mapped, so a 100 MiB upload is not held twice on the heap.
+//! opened from there as a stream ([`atom_connectors::as2::stream`]), so a
+//! 1 GiB upload costs buffers, not its size, in memory.
 //!
 //! A body must keep coming: nothing for the idle timeout, or (once that
 //! much time has passed) less than the minimum average rate, and it is cut
@@ -10,10 +11,12 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
 use actix_web::web;
+use atom_connectors::as2::stream::Source;
 use futures_util::StreamExt;
 
 use crate::config::ConnectionLimits;
@@ -27,14 +30,27 @@ pub const MEMORY_LIMIT: usize = 8 << 20;
 /// A received body.
 pub enum Body {
     Memory(Vec<u8>),
-    Spooled(memmap2::Mmap),
+    /// An anonymous file in the spool folder (not synced: the stored copy
+    /// is made durable with the receipt), and the same as a [`Source`].
+    Spooled {
+        file: Arc<std::fs::File>,
+        source: Source,
+    },
 }
 
 impl Body {
-    pub fn as_slice(&self) -> &[u8] {
+    pub fn size(&self) -> u64 {
         match self {
-            Body::Memory(v) => v,
-            Body::Spooled(m) => m,
+            Body::Memory(v) => v.len() as u64,
+            Body::Spooled { source, .. } => source.len(),
+        }
+    }
+
+    /// The first `n` bytes.
+    pub fn prefix(&self, n: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            Body::Memory(v) => Ok(v[..v.len().min(n)].to_vec()),
+            Body::Spooled { source, .. } => source.prefix(n),
         }
     }
 }
@@ -99,13 +115,10 @@ pub async fn read(
     match spool {
         None => Ok(Body::Memory(memory)),
         Some(file) => {
-            file.sync_data()
-                .map_err(|e| BodyError::Io(format!("spooling request body: {e}")))?;
-            // SAFETY: the file is private to this request (anonymous, unlinked),
-            // so nothing else can modify it while mapped.
-            let map = unsafe { memmap2::Mmap::map(&file) }
-                .map_err(|e| BodyError::Io(format!("mapping spooled body: {e}")))?;
-            Ok(Body::Spooled(map))
+            let file = Arc::new(file);
+            Source::whole(file.clone())
+                .map(|source| Body::Spooled { file, source })
+                .map_err(|e| BodyError::Io(format!("spooling request body: {e}")))
         }
     }
 }

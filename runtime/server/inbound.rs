@@ -27,11 +27,12 @@ use atom_connectors::as2::headers::{
     parse_as2_id, DispositionNotificationOptions, Headers, MicAlg,
 };
 use atom_connectors::as2::mdn::{self, Disposition, MdnInput};
-use atom_connectors::as2::unwrap::{self, Compression, Unwrapped};
+use atom_connectors::as2::stream;
+use atom_connectors::as2::unwrap::{self, Compression, Opened, Payload};
 use atom_connectors::As2Error;
 use base64::Engine;
 
-use super::body::{self, BodyError};
+use super::body::{self, Body, BodyError};
 use super::client_address::{self, ClientAddress};
 use super::mdn_delivery::Delivery;
 use super::tls::PeerCertificate;
@@ -40,6 +41,7 @@ use crate::listeners::bundle::ListenerSpec;
 use crate::listeners::registry::Routed;
 use crate::listeners::ListenerState;
 use crate::process::execution::{new_execution_id, Job, TrackedProperties};
+use crate::store::documents::{Part, Piece};
 use crate::store::{status, Committed, ExecutionRecord, MessageRecord, Receipt, StoredReceipt};
 
 /// How long a sender should wait before retrying a paused listener.
@@ -367,7 +369,7 @@ async fn handle(
         message_id,
         request,
     };
-    let result = tokio::task::spawn_blocking(move || work.process(body.as_slice())).await;
+    let result = tokio::task::spawn_blocking(move || work.process(&body)).await;
     drop(claim);
     match result {
         Ok(Ok(reply)) => {
@@ -549,7 +551,34 @@ impl ReplyBody {
 }
 
 impl Work {
-    fn process(self, body: &[u8]) -> Result<Reply, crate::store::StoreError> {
+    /// Opens the message: in memory when it arrived in memory, as a
+    /// stream from its spool file (payload into a file) when it is large.
+    fn open(
+        &self,
+        body: &Body,
+        chosen: Option<&atom_connectors::as2::headers::ChosenMicAlg>,
+    ) -> Result<(PayloadDocument, Opened), As2Error> {
+        match body {
+            Body::Memory(bytes) => unwrap::unwrap(&self.headers, bytes, &self.spec.receive, chosen)
+                .map(|u| {
+                    let (payload, opened) = u.into_opened();
+                    (PayloadDocument::Memory(payload), opened)
+                }),
+            Body::Spooled { source, .. } => {
+                let dir = self.state.config.data_dir.join("spool");
+                let file = tempfile::tempfile_in(&dir).map_err(|e| {
+                    As2Error::new(
+                        atom_connectors::as2::error::ErrorKind::Internal,
+                        format!("creating a payload file in {}: {e}", dir.display()),
+                    )
+                })?;
+                stream::unwrap_file(&self.headers, source, &self.spec.receive, chosen, &file)
+                    .map(|opened| (PayloadDocument::File(file), opened))
+            }
+        }
+    }
+
+    fn process(self, body: &Body) -> Result<Reply, crate::store::StoreError> {
         let store = &self.state.store;
         if self.spec.reject_duplicates {
             if let Some(receipt) = store.find_receipt(
@@ -566,7 +595,10 @@ impl Work {
             .options
             .as_ref()
             .and_then(|o| o.choose_mic_alg());
-        let opened = unwrap::unwrap(&self.headers, body, &self.spec.receive, chosen.as_ref());
+        let (payload, opened) = match self.open(body, chosen.as_ref()) {
+            Ok((payload, opened)) => (Some(payload), Ok(opened)),
+            Err(e) => (None, Err(e)),
+        };
         let (disposition, text) = match &opened {
             Ok(u) => {
                 for warning in &u.warnings {
@@ -613,26 +645,37 @@ impl Work {
 
         // Durable first: the raw request, the payload and the log row; then the MDN.
         let raw_headers = render_headers(&self.headers);
-        let mut parts: Vec<(&str, &[&[u8]])> = Vec::with_capacity(2);
         // A refused request is kept only in part: enough to diagnose it,
         // never a stranger's whole upload.
-        let kept = if opened.is_ok() {
-            body
-        } else {
-            &body[..body.len().min(self.state.config.refused_prefix_bytes)]
+        let refused_prefix;
+        let kept = match (body, opened.is_ok()) {
+            (Body::Memory(bytes), true) => Piece::Bytes(bytes),
+            (Body::Spooled { file, .. }, true) => Piece::File(file),
+            (_, false) => {
+                refused_prefix = body
+                    .prefix(self.state.config.refused_prefix_bytes)
+                    .map_err(|e| {
+                        crate::store::StoreError::io(
+                            "reading the spooled request",
+                            &e,
+                            e.to_string(),
+                        )
+                    })?;
+                Piece::Bytes(&refused_prefix)
+            }
         };
-        let raw_chunks: [&[u8]; 2] = [raw_headers.as_bytes(), kept];
-        parts.push(("request", &raw_chunks));
-        let payload_chunks: [&[u8]; 1] = [opened
-            .as_ref()
-            .map(|u| u.payload.as_slice())
-            .unwrap_or_default()];
-        if opened.is_ok() {
-            parts.push(("payload", &payload_chunks));
+        let mut parts = vec![Part::new(
+            "request",
+            vec![Piece::Bytes(raw_headers.as_bytes()), kept],
+        )];
+        if let Some(payload) = &payload {
+            parts.push(Part::new("payload", vec![payload.piece()]));
         }
         let staged = self.state.documents.stage(&parts)?;
+        drop(parts);
+        drop(payload);
         let written = &staged.references;
-        let mut record = self.record(body.len(), &opened, &disposition, built.as_ref(), written);
+        let mut record = self.record(body.size(), &opened, &disposition, built.as_ref(), written);
         if let Some(reason) = &target_refused {
             record.mdn_status = "refused".into();
             record.mdn_error = Some(reason.clone());
@@ -678,7 +721,7 @@ impl Work {
         });
         tracing::info!(
             listener = %self.spec.id, record = id, as2_from = %self.from, message_id = %self.message_id,
-            disposition = %disposition.render(), mdn = self.request.mode(), bytes = body.len(), "message received"
+            disposition = %disposition.render(), mdn = self.request.mode(), bytes = body.size(), "message received"
         );
         let label = if opened.is_ok() { "processed" } else { "error" };
         let mut reply = match (built, &async_url) {
@@ -742,7 +785,7 @@ impl Work {
     fn queued_execution(
         &self,
         record: &MessageRecord,
-        opened: &Unwrapped,
+        opened: &Opened,
         payload: &str,
     ) -> ExecutionRecord {
         let mut tracked = TrackedProperties::new();
@@ -769,7 +812,7 @@ impl Work {
             queued_at: record.received_at.clone(),
             queued_at_us: (now.unix_timestamp_nanos() / 1000) as i64,
             input_documents: 1,
-            input_bytes: opened.payload.len() as u64,
+            input_bytes: opened.payload_len,
             // Held by this node from the receipt's own transaction on.
             owner: Some(leases.node.clone()),
             lease_until_us: Some(leases.until_us()),
@@ -781,7 +824,7 @@ impl Work {
     fn build_mdn(
         &self,
         disposition: Disposition,
-        opened: &Result<Unwrapped, As2Error>,
+        opened: &Result<Opened, As2Error>,
         text: &str,
         chosen: Option<&atom_connectors::as2::headers::ChosenMicAlg>,
     ) -> mdn::BuiltMdn {
@@ -831,8 +874,8 @@ impl Work {
 
     fn record(
         &self,
-        request_size: usize,
-        opened: &Result<Unwrapped, As2Error>,
+        request_size: u64,
+        opened: &Result<Opened, As2Error>,
         disposition: &Disposition,
         built: Option<&mdn::BuiltMdn>,
         written: &[String],
@@ -846,8 +889,8 @@ impl Work {
             subject: self.headers.get("Subject").map(str::to_string),
             file_name: ok.and_then(|u| u.file_name.clone()),
             mime_type: ok.map(|u| u.content_type.clone()),
-            request_size: request_size as u64,
-            payload_size: ok.map(|u| u.payload.len() as u64),
+            request_size,
+            payload_size: ok.map(|u| u.payload_len),
             encryption: ok.and_then(|u| u.encryption.as_ref().map(|e| e.algorithm.clone())),
             signature: ok.and_then(|u| {
                 u.signature.as_ref().map(|s| {
@@ -887,11 +930,19 @@ impl Work {
     }
 
     /// Answers a duplicate with the receipt it got the first time.
-    fn replay(&self, receipt: StoredReceipt, body: &[u8]) -> Reply {
+    fn replay(&self, receipt: StoredReceipt, body: &Body) -> Reply {
         let same = receipt
             .raw_path
             .as_deref()
-            .and_then(|reference| self.state.documents.ends_with(reference, body));
+            .and_then(|reference| match body {
+                Body::Memory(bytes) => self.state.documents.ends_with(reference, bytes),
+                Body::Spooled { file, .. } => {
+                    // SAFETY: the spool file is anonymous and private to this
+                    // request; nothing else can change it while mapped.
+                    let map = unsafe { memmap2::Mmap::map(&**file) }.ok()?;
+                    self.state.documents.ends_with(reference, &map)
+                }
+            });
         match same {
             Some(false) => tracing::warn!(
                 listener = %self.spec.id, as2_from = %self.from, message_id = %self.message_id, original = receipt.record_id,
@@ -937,6 +988,21 @@ impl Work {
                 execution: None,
                 delivery: None,
             },
+        }
+    }
+}
+
+/// A payload to store: opened in memory, or streamed into a file.
+enum PayloadDocument {
+    Memory(Payload),
+    File(std::fs::File),
+}
+
+impl PayloadDocument {
+    fn piece(&self) -> Piece<'_> {
+        match self {
+            PayloadDocument::Memory(payload) => Piece::Bytes(payload.as_slice()),
+            PayloadDocument::File(file) => Piece::File(file),
         }
     }
 }

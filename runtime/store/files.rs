@@ -8,10 +8,9 @@
 //! and only then do the batch's MDNs leave.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::documents::{Documents, Staged};
+use super::documents::{Documents, Part, Piece, Staged};
 use super::{Result, StoreError};
 
 /// Documents under a data directory.
@@ -28,7 +27,7 @@ impl FileDocuments {
 }
 
 impl Documents for FileDocuments {
-    fn stage(&self, parts: &[(&str, &[&[u8]])]) -> Result<Staged> {
+    fn stage(&self, parts: &[Part<'_>]) -> Result<Staged> {
         let dir = message_dir(&self.data_dir);
         let written = write(&dir, parts)?;
         Ok(Staged {
@@ -44,8 +43,7 @@ impl Documents for FileDocuments {
     fn keep(&self, execution_id: &str, index: usize, bytes: &[u8]) -> Result<String> {
         let dir = execution_dir(&self.data_dir, execution_id);
         let name = format!("document-{}", index + 1);
-        let chunks: [&[u8]; 1] = [bytes];
-        let written = write(&dir, &[(name.as_str(), &chunks)])?;
+        let written = write(&dir, &[Part::new(&name, vec![Piece::Bytes(bytes)])])?;
         Ok(written
             .first()
             .map(|p| p.display().to_string())
@@ -118,20 +116,18 @@ pub fn message_dir(data_dir: &Path) -> PathBuf {
         .join(uuid::Uuid::new_v4().simple().to_string())
 }
 
-/// Writes `parts` (name, chunks) into the directory `dir`; not yet durable.
-pub fn write(dir: &Path, parts: &[(&str, &[&[u8]])]) -> Result<Vec<PathBuf>> {
+/// Writes `parts` into the directory `dir`; not yet durable.
+pub fn write(dir: &Path, parts: &[Part<'_>]) -> Result<Vec<PathBuf>> {
     let fail = |what: &str, path: &Path, e: std::io::Error| {
         StoreError::io(what, &e, format!("{}: {e}", path.display()))
     };
     fs::create_dir_all(dir).map_err(|e| fail("creating message directory", dir, e))?;
     let mut written = Vec::with_capacity(parts.len());
-    for (name, chunks) in parts {
-        let path = dir.join(name);
+    for part in parts {
+        let path = dir.join(part.name);
         let mut file = fs::File::create(&path).map_err(|e| fail("creating file", &path, e))?;
-        for chunk in *chunks {
-            file.write_all(chunk)
-                .map_err(|e| fail("writing file", &path, e))?;
-        }
+        part.write_to(&mut file)
+            .map_err(|e| fail("writing file", &path, e))?;
         written.push(path);
     }
     Ok(written)

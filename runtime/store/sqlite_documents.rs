@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::documents::{Documents, Staged};
+use super::documents::{Documents, Part, Staged};
 use super::files::FileDocuments;
 use super::{Result, StoreError};
 
@@ -164,20 +164,22 @@ impl SqliteDocuments {
 }
 
 impl Documents for SqliteDocuments {
-    fn stage(&self, parts: &[(&str, &[&[u8]])]) -> Result<Staged> {
-        let size: usize = parts
-            .iter()
-            .flat_map(|(_, chunks)| chunks.iter().map(|c| c.len()))
-            .sum();
-        if size > INLINE_LIMIT {
+    fn stage(&self, parts: &[Part<'_>]) -> Result<Staged> {
+        let reading =
+            |e: std::io::Error| StoreError::io("reading a document to store", &e, e.to_string());
+        let mut size = 0u64;
+        for part in parts {
+            size += part.size().map_err(reading)?;
+        }
+        if size > INLINE_LIMIT as u64 {
             let staged = self.files.stage(parts)?;
             self.files_unsynced.store(true, Ordering::SeqCst);
             return Ok(staged);
         }
-        let references: Vec<String> = parts
-            .iter()
-            .map(|(_, chunks)| self.pending.put(chunks.concat()))
-            .collect();
+        let mut references = Vec::with_capacity(parts.len());
+        for part in parts {
+            references.push(self.pending.put(part.to_vec().map_err(reading)?));
+        }
         Ok(Staged {
             group: references.join(" "),
             references,

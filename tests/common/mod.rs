@@ -4,6 +4,7 @@
 
 pub mod haproxy;
 pub mod postgres;
+pub mod pyas2lib;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

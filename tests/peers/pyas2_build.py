@@ -12,7 +12,9 @@ DIR/config.json (written by the Rust test):
       "pyas2_pem": "path",                   pyas2lib's key + certificate (PEM)
       "atom_cert": "path",                   Atom's certificate (PEM)
       "count": N, "prefix": "ha",            messages to build and their ID prefix
-      "digest": "sha256", "cipher": "aes_128_cbc"
+      "digest": "sha256", "cipher": "aes_128_cbc",
+      "payload_file": null or "path",        optional: every payload is this file
+      "compress": false                      optional: compress before signing
     }
 
 For each n in 0..N it builds with pyas2lib's Message.build a message signed
@@ -55,10 +57,15 @@ def main(workdir):
         enc_alg=config["cipher"],
         mdn_mode="SYNC",
         mdn_digest_alg=config["digest"],
+        compress=bool(config.get("compress")),
     )
+    fixed_payload = None
+    if config.get("payload_file"):
+        with open(config["payload_file"], "rb") as f:
+            fixed_payload = f.read()
     built = []
     for n in range(config["count"]):
-        payload = f"ISA*00*{config['prefix']}*{n}~".encode("ascii")
+        payload = fixed_payload or f"ISA*00*{config['prefix']}*{n}~".encode("ascii")
         message = Message(sender, receiver)
         message.build(
             payload,
@@ -77,7 +84,7 @@ def main(workdir):
                 "file": path,
                 "message_id": f"<{message.message_id}>",
                 "mic": message.mic.decode() if message.mic else None,
-                "payload": payload.decode("ascii"),
+                "payload": "" if fixed_payload else payload.decode("ascii"),
             }
         )
     json.dump(built, sys.stdout)

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::super::documents::{Documents, Staged};
+use super::super::documents::{Documents, Part, Piece, Staged};
 use super::super::{Result, StoreError, StoreErrorKind};
 use super::{err, to_i64, Connections, Shared, OPERATION_LIMIT};
 
@@ -71,21 +71,19 @@ impl PgDocuments {
 
     /// Writes `parts` as documents of `group` in one transaction; their
     /// ids in order.
-    fn write(&self, group: &str, parts: &[(&str, &[&[u8]])]) -> Result<Vec<i64>> {
+    fn write(&self, group: &str, parts: &[Part<'_>]) -> Result<Vec<i64>> {
         const CONTEXT: &str = "writing documents";
-        let meta: Vec<(String, u64)> = parts
-            .iter()
-            .map(|(name, chunks)| {
-                let size = chunks.iter().map(|c| c.len() as u64).sum();
-                (name.to_string(), size)
-            })
-            .collect();
+        let reading = |e: std::io::Error| StoreError::io(CONTEXT, &e, e.to_string());
+        let mut meta: Vec<(String, u64)> = Vec::with_capacity(parts.len());
+        for part in parts {
+            meta.push((part.name.to_string(), part.size().map_err(reading)?));
+        }
         let (feed, chunks) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let (reply, answers) = mpsc::channel::<Written>();
         let task = write_task(
             self.shared.connections.clone(),
             group.to_string(),
-            meta,
+            meta.clone(),
             chunks,
             reply,
         );
@@ -125,8 +123,12 @@ impl PgDocuments {
                 Err(e) => Some(Err(e)),
             }
         };
-        for (_, slices) in parts {
-            for slice in *slices {
+        // Set when the task ended early; stops the reading of the parts.
+        let mut ended: Option<Result<Vec<i64>>> = None;
+        let stop = || std::io::Error::other("the document writer ended");
+        for (part, (_, size)) in parts.iter().zip(&meta) {
+            let mut sent = 0u64;
+            let fed = part.for_each_chunk(|slice| {
                 let mut rest: &[u8] = slice;
                 while !rest.is_empty() {
                     if buffer.capacity() == 0 {
@@ -135,12 +137,26 @@ impl PgDocuments {
                     let take = rest.len().min(CHUNK - buffer.len());
                     buffer.extend_from_slice(&rest[..take]);
                     rest = &rest[take..];
+                    sent += take as u64;
                     if buffer.len() == CHUNK {
-                        if let Some(ended) = send(&mut buffer) {
-                            return ended;
+                        if let Some(outcome) = send(&mut buffer) {
+                            ended = Some(outcome);
+                            return Err(stop());
                         }
                     }
                 }
+                Ok(())
+            });
+            if let Some(outcome) = ended.take() {
+                return outcome;
+            }
+            fed.map_err(reading)?;
+            if sent != *size {
+                // A file changed under us: the chunk count would not match.
+                return Err(StoreError::new(
+                    CONTEXT,
+                    format!("document {} changed while it was stored", part.name),
+                ));
             }
             if !buffer.is_empty() {
                 if let Some(ended) = send(&mut buffer) {
@@ -309,7 +325,7 @@ async fn write_task(
 }
 
 impl Documents for PgDocuments {
-    fn stage(&self, parts: &[(&str, &[&[u8]])]) -> Result<Staged> {
+    fn stage(&self, parts: &[Part<'_>]) -> Result<Staged> {
         let group = format!("message/{}", uuid::Uuid::new_v4().simple());
         let ids = self.write(&group, parts)?;
         Ok(Staged {
@@ -335,8 +351,7 @@ impl Documents for PgDocuments {
     fn keep(&self, execution_id: &str, index: usize, bytes: &[u8]) -> Result<String> {
         let group = format!("execution/{execution_id}");
         let name = format!("document-{}", index + 1);
-        let chunks: [&[u8]; 1] = [bytes];
-        let ids = self.write(&group, &[(name.as_str(), &chunks)])?;
+        let ids = self.write(&group, &[Part::new(&name, vec![Piece::Bytes(bytes)])])?;
         Ok(ids
             .first()
             .map(|id| format!("{PREFIX}{id}"))

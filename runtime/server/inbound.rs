@@ -673,7 +673,15 @@ impl Work {
         }
         let staged = self.state.documents.stage(&parts)?;
         drop(parts);
+        // The temporary copies are not needed any more: dropped (or, the
+        // spool file, emptied) now, their dirty pages are discarded instead
+        // of being written back by the commit's syncfs.
         drop(payload);
+        if let Body::Spooled { file, .. } = body {
+            if let Err(e) = file.set_len(0) {
+                tracing::debug!(error = %e, "emptying the spool file");
+            }
+        }
         let written = &staged.references;
         let mut record = self.record(body.size(), &opened, &disposition, built.as_ref(), written);
         if let Some(reason) = &target_refused {
@@ -936,7 +944,12 @@ impl Work {
             .as_deref()
             .and_then(|reference| match body {
                 Body::Memory(bytes) => self.state.documents.ends_with(reference, bytes),
-                Body::Spooled { file, .. } => {
+                Body::Spooled { file, source } => {
+                    // Emptied once staged (a copy that lost the commit
+                    // race): then the comparison is unknown.
+                    if file.metadata().ok()?.len() != source.len() {
+                        return None;
+                    }
                     // SAFETY: the spool file is anonymous and private to this
                     // request; nothing else can change it while mapped.
                     let map = unsafe { memmap2::Mmap::map(&**file) }.ok()?;

@@ -242,7 +242,7 @@ fn client_auth_config(site: &Site, client_ca: &Path) -> String {
          self_signed_if_missing: true\n    client_auth: optional\n    client_ca: {}\n\
          admin:\n  address: 127.0.0.1:{}\n",
         client_ca.display(),
-        site.admin_port
+        site.admin_port()
     )
 }
 

@@ -37,7 +37,8 @@ pub fn free_port() -> u16 {
 /// A test installation: a directory with atom.yaml, data/ and processes/.
 pub struct Site {
     pub dir: tempfile::TempDir,
-    pub admin_port: u16,
+    /// Changes when a restart finds the port taken (see `start_with_env`).
+    admin_port: std::cell::Cell<u16>,
 }
 
 impl Site {
@@ -52,11 +53,33 @@ impl Site {
         );
         std::fs::write(dir.path().join("atom.yaml"), config).expect("write atom.yaml");
         std::fs::create_dir_all(dir.path().join("processes")).expect("processes dir");
-        Site { dir, admin_port }
+        Site {
+            dir,
+            admin_port: std::cell::Cell::new(admin_port),
+        }
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The admin API's port in atom.yaml.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port.get()
+    }
+
+    /// Moves the admin API to another free port: a restarted Atom can find
+    /// its old (ephemeral) port taken by another test's connection.
+    fn move_admin_port(&self) {
+        let old = self.admin_port.get();
+        let new = free_port();
+        let config = std::fs::read_to_string(self.config()).expect("atom.yaml");
+        let moved = config.replace(
+            &format!("address: 127.0.0.1:{old}\n"),
+            &format!("address: 127.0.0.1:{new}\n"),
+        );
+        std::fs::write(self.config(), moved).expect("write atom.yaml");
+        self.admin_port.set(new);
     }
 
     pub fn config(&self) -> PathBuf {
@@ -119,6 +142,29 @@ impl Site {
     /// Like [`Site::start`], with extra environment variables for `atom run`
     /// (the test-only fault switches, for example).
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Running {
+        for _ in 0..3 {
+            let log_before = self.log().len();
+            match self.try_start(env) {
+                Some(running) => return running,
+                None => {
+                    let log = self.log();
+                    let this_run = &log[log_before.min(log.len())..];
+                    if this_run.contains("binding the admin API") && this_run.contains("in use") {
+                        self.move_admin_port();
+                        continue;
+                    }
+                    panic!("atom exited before it was ready; log:\n{log}");
+                }
+            }
+        }
+        panic!(
+            "atom could not bind an admin port three times; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts `atom run`; `None` when it exits before it is ready.
+    fn try_start(&self, env: &[(&str, &str)]) -> Option<Running> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_atom"))
             .arg("-c")
             .arg(self.config())
@@ -152,15 +198,18 @@ impl Site {
                             .find_map(|w| w.strip_prefix(&format!("{name}=")))
                             .and_then(|v| v.parse().ok())
                     };
-                    return Running {
+                    return Some(Running {
                         child,
                         http: field("http"),
                         https: field("https"),
                         admin: field("admin").expect("admin address"),
-                    };
+                    });
                 }
                 Some(Ok(_)) => continue,
-                _ => panic!("atom exited before it was ready; log:\n{}", self.log()),
+                _ => {
+                    let _ = child.wait();
+                    return None;
+                }
             }
         }
     }

@@ -45,12 +45,12 @@ fn dense_edi(bytes: usize) -> Vec<u8> {
     out
 }
 
-#[test]
-fn a_large_compressed_signed_encrypted_message_is_streamed_to_the_store() {
-    let site = Site::new("");
+/// A large message built by pyas2lib (compressed, signed, encrypted) for
+/// a site that shares keys with it; the payload and the message.
+fn large_message(site: &Site, start_step_then: &str) -> (Vec<u8>, common::pyas2lib::Built) {
     let peer = site.path().join("peer");
-    let start_step = share_keys(std::slice::from_ref(&site), &peer);
-    site.deploy("acme", &start_step);
+    let start_step = share_keys(std::slice::from_ref(site), &peer);
+    site.deploy("acme", &format!("{start_step}{start_step_then}"));
     let payload = dense_edi(40 << 20);
     let payload_file = peer.join("large.edi");
     std::fs::write(&payload_file, &payload).expect("payload file");
@@ -69,6 +69,79 @@ fn a_large_compressed_signed_encrypted_message_is_streamed_to_the_store() {
         "the request ({} bytes) must be larger than the in-memory limit",
         message.body.len()
     );
+    (payload, message)
+}
+
+/// The stored payload of a large message goes to a disk step and an HTTP
+/// step as a stream, and is kept with the execution the same way: the
+/// server holds none of it whole.
+#[test]
+fn a_large_payload_is_streamed_through_disk_and_http_steps() {
+    let site = Site::new("");
+    let (port, posted) = http_receiver(0);
+    let (payload, message) = large_message(
+        &site,
+        &format!(
+            "steps:\n  - disk:\n      directory: out\n      file_name: \"{{execution_id}}.edi\"\n  \
+             - http:\n      url: http://127.0.0.1:{port}/in\n      retries: 0\n"
+        ),
+    );
+    let atom = site.start();
+    let before = peak_rss_kib(atom.child.id());
+    let response = post(atom.http(), "/as2", &message.headers, &message.body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let executions = site.wait_for_executions(1);
+    let execution = &executions[0];
+    assert_eq!(execution["status"], "COMPLETE", "{execution:?}");
+    let after = peak_rss_kib(atom.child.id());
+
+    let id = execution["id"].as_str().expect("execution id");
+    let written =
+        std::fs::read(site.path().join(format!("data/out/{id}.edi"))).expect("disk step output");
+    assert!(
+        written == payload,
+        "the disk step wrote the payload byte for byte"
+    );
+    let (head, body) = posted
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the http step posted");
+    assert!(
+        body == payload,
+        "the http step sent the payload byte for byte"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", payload.len())),
+        "sent with its length: {head}"
+    );
+    let kept = site.atom(&["executions", "download", id, "1"]);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    assert!(kept.stdout == payload, "the kept document is the payload");
+    assert_eq!(execution["output_bytes"], payload.len());
+
+    let growth_mib = after.saturating_sub(before) >> 10;
+    eprintln!(
+        "{} MiB payload through disk and http steps: server peak RSS {} -> {} MiB",
+        payload.len() >> 20,
+        before >> 10,
+        after >> 10
+    );
+    assert!(
+        growth_mib < 24,
+        "peak RSS grew by {growth_mib} MiB for a {} MiB payload",
+        payload.len() >> 20
+    );
+}
+
+#[test]
+fn a_large_compressed_signed_encrypted_message_is_streamed_to_the_store() {
+    let site = Site::new("");
+    let (payload, message) = large_message(&site, "");
+    let peer = site.path().join("peer");
     let atom = site.start();
     let before = peak_rss_kib(atom.child.id());
     let response = post(atom.http(), "/as2", &message.headers, &message.body);

@@ -847,6 +847,34 @@ mod contract {
         assert_eq!(read.len(), header.len() + big.len());
         assert!(read[..header.len()] == *header && read[header.len()..] == big[..]);
         drop(read);
+        // Staged from a file too, and kept for an execution from where it
+        // is stored (never read into memory by the store).
+        let mut file = tempfile::tempfile().expect("temp file");
+        std::io::Write::write_all(&mut file, &big).expect("write");
+        let from_file = documents
+            .stage(&[Part::new("payload", vec![Piece::File(&file)])])
+            .expect("stage a file");
+        documents.make_durable().expect("durable");
+        let payload = &from_file.references[0];
+        assert_eq!(documents.length(payload).expect("length"), big.len() as u64);
+        let kept = documents
+            .keep_stored("e-big", 0, payload)
+            .expect("keep stored");
+        documents.make_durable().expect("durable");
+        assert_ne!(&kept, payload);
+        assert_eq!(documents.length(&kept).expect("length"), big.len() as u64);
+        assert!(
+            documents.read(&kept).expect("read kept") == big,
+            "kept copy"
+        );
+        let small = documents
+            .stage(&parts(&[("payload", &[b"tiny".as_slice()])]))
+            .expect("stage");
+        let kept_small = documents
+            .keep_stored("e-small", 0, &small.references[0])
+            .expect("keep small");
+        documents.make_durable().expect("durable");
+        assert_eq!(documents.read(&kept_small).expect("read"), b"tiny");
         assert_eq!(documents.ends_with(reference, tail), Some(true));
         assert_eq!(documents.ends_with(reference, &big[..1000]), Some(false));
         assert_eq!(documents.remove(std::slice::from_ref(reference)), 1);

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use atom_connectors::delivery::disk::DiskError;
 use atom_connectors::delivery::http::HttpError;
+use atom_connectors::delivery::Content as Delivered;
 
 use crate::config::WorkerMode;
 use crate::engine::{GuestFailure, GuestInput, GuestLimits, Properties};
@@ -195,9 +196,53 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// A document between steps.
 struct Document {
-    bytes: Vec<u8>,
+    content: Content,
     properties: Properties,
     delivered: Vec<String>,
+}
+
+/// A document's bytes: produced by a guest (in memory), or the stored
+/// payload, streamed to disk and HTTP steps and read whole only when a
+/// guest needs it.
+enum Content {
+    Memory(Vec<u8>),
+    Stored { reference: String, size: u64 },
+}
+
+impl Document {
+    fn size(&self) -> u64 {
+        match &self.content {
+            Content::Memory(bytes) => bytes.len() as u64,
+            Content::Stored { size, .. } => *size,
+        }
+    }
+}
+
+impl Content {
+    /// The bytes in memory (a guest's stdin), read from the store once.
+    fn load(&mut self, documents: &dyn Documents) -> Result<&[u8], StoreError> {
+        if let Content::Stored { reference, .. } = self {
+            *self = Content::Memory(documents.read(reference)?);
+        }
+        match self {
+            Content::Memory(bytes) => Ok(bytes),
+            Content::Stored { .. } => unreachable!("loaded above"),
+        }
+    }
+}
+
+/// Opens a stored document, once per delivery attempt.
+fn opener(
+    documents: &Arc<dyn Documents>,
+    reference: &str,
+) -> impl Fn() -> std::io::Result<Box<dyn std::io::Read + Send>> + Sync {
+    let documents = documents.clone();
+    let reference = reference.to_string();
+    move || {
+        documents
+            .reader(&reference)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
 }
 
 /// Runs executions; shared by all workers.
@@ -365,7 +410,7 @@ impl Runner {
         match outcome {
             Ok(documents) => {
                 record.output_documents = documents.len() as u32;
-                record.output_bytes = documents.iter().map(|d| d.bytes.len() as u64).sum();
+                record.output_bytes = documents.iter().map(Document::size).sum();
                 record.documents = self.keep(&record, documents, &mut log);
                 record.error = None;
                 record.status = if warned {
@@ -463,12 +508,15 @@ impl Runner {
         instantiate: &mut Duration,
         warned: &mut bool,
     ) -> Result<Vec<Document>, StepFailure> {
-        let payload = self
+        let size = self
             .documents
-            .read(&record.payload_path)
+            .length(&record.payload_path)
             .map_err(|e| StepFailure::payload(&e))?;
         let mut documents = vec![Document {
-            bytes: payload,
+            content: Content::Stored {
+                reference: record.payload_path.clone(),
+                size,
+            },
             properties: Properties::new(),
             delivered: Vec::new(),
         }];
@@ -521,8 +569,12 @@ impl Runner {
                 match step {
                     Step::Wasm { module, .. } => {
                         let env = environment(job, record, tracked, &process.settings, &document);
+                        let input = document
+                            .content
+                            .load(&*self.documents)
+                            .map_err(|e| StepFailure::payload(&e))?;
                         let run = module.run(GuestInput {
-                            document: &document.bytes,
+                            document: input,
                             env: &env,
                             properties: &document.properties,
                             limits,
@@ -554,18 +606,29 @@ impl Runner {
                             e => StepFailure::guest(&where_, &e),
                         })?;
                         next.extend(produced.into_iter().map(|d| Document {
-                            bytes: d.bytes,
+                            content: Content::Memory(d.bytes),
                             properties: d.properties,
                             delivered: Vec::new(),
                         }));
                     }
                     Step::Disk(target) => {
+                        let open;
+                        let content = match &document.content {
+                            Content::Memory(bytes) => Delivered::Bytes(bytes),
+                            Content::Stored { reference, size } => {
+                                open = opener(&self.documents, reference);
+                                Delivered::Stream {
+                                    open: &open,
+                                    len: *size,
+                                }
+                            }
+                        };
                         let written = match self.faults.disk_failure() {
                             Some(source) => Err(DiskError::Io {
                                 path: target.directory.clone(),
                                 source,
                             }),
-                            None => target.write(&document.bytes, lookup),
+                            None => target.write(content, lookup),
                         };
                         let path = written.map_err(|e| StepFailure::disk(&where_, &e))?;
                         log.line("INFO", format_args!("{where_}: wrote {}", path.display()));
@@ -574,8 +637,19 @@ impl Runner {
                     }
                     Step::Http(target) => {
                         let client = self.http_client().map_err(StepFailure::permanent)?;
+                        let open;
+                        let content = match &document.content {
+                            Content::Memory(bytes) => Delivered::Bytes(bytes),
+                            Content::Stored { reference, size } => {
+                                open = opener(&self.documents, reference);
+                                Delivered::Stream {
+                                    open: &open,
+                                    len: *size,
+                                }
+                            }
+                        };
                         let delivered = target
-                            .post(client, &document.bytes, lookup)
+                            .post(client, content, lookup)
                             .map_err(|e| StepFailure::http(&where_, &e))?;
                         if delivered.attempts > 1 {
                             *warned = true;
@@ -636,7 +710,14 @@ impl Runner {
     ) -> Vec<KeptDocument> {
         let mut kept = Vec::with_capacity(documents.len());
         for (i, document) in documents.into_iter().enumerate() {
-            let reference = match self.documents.keep(&record.id, i, &document.bytes) {
+            let size = document.size();
+            let kept_as = match &document.content {
+                Content::Memory(bytes) => self.documents.keep(&record.id, i, bytes),
+                Content::Stored { reference, .. } => {
+                    self.documents.keep_stored(&record.id, i, reference)
+                }
+            };
+            let reference = match kept_as {
                 Ok(reference) => reference,
                 Err(e) => {
                     log.line("WARN", format_args!("document {} not kept: {e}", i + 1));
@@ -645,7 +726,7 @@ impl Runner {
             };
             kept.push(KeptDocument {
                 path: reference,
-                size: document.bytes.len() as u64,
+                size,
                 properties: document.properties,
                 delivered: document.delivered,
             });

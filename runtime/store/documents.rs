@@ -129,6 +129,10 @@ pub trait Documents: Send + Sync {
     /// Writes the `index`th document an execution kept; durable with the
     /// next [`Documents::make_durable`].
     fn keep(&self, execution_id: &str, index: usize, bytes: &[u8]) -> Result<String>;
+    /// Keeps a copy of an already stored document (an execution's input
+    /// passed through unchanged) as the `index`th document an execution
+    /// kept, without reading it into memory.
+    fn keep_stored(&self, execution_id: &str, index: usize, reference: &str) -> Result<String>;
     /// Makes every document staged or kept so far durable.
     fn make_durable(&self) -> Result<()>;
     /// A whole document.
@@ -136,6 +140,8 @@ pub trait Documents: Send + Sync {
     /// A document as a stream, never whole in memory (a file, or a
     /// PostgreSQL document chunk by chunk); for downloads.
     fn reader(&self, reference: &str) -> Result<Box<dyn std::io::Read + Send>>;
+    /// A document's length in bytes.
+    fn length(&self, reference: &str) -> Result<u64>;
     /// Whether the document is (still) there.
     fn exists(&self, reference: &str) -> bool;
     /// Whether the document ends with `tail` (a stored raw request is its

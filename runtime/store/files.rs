@@ -50,8 +50,30 @@ impl Documents for FileDocuments {
             .unwrap_or_default())
     }
 
+    fn keep_stored(&self, execution_id: &str, index: usize, reference: &str) -> Result<String> {
+        let dir = execution_dir(&self.data_dir, execution_id);
+        let path = dir.join(format!("document-{}", index + 1));
+        let fail = |e: std::io::Error| {
+            StoreError::io(
+                "keeping a document",
+                &e,
+                format!("{reference} -> {}: {e}", path.display()),
+            )
+        };
+        fs::create_dir_all(&dir).map_err(fail)?;
+        // copy_file_range underneath: the kernel copies, not our memory.
+        fs::copy(reference, &path).map_err(fail)?;
+        Ok(path.display().to_string())
+    }
+
     fn make_durable(&self) -> Result<()> {
         sync_filesystem(&self.data_dir)
+    }
+
+    fn length(&self, reference: &str) -> Result<u64> {
+        fs::metadata(reference)
+            .map(|m| m.len())
+            .map_err(|e| StoreError::io("reading document", &e, format!("{reference}: {e}")))
     }
 
     fn read(&self, reference: &str) -> Result<Vec<u8>> {

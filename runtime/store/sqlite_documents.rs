@@ -206,6 +206,23 @@ impl Documents for SqliteDocuments {
         Ok(self.pending.put(bytes.to_vec()))
     }
 
+    fn length(&self, reference: &str) -> Result<u64> {
+        match id_of(reference) {
+            Some(_) => Ok(self.read(reference)?.len() as u64),
+            None => self.files.length(reference),
+        }
+    }
+
+    fn keep_stored(&self, execution_id: &str, index: usize, reference: &str) -> Result<String> {
+        if id_of(reference).is_some() {
+            // Inline, so at most 256 KiB.
+            return self.keep(execution_id, index, &self.read(reference)?);
+        }
+        let kept = self.files.keep_stored(execution_id, index, reference)?;
+        self.files_unsynced.store(true, Ordering::SeqCst);
+        Ok(kept)
+    }
+
     /// Syncs files written since the last call; documents in the database
     /// become durable with the commit that references them.
     fn make_durable(&self) -> Result<()> {

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use super::template::{Template, TemplateError};
+use super::Content;
 
 /// What to do when the target file exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +155,7 @@ impl DiskTarget {
     /// Writes one document; returns where it went.
     pub fn write<'a>(
         &self,
-        bytes: &[u8],
+        content: Content<'_>,
         lookup: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<PathBuf, DiskError> {
         let relative = self.relative_path(lookup)?;
@@ -215,7 +216,17 @@ impl DiskTarget {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            file.write_all(bytes)?;
+            match content {
+                Content::Bytes(bytes) => file.write_all(bytes)?,
+                Content::Stream { open, len } => {
+                    let copied = std::io::copy(&mut open()?, &mut file)?;
+                    if copied != len {
+                        return Err(std::io::Error::other(format!(
+                            "the stored document has {copied} bytes, {len} expected"
+                        )));
+                    }
+                }
+            }
             file.sync_all()?;
             std::fs::rename(&tmp, &target)?;
             std::fs::File::open(&real_parent)?.sync_all()
@@ -322,7 +333,7 @@ mod tests {
         let t = target(&out, "{from}/{name}", IfExists::Overwrite);
         for hostile in ["../../etc/passwd", "..", "/etc/passwd", "a\\..\\b", ".", ""] {
             let path = t
-                .write(b"doc", |n| match n {
+                .write(Content::Bytes(b"doc"), |n| match n {
                     "from" => Some(hostile),
                     _ => Some("x"),
                 })
@@ -345,7 +356,9 @@ mod tests {
         std::fs::create_dir_all(&outside).expect("mkdir");
         std::os::unix::fs::symlink(&outside, out.join("link")).expect("symlink");
         let t = target(&out, "link/{name}", IfExists::Overwrite);
-        let err = t.write(b"doc", |_| Some("f")).expect_err("escapes");
+        let err = t
+            .write(Content::Bytes(b"doc"), |_| Some("f"))
+            .expect_err("escapes");
         assert!(matches!(err, DiskError::Escapes { .. }), "{err}");
         assert!(std::fs::read_dir(&outside).expect("ls").next().is_none());
         assert!(check_template(&Template::parse("../{name}").expect("t")).is_err());
@@ -368,7 +381,9 @@ mod tests {
             file_name: Template::parse("{name}").expect("template"),
             if_exists: IfExists::Overwrite,
         };
-        let err = t.write(b"doc", |_| Some("f")).expect_err("refused");
+        let err = t
+            .write(Content::Bytes(b"doc"), |_| Some("f"))
+            .expect_err("refused");
         assert!(matches!(err, DiskError::Escapes { .. }), "{err}");
         assert!(err.to_string().contains("out/orders"), "{err}");
         assert!(std::fs::read_dir(&outside).expect("ls").next().is_none());
@@ -382,7 +397,9 @@ mod tests {
             file_name: Template::parse("orders/{name}").expect("template"),
             ..t
         };
-        let err = t.write(b"doc", |_| Some("f")).expect_err("refused");
+        let err = t
+            .write(Content::Bytes(b"doc"), |_| Some("f"))
+            .expect_err("refused");
         assert!(matches!(err, DiskError::Symlink(_)), "{err}");
         assert!(std::fs::read_dir(root.join("out/real"))
             .expect("ls")
@@ -436,17 +453,23 @@ mod tests {
     fn if_exists_policies() {
         let dir = tempfile::tempdir().expect("tempdir");
         let unique = target(dir.path(), "{n}.txt", IfExists::Unique);
-        let a = unique.write(b"1", |_| Some("f")).expect("first");
-        let b = unique.write(b"2", |_| Some("f")).expect("second");
+        let a = unique
+            .write(Content::Bytes(b"1"), |_| Some("f"))
+            .expect("first");
+        let b = unique
+            .write(Content::Bytes(b"2"), |_| Some("f"))
+            .expect("second");
         assert_ne!(a, b);
         assert!(b.ends_with("f-1.txt"));
         let strict = target(dir.path(), "{n}.txt", IfExists::Error);
         assert!(matches!(
-            strict.write(b"3", |_| Some("f")),
+            strict.write(Content::Bytes(b"3"), |_| Some("f")),
             Err(DiskError::Exists(_))
         ));
         let over = target(dir.path(), "{n}.txt", IfExists::Overwrite);
-        let c = over.write(b"4", |_| Some("f")).expect("overwrite");
+        let c = over
+            .write(Content::Bytes(b"4"), |_| Some("f"))
+            .expect("overwrite");
         assert_eq!(std::fs::read(c).expect("read"), b"4");
     }
 }

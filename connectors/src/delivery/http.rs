@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use super::template::{Piece, Template};
+use super::Content;
 
 /// A configured http step.
 #[derive(Debug, Clone)]
@@ -189,7 +190,7 @@ impl HttpTarget {
     pub fn post<'a>(
         &self,
         client: &reqwest::blocking::Client,
-        bytes: &[u8],
+        content: Content<'_>,
         lookup: impl Fn(&str) -> Option<&'a str> + Copy,
     ) -> Result<Delivered, HttpError> {
         let url = render_url(&self.url, lookup)?;
@@ -208,11 +209,29 @@ impl HttpTarget {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // A stored document is opened again for each attempt and sent
+            // as it is read, with its length.
+            let body = match content {
+                Content::Bytes(bytes) => Ok(reqwest::blocking::Body::from(bytes.to_vec())),
+                Content::Stream { open, len } => {
+                    open().map(|reader| reqwest::blocking::Body::sized(reader, len))
+                }
+            };
+            let body = match body {
+                Ok(body) => body,
+                Err(e) => {
+                    return Err(HttpError::Transport {
+                        url,
+                        reason: format!("reading the stored document: {e}"),
+                        attempts,
+                    })
+                }
+            };
             let sent = client
                 .post(&url)
                 .headers(headers.clone())
                 .timeout(self.timeout)
-                .body(bytes.to_vec())
+                .body(body)
                 .send();
             let last = attempts > self.retries;
             match sent {

@@ -358,6 +358,52 @@ impl Documents for PgDocuments {
             .unwrap_or_default())
     }
 
+    fn length(&self, reference: &str) -> Result<u64> {
+        let id = document_id(reference).ok_or_else(|| not_ours("reading document", reference))?;
+        self.size(id)?.ok_or_else(|| {
+            StoreError::new("reading document", format!("{reference} is not stored"))
+        })
+    }
+
+    /// Copied inside PostgreSQL, chunk rows and all: nothing passes
+    /// through this process.
+    fn keep_stored(&self, execution_id: &str, index: usize, reference: &str) -> Result<String> {
+        const CONTEXT: &str = "keeping a document";
+        let source = document_id(reference).ok_or_else(|| not_ours(CONTEXT, reference))?;
+        let group = format!("execution/{execution_id}");
+        let name = format!("document-{}", index + 1);
+        let id = self.shared.run(CONTEXT, move |c| async move {
+            let mut client = c.get().await?;
+            let tx = client.transaction().await.map_err(err(CONTEXT))?;
+            // Durable with the next synchronous commit, like `write`.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(err(CONTEXT))?;
+            let row = tx
+                .query_opt(
+                    "INSERT INTO documents (group_key, name, size) \
+                     SELECT $1, $2, size FROM documents WHERE id = $3 RETURNING id",
+                    &[&group, &name, &source],
+                )
+                .await
+                .map_err(err(CONTEXT))?
+                .ok_or_else(|| {
+                    StoreError::new(CONTEXT, format!("document {source} is not stored"))
+                })?;
+            let id: i64 = row.get(0);
+            tx.execute(
+                "INSERT INTO document_chunks (document_id, seq, data) \
+                 SELECT $1, seq, data FROM document_chunks WHERE document_id = $2",
+                &[&id, &source],
+            )
+            .await
+            .map_err(err(CONTEXT))?;
+            tx.commit().await.map_err(err(CONTEXT))?;
+            Ok(id)
+        })?;
+        Ok(format!("{PREFIX}{id}"))
+    }
+
     /// Nothing to do. Documents are committed (with `synchronous_commit =
     /// off`) before `stage` or `keep` returns, so their commit records are
     /// in the WAL before that of any row referencing them; the group

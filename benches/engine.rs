@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
 use atom::engine::wasmtime_engine::{EngineSettings, WasmtimeEngine};
-use atom::engine::{GuestInput, GuestLimits, ProcessEngine, Properties};
+use atom::engine::{GuestDocument, GuestInput, GuestLimits, ProcessEngine, Properties};
 
 const OK_GUEST: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write"
@@ -37,7 +37,7 @@ fn trivial_guest(c: &mut Criterion) {
     let properties = Properties::new();
     let document = vec![b'x'; 1024];
     let input = || GuestInput {
-        document: &document,
+        document: GuestDocument::Bytes(&document),
         env: &env,
         properties: &properties,
         limits: GuestLimits {

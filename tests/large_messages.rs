@@ -137,6 +137,79 @@ fn a_large_payload_is_streamed_through_disk_and_http_steps() {
     );
 }
 
+/// A guest that reads its stdin 64 KiB at a time and writes the number of
+/// bytes and their sum (two little-endian u64): it holds 64 KiB, whatever
+/// the document's size.
+const COUNTING_GUEST: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 3)
+  (func (export "_start")
+    (local $total i64) (local $sum i64) (local $i i32) (local $n i32)
+    (i32.store (i32.const 0) (i32.const 65536))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (block $done
+      (loop $more
+        (br_if $done (i32.ne (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)) (i32.const 0)))
+        (local.set $n (i32.load (i32.const 16)))
+        (br_if $done (i32.eqz (local.get $n)))
+        (local.set $total (i64.add (local.get $total) (i64.extend_i32_u (local.get $n))))
+        (local.set $i (i32.const 0))
+        (block $counted
+          (loop $byte
+            (br_if $counted (i32.ge_u (local.get $i) (local.get $n)))
+            (local.set $sum (i64.add (local.get $sum)
+              (i64.extend_i32_u (i32.load8_u (i32.add (i32.const 65536) (local.get $i))))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $byte)))
+        (br $more)))
+    (i64.store (i32.const 32) (local.get $total))
+    (i64.store (i32.const 40) (local.get $sum))
+    (i32.store (i32.const 48) (i32.const 32))
+    (i32.store (i32.const 52) (i32.const 16))
+    (drop (call $fd_write (i32.const 1) (i32.const 48) (i32.const 1) (i32.const 56)))))"#;
+
+/// A guest reads a large stored payload on its stdin as a stream: it sees
+/// every byte, and neither it nor the server holds the document whole.
+#[test]
+fn a_guest_reads_a_large_payload_as_a_stream() {
+    let site = Site::new("");
+    let (payload, message) = large_message(&site, "steps:\n  - wasm: count.wat\n");
+    site.deploy_file("acme", "count.wat", COUNTING_GUEST.as_bytes());
+    let atom = site.start();
+    let before = peak_rss_kib(atom.child.id());
+    let response = post(atom.http(), "/as2", &message.headers, &message.body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let executions = site.wait_for_executions(1);
+    let execution = &executions[0];
+    assert_eq!(execution["status"], "COMPLETE", "{execution:?}");
+    let after = peak_rss_kib(atom.child.id());
+    let id = execution["id"].as_str().expect("execution id");
+    let kept = site.atom(&["executions", "download", id, "1"]);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    assert_eq!(kept.stdout.len(), 16, "the guest's count and sum");
+    let word = |i: usize| u64::from_le_bytes(kept.stdout[i..i + 8].try_into().expect("8 bytes"));
+    assert_eq!(word(0), payload.len() as u64, "bytes the guest read");
+    let sum: u64 = payload.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(word(8), sum, "sum of the bytes the guest read");
+    let growth_mib = after.saturating_sub(before) >> 10;
+    eprintln!(
+        "{} MiB payload read by a guest: server peak RSS {} -> {} MiB",
+        payload.len() >> 20,
+        before >> 10,
+        after >> 10
+    );
+    assert!(
+        growth_mib < 24,
+        "peak RSS grew by {growth_mib} MiB for a {} MiB payload",
+        payload.len() >> 20
+    );
+}
+
 #[test]
 fn a_large_compressed_signed_encrypted_message_is_streamed_to_the_store() {
     let site = Site::new("");

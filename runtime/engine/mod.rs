@@ -11,6 +11,7 @@
 //!   properties and emits several documents.
 
 pub mod host_abi;
+mod stdin;
 pub mod wasmtime_engine;
 
 use std::collections::BTreeMap;
@@ -38,9 +39,17 @@ pub struct GuestLimits {
     pub max_output: usize,
 }
 
+/// The document a guest reads on its stdin.
+pub enum GuestDocument<'a> {
+    Bytes(&'a [u8]),
+    /// Read from where it is stored as the guest reads (a large payload is
+    /// never whole in the host's memory).
+    Stream(Box<dyn std::io::Read + Send>),
+}
+
 /// What a guest is given.
 pub struct GuestInput<'a> {
-    pub document: &'a [u8],
+    pub document: GuestDocument<'a>,
     /// Environment variables (tracked properties, settings, dynamic ones).
     pub env: &'a [(String, String)],
     /// The dynamic properties the document carries in.

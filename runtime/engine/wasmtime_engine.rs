@@ -26,7 +26,11 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::host_abi::{self, HostState};
-use super::{GuestFailure, GuestInput, GuestRun, OutputDocument, PreparedModule, ProcessEngine};
+use super::stdin::StreamStdin;
+use super::{
+    GuestDocument, GuestFailure, GuestInput, GuestRun, OutputDocument, PreparedModule,
+    ProcessEngine,
+};
 
 /// How often the ticker advances the epoch: the granularity of time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -246,8 +250,12 @@ impl PreparedModule for WasmtimeModule {
         let limits = input.limits;
         let stdout = CappedPipe::new(limits.max_output);
         let stderr = MemoryOutputPipe::new(MAX_STDERR);
-        let wasi = WasiCtxBuilder::new()
-            .stdin(MemoryInputPipe::new(input.document.to_vec()))
+        let mut builder = WasiCtxBuilder::new();
+        match input.document {
+            GuestDocument::Bytes(bytes) => builder.stdin(MemoryInputPipe::new(bytes.to_vec())),
+            GuestDocument::Stream(reader) => builder.stdin(StreamStdin::new(reader)),
+        };
+        let wasi = builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .envs(input.env)
@@ -506,7 +514,7 @@ mod tests {
     fn run(wat: &str, max_time: Duration) -> GuestRun {
         let module = engine().prepare(wat.as_bytes()).expect("prepares");
         module.run(GuestInput {
-            document: b"doc",
+            document: GuestDocument::Bytes(b"doc"),
             env: &[],
             properties: &Properties::new(),
             limits: GuestLimits {
@@ -668,7 +676,7 @@ mod tests {
         let module = engine.prepare(wat.as_bytes()).expect("prepares");
         for round in 0..20 {
             let run = module.run(GuestInput {
-                document: b"",
+                document: GuestDocument::Bytes(b""),
                 env: &[],
                 properties: &Properties::new(),
                 limits: GuestLimits {

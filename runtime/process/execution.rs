@@ -26,7 +26,7 @@ use atom_connectors::delivery::http::HttpError;
 use atom_connectors::delivery::Content as Delivered;
 
 use crate::config::WorkerMode;
-use crate::engine::{GuestFailure, GuestInput, GuestLimits, Properties};
+use crate::engine::{GuestDocument, GuestFailure, GuestInput, GuestLimits, Properties};
 use crate::listeners::bundle::ListenerSpec;
 use crate::process::definition::Step;
 use crate::process::history::HistoryWriter;
@@ -202,8 +202,7 @@ struct Document {
 }
 
 /// A document's bytes: produced by a guest (in memory), or the stored
-/// payload, streamed to disk and HTTP steps and read whole only when a
-/// guest needs it.
+/// payload, streamed to a guest's stdin and to disk and HTTP steps.
 enum Content {
     Memory(Vec<u8>),
     Stored { reference: String, size: u64 },
@@ -214,19 +213,6 @@ impl Document {
         match &self.content {
             Content::Memory(bytes) => bytes.len() as u64,
             Content::Stored { size, .. } => *size,
-        }
-    }
-}
-
-impl Content {
-    /// The bytes in memory (a guest's stdin), read from the store once.
-    fn load(&mut self, documents: &dyn Documents) -> Result<&[u8], StoreError> {
-        if let Content::Stored { reference, .. } = self {
-            *self = Content::Memory(documents.read(reference)?);
-        }
-        match self {
-            Content::Memory(bytes) => Ok(bytes),
-            Content::Stored { .. } => unreachable!("loaded above"),
         }
     }
 }
@@ -569,10 +555,14 @@ impl Runner {
                 match step {
                     Step::Wasm { module, .. } => {
                         let env = environment(job, record, tracked, &process.settings, &document);
-                        let input = document
-                            .content
-                            .load(&*self.documents)
-                            .map_err(|e| StepFailure::payload(&e))?;
+                        let input = match &document.content {
+                            Content::Memory(bytes) => GuestDocument::Bytes(bytes),
+                            Content::Stored { reference, .. } => GuestDocument::Stream(
+                                self.documents
+                                    .reader(reference)
+                                    .map_err(|e| StepFailure::payload(&e))?,
+                            ),
+                        };
                         let run = module.run(GuestInput {
                             document: input,
                             env: &env,

@@ -24,7 +24,8 @@
 #   bash benches/large.sh                       # 1 GiB
 #   SIZE_MIB=100 bash benches/large.sh
 #
-# Knobs (environment): SIZE_MIB (default 1024); KEEP=1 keeps the work
+# Knobs (environment): SIZE_MIB (default 1024); PROFILE=1 records the
+# server with perf during the send and prints its hottest symbols; KEEP=1 keeps the work
 # directory (under target/, disk-backed: the payload, the message Atom
 # stores and the downloaded copy take up to about 3.5 x SIZE_MIB); MAX_RSS_MIB
 # (default 6144): the sampler kills the server above it; TIMEOUT (default
@@ -191,6 +192,11 @@ cpu() { awk '{ print $14 + $15 }' "/proc/$PID/stat" 2>/dev/null || echo 0; }
 say "sending: $SIZE_MIB MiB, compressed before signing + signed + encrypted, signed sync MDN"
 cd "$WORK"  # no atom.yaml here: `atom send` uses only its arguments
 cpu0=$(cpu)
+PERF=""
+if [ "${PROFILE:-0}" = 1 ]; then
+  # The server only: idle while the client builds the message.
+  perf record -F 499 -g -p "$PID" -o "$RES/perf.data" 2> "$RES/perf.err" & PERF=$!
+fi
 t0=$(date +%s.%N)
 send_rc=0
 "$ATOM" --data-dir "$WORK/sender" send payload.edi --url "$URL" --from "$PARTNER" --to "$ORG" \
@@ -199,6 +205,12 @@ send_rc=0
 t1=$(date +%s.%N)
 sleep 1  # anything the server does right after the MDN
 cpu1=$(cpu)
+if [ -n "$PERF" ]; then
+  kill -INT "$PERF" 2>/dev/null || true; wait "$PERF" 2>/dev/null || true
+  perf report -i "$RES/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -40 > "$RES/perf.txt" || true
+  say "profile (perf, server only, self time):"; cat "$RES/perf.txt"
+fi
 HWM_KIB=$(awk '/^VmHWM/ { print $2 }' "/proc/$PID/status" 2>/dev/null || echo 0)
 kill -TERM "$SAMPLER"; wait "$SAMPLER" || true; SAMPLER=""
 cd "$ROOT"

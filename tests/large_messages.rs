@@ -258,6 +258,22 @@ fn a_large_compressed_signed_encrypted_message_is_streamed_to_the_store() {
         "the raw request ends with the body as sent"
     );
 
+    // A resend is a duplicate: the original receipt, nothing stored again,
+    // and its content found equal to the stored request.
+    let again = post(atom.http(), "/as2", &message.headers, &message.body);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(
+        again.body == response.body,
+        "the original MDN, byte for byte"
+    );
+    assert_eq!(site.messages().len(), 1, "stored once");
+    let log = site.log();
+    assert!(
+        log.contains("duplicate message: original receipt returned"),
+        "{log}"
+    );
+    assert!(!log.contains("suspicious duplicate"), "{log}");
+
     // In memory, this message took more than twice its size (the
     // decrypted and the inflated copies); streamed, it takes buffers and
     // the first 8 MiB of the body, read before it is spooled.

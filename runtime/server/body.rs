@@ -31,7 +31,10 @@ pub const MEMORY_LIMIT: usize = 8 << 20;
 pub enum Body {
     Memory(Vec<u8>),
     /// An anonymous file in the spool folder (not synced: the stored copy
-    /// is made durable with the receipt), and the same as a [`Source`].
+    /// is made durable with the receipt): the `head` given to [`read`]
+    /// (the request's rendered headers), then the body, which is `source`.
+    /// So the file is the raw request as stored, and a file store links it
+    /// into place instead of copying it.
     Spooled {
         file: Arc<std::fs::File>,
         source: Source,
@@ -71,6 +74,7 @@ pub async fn read(
     limit: u64,
     spool_dir: &Path,
     pace: &ConnectionLimits,
+    head: &[u8],
 ) -> Result<Body, BodyError> {
     let mut memory: Vec<u8> = Vec::new();
     let mut spool: Option<std::fs::File> = None;
@@ -103,7 +107,8 @@ pub async fn read(
                     .map_err(|e| BodyError::Io(format!("{}: {e}", spool_dir.display())))?;
                 let mut file = tempfile::tempfile_in(spool_dir)
                     .map_err(|e| BodyError::Io(format!("creating spool file: {e}")))?;
-                file.write_all(&memory)
+                file.write_all(head)
+                    .and_then(|_| file.write_all(&memory))
                     .and_then(|_| file.write_all(&chunk))
                     .map_err(|e| BodyError::Io(format!("spooling request body: {e}")))?;
                 memory = Vec::new();
@@ -117,7 +122,10 @@ pub async fn read(
         Some(file) => {
             let file = Arc::new(file);
             Source::whole(file.clone())
-                .map(|source| Body::Spooled { file, source })
+                .map(|whole| Body::Spooled {
+                    file,
+                    source: whole.narrow(head.len() as u64, whole.len()),
+                })
                 .map_err(|e| BodyError::Io(format!("spooling request body: {e}")))
         }
     }

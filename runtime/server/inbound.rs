@@ -309,11 +309,15 @@ async fn handle(
             return retry_later("quota", "5", refusal.to_string());
         }
     };
+    // Rendered now: a spooled body's file starts with them and becomes the
+    // stored raw request.
+    let raw_headers = render_headers(&headers);
     let body = match body::read(
         payload,
         limit,
         &state.config.data_dir.join("spool"),
         &state.config.web.limits,
+        raw_headers.as_bytes(),
     )
     .await
     {
@@ -364,6 +368,7 @@ async fn handle(
         state: state.clone(),
         spec: spec.clone(),
         headers,
+        raw_headers,
         from,
         to,
         message_id,
@@ -513,6 +518,8 @@ struct Work {
     state: web::Data<AppState>,
     spec: Arc<ListenerSpec>,
     headers: Headers,
+    /// The headers as stored before the body.
+    raw_headers: String,
     from: String,
     to: String,
     message_id: String,
@@ -644,13 +651,14 @@ impl Work {
         };
 
         // Durable first: the raw request, the payload and the log row; then the MDN.
-        let raw_headers = render_headers(&self.headers);
+        let head = Piece::Bytes(self.raw_headers.as_bytes());
         // A refused request is kept only in part: enough to diagnose it,
         // never a stranger's whole upload.
         let refused_prefix;
-        let kept = match (body, opened.is_ok()) {
-            (Body::Memory(bytes), true) => Piece::Bytes(bytes),
-            (Body::Spooled { file, .. }, true) => Piece::File(file),
+        let request = match (body, opened.is_ok()) {
+            (Body::Memory(bytes), true) => vec![head, Piece::Bytes(bytes)],
+            // The spool file holds the headers, then the body.
+            (Body::Spooled { file, .. }, true) => vec![Piece::File(file)],
             (_, false) => {
                 refused_prefix = body
                     .prefix(self.state.config.refused_prefix_bytes)
@@ -661,13 +669,10 @@ impl Work {
                             e.to_string(),
                         )
                     })?;
-                Piece::Bytes(&refused_prefix)
+                vec![head, Piece::Bytes(&refused_prefix)]
             }
         };
-        let mut parts = vec![Part::new(
-            "request",
-            vec![Piece::Bytes(raw_headers.as_bytes()), kept],
-        )];
+        let mut parts = vec![Part::new("request", request)];
         if let Some(payload) = &payload {
             parts.push(Part::new("payload", vec![payload.piece()]));
         }
@@ -678,8 +683,14 @@ impl Work {
         // of being written back by the commit's syncfs.
         drop(payload);
         if let Body::Spooled { file, .. } = body {
-            if let Err(e) = file.set_len(0) {
-                tracing::debug!(error = %e, "emptying the spool file");
+            // Unless a file store linked it into place as the document.
+            let linked = file
+                .metadata()
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0);
+            if !linked {
+                if let Err(e) = file.set_len(0) {
+                    tracing::debug!(error = %e, "emptying the spool file");
+                }
             }
         }
         let written = &staged.references;
@@ -947,13 +958,18 @@ impl Work {
                 Body::Spooled { file, source } => {
                     // Emptied once staged (a copy that lost the commit
                     // race): then the comparison is unknown.
-                    if file.metadata().ok()?.len() != source.len() {
+                    let head = file.metadata().ok()?.len().checked_sub(source.len())?;
+                    if head != self.raw_headers.len() as u64 {
                         return None;
                     }
-                    // SAFETY: the spool file is anonymous and private to this
-                    // request; nothing else can change it while mapped.
+                    // SAFETY: the spool file is private to this request
+                    // (anonymous, or linked as the document of a copy that
+                    // lost the race and is discarded); nothing changes it
+                    // while mapped.
                     let map = unsafe { memmap2::Mmap::map(&**file) }.ok()?;
-                    self.state.documents.ends_with(reference, &map)
+                    self.state
+                        .documents
+                        .ends_with(reference, &map[head as usize..])
                 }
             });
         match same {

@@ -147,12 +147,45 @@ pub fn write(dir: &Path, parts: &[Part<'_>]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::with_capacity(parts.len());
     for part in parts {
         let path = dir.join(part.name);
+        if let [Piece::File(whole)] = part.pieces.as_slice() {
+            if link_anonymous(whole, &path).is_ok() {
+                written.push(path);
+                continue;
+            }
+        }
         let mut file = fs::File::create(&path).map_err(|e| fail("creating file", &path, e))?;
         part.write_to(&mut file)
             .map_err(|e| fail("writing file", &path, e))?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Gives an anonymous file (`O_TMPFILE`, as the spool and payload files
+/// are made) a name, instead of copying it: a 1 GiB request or payload is
+/// written once. Fails (and the caller copies) for a file that had a name
+/// and lost it, or one on another filesystem.
+fn link_anonymous(file: &fs::File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(std::io::Error::other)?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: both are valid NUL-terminated paths; linkat reads them only.
+    let done = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Removes the files of a message that was not stored (a duplicate, or a

@@ -21,6 +21,7 @@ use atom_connectors::as2::mdn::{self, Disposition, MdnTrust};
 use atom_connectors::as2::mic::Mic;
 use atom_connectors::as2::mime::{self, Entity};
 use atom_connectors::as2::signed;
+use atom_connectors::as2::stream;
 use atom_connectors::as2::unwrap::{self, ReceiveSettings};
 use atom_connectors::keys::{self, KeyKind};
 use atom_connectors::{As2Error, ErrorKind};
@@ -484,7 +485,23 @@ fn open(what: &str, fx: &Fixture, headers: &Headers, body: &[u8]) -> Result<(), 
     let chosen = options
         .as_ref()
         .and_then(DispositionNotificationOptions::choose_mic_alg);
-    match unwrap::unwrap(headers, body, &fx.settings, chosen.as_ref()) {
+    let in_memory = unwrap::unwrap(headers, body, &fx.settings, chosen.as_ref());
+    // The streaming pipeline (large requests) on the same bytes: it may
+    // never open what the in-memory one refuses, and what both open must
+    // be the same payload with the same MIC.
+    let streamed = open_streaming(headers, body, &fx.settings, chosen.as_ref());
+    match (&in_memory, &streamed) {
+        (Ok(memory), Ok((opened, payload))) => {
+            assert!(
+                memory.payload.as_slice() == payload.as_slice(),
+                "{what}: streamed payload differs"
+            );
+            assert_eq!(memory.mic, opened.mic, "{what}: streamed MIC differs");
+        }
+        (Err(e), Ok(_)) => panic!("{what}: the streaming unwrap opens what memory refuses: {e}"),
+        (_, Err(e)) => expect_kind(&format!("{what} (streamed)"), e, UNWRAP_KINDS),
+    }
+    match in_memory {
         Ok(opened) => {
             if let Some(name) = &opened.file_name {
                 check_file_name(name);
@@ -501,6 +518,25 @@ fn open(what: &str, fx: &Fixture, headers: &Headers, body: &[u8]) -> Result<(), 
             Err(e)
         }
     }
+}
+
+/// [`stream::unwrap_file`] on `body` written to an anonymous file.
+fn open_streaming(
+    headers: &Headers,
+    body: &[u8],
+    settings: &ReceiveSettings,
+    chosen: Option<&headers::ChosenMicAlg>,
+) -> Result<(unwrap::Opened, Vec<u8>), As2Error> {
+    use std::io::{Read, Seek, Write};
+    let mut spooled = tempfile::tempfile().expect("temp file");
+    spooled.write_all(body).expect("spool");
+    let source = stream::Source::whole(std::sync::Arc::new(spooled)).expect("source");
+    let mut payload = tempfile::tempfile().expect("temp file");
+    let opened = stream::unwrap_file(headers, &source, settings, chosen, &payload)?;
+    let mut bytes = Vec::new();
+    payload.rewind().expect("rewind");
+    payload.read_to_end(&mut bytes).expect("read payload");
+    Ok((opened, bytes))
 }
 
 // ---------------------------------------------------------------------------

@@ -8,42 +8,8 @@
 mod common;
 
 use atom_connectors::as2::mdn::{self, Disposition, MdnTrust};
-use common::pyas2lib::{pyas2lib_messages_with, share_keys, Options};
+use common::pyas2lib::{dense_edi, pyas2lib_messages_with, share_keys, Options};
 use common::*;
-
-/// `VmHWM` (peak resident set) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM")
-}
-
-/// Text that compresses like a dense EDI file with varied numbers (about
-/// 4:3), so the request stays larger than the in-memory limit.
-fn dense_edi(bytes: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes + 64);
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    while out.len() < bytes {
-        // xorshift: cheap, deterministic, not compressible much.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(
-            format!("PO1*{:x}*{:x}~\r\n", state, state.rotate_left(29)).as_bytes(),
-        );
-    }
-    // Whole lines: pyas2lib writes line ends as CRLF.
-    let whole = out[..bytes]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    out.truncate(whole);
-    out
-}
 
 /// A large message built by pyas2lib (compressed, signed, encrypted) for
 /// a site that shares keys with it; the payload and the message.

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
-use common::pyas2lib::{pyas2lib_messages, share_keys, Built};
+use common::pyas2lib::{
+    dense_edi, pyas2lib_messages, pyas2lib_messages_with, share_keys, Built, Options,
+};
 use common::*;
 use serde_json::Value;
 
@@ -595,4 +597,71 @@ fn load_through_haproxy_while_a_node_is_killed_stores_and_runs_each_message_once
         "{} signed+encrypted messages through HAProxy, node 2 killed after {killed_at} and restarted; all complete {took:?} after the senders finished",
         SENDERS * EACH
     );
+}
+
+/// A message larger than the in-memory limit, on a node of the Molecule:
+/// its request and payload go into PostgreSQL chunk by chunk from the
+/// spooled files, and its execution streams the payload back out of
+/// PostgreSQL into a disk step, with the server's memory flat.
+#[test]
+fn a_large_message_is_streamed_into_postgresql_and_out_to_a_disk_step() {
+    let _serial = serial();
+    let Some(pg) = Postgres::new() else { return };
+    let site = node(&pg, "big");
+    let peer = site.path().join("peer");
+    let start_step = share_keys(std::slice::from_ref(&site), &peer);
+    site.deploy("acme", &format!("{start_step}{DISK_PROCESS}"));
+    let payload = dense_edi(24 << 20);
+    let payload_file = peer.join("large.edi");
+    std::fs::write(&payload_file, &payload).expect("payload file");
+    let message = pyas2lib_messages_with(
+        &peer,
+        "big",
+        1,
+        &Options {
+            payload_file: Some(&payload_file),
+            compress: true,
+        },
+    )
+    .remove(0);
+    assert!(
+        message.body.len() > 8 << 20,
+        "spooled: {} bytes",
+        message.body.len()
+    );
+    let atom = start(&site, &pg);
+    let before = peak_rss_kib(atom.child.id());
+    let response = post(atom.http(), "/as2", &message.headers, &message.body);
+    assert!(
+        signed_receipt_for(&response, &message),
+        "{}",
+        response.text()
+    );
+    let executions = site.wait_for_executions(1);
+    assert_eq!(executions[0]["status"], "COMPLETE", "{:?}", executions[0]);
+    let after = peak_rss_kib(atom.child.id());
+    let id = executions[0]["id"].as_str().expect("execution id");
+    let written = std::fs::read(site.path().join(format!("data/out/acme/{id}.edi")))
+        .expect("disk step output");
+    assert!(
+        written == payload,
+        "the disk step wrote the payload byte for byte"
+    );
+    let stored = &site.messages()[0];
+    assert!(
+        site.document(stored, "payload") == payload,
+        "payload in PostgreSQL"
+    );
+    assert!(
+        site.document(stored, "raw").ends_with(&message.body),
+        "raw request in PostgreSQL"
+    );
+    let growth_mib = after.saturating_sub(before) >> 10;
+    eprintln!(
+        "{} MiB payload through PostgreSQL: server peak RSS {} -> {} MiB",
+        payload.len() >> 20,
+        before >> 10,
+        after >> 10
+    );
+    assert!(growth_mib < 24, "peak RSS grew by {growth_mib} MiB");
 }

@@ -662,3 +662,14 @@ pub fn http_receiver(failures: usize) -> (u16, std::sync::mpsc::Receiver<(String
     });
     (port, rx)
 }
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}

@@ -150,3 +150,26 @@ pub fn pyas2lib_messages_with(
         })
         .collect()
 }
+
+/// Text that compresses like a dense EDI file with varied numbers (about
+/// 4:3), so the request stays larger than the in-memory limit.
+pub fn dense_edi(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 64);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    while out.len() < bytes {
+        // xorshift: cheap, deterministic, not compressible much.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(
+            format!("PO1*{:x}*{:x}~\r\n", state, state.rotate_left(29)).as_bytes(),
+        );
+    }
+    // Whole lines: pyas2lib writes line ends as CRLF.
+    let whole = out[..bytes]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    out.truncate(whole);
+    out
+}

@@ -24,7 +24,9 @@
 #   bash benches/large.sh                       # 1 GiB
 #   SIZE_MIB=100 bash benches/large.sh
 #
-# Knobs (environment): SIZE_MIB (default 1024); PROFILE=1 records the
+# Knobs (environment): SIZE_MIB (default 1024); STORE=postgres stores the
+# message in a PostgreSQL started here (Debian's; installed when missing)
+# instead of the default SQLite store and files; PROFILE=1 records the
 # server with perf during the send and prints its hottest symbols; KEEP=1 keeps the work
 # directory (under target/, disk-backed: the payload, the message Atom
 # stores and the downloaded copy take up to about 3.5 x SIZE_MIB); MAX_RSS_MIB
@@ -55,11 +57,14 @@ mkdir -p "$ROOT/target"
 WORK=$(mktemp -d "$ROOT/target/large.XXXXXX")
 KEYS=$WORK/keys RES=$WORK/results
 mkdir -p "$KEYS" "$RES" "$WORK/sender"
-PID="" SAMPLER=""
+PID="" SAMPLER="" PGBIN=""
+# PostgreSQL refuses to run as root: as user postgres then.
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
   wait 2>/dev/null || true
+  [ -n "$PGBIN" ] && as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -142,6 +147,25 @@ limit=$((SIZE + (64 << 20)))
 if [ "$limit" -gt $((1 << 30)) ]; then
   sed -i "s/^shared_web_server: { /&max_request_size: $limit, /" "$WORK/atom/atom.yaml"
   echo "shared_web_server.max_request_size raised to $limit bytes (default 1 GiB)"
+fi
+if [ "${STORE:-sqlite}" = postgres ]; then
+  # Debian's PostgreSQL in a temp dir; the message's documents go into it.
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  fi
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PGPORT=$(port) PGPASS=$(openssl rand -hex 12)
+  chmod 755 "$WORK"; mkdir -p "$WORK/pg"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg"
+  (cd /tmp && as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres -A trust >/dev/null)
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/log" -w \
+    -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null
+  (cd /tmp && as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc \
+    "CREATE ROLE atom LOGIN PASSWORD '$PGPASS'" -c "CREATE DATABASE atom OWNER atom" >/dev/null)
+  export ATOM_STORE_PASSWORD=$PGPASS
+  printf 'store:\n  postgres:\n    url: postgres://atom@127.0.0.1:%s/atom\n' "$PGPORT" >> "$WORK/atom/atom.yaml"
+  echo "store: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on port $PGPORT (documents in 1 MiB chunks)"
 fi
 URL=http://127.0.0.1:$HTTP/as2/bench
 start_atom "$ATOM" "$WORK/atom"

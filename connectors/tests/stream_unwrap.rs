@@ -100,6 +100,20 @@ fn assert_agree(what: &str, headers: &Headers, body: &[u8], settings: &ReceiveSe
             );
             false
         }
+        // OpenSSL's defence against the million-message attack: a content
+        // key that does not unwrap is replaced by a random one, and about
+        // one time in 256 the padding of what that decrypts to looks
+        // right. The in-memory path then "opens" garbage without MIME
+        // headers; the streaming one refuses (it unwraps the key itself).
+        (Ok(memory), Err(e))
+            if e.kind() == atom_connectors::as2::error::ErrorKind::Decryption
+                && memory
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("no MIME headers")) =>
+        {
+            false
+        }
         (Ok(_), Err(e)) => panic!("{what}: opens in memory, streaming refuses: {e}"),
         (Err(e), Ok(_)) => panic!("{what}: streaming opens what memory refuses: {e}"),
     }

@@ -101,11 +101,14 @@ pub fn decompress_stream(
             "content type is {content_type}, not id-ct-compressedData"
         ))));
     }
-    if !explicit.is(CLASS_CONTEXT, 0) || !compressed.is(CLASS_UNIVERSAL, TAG_SEQUENCE) {
+    // As lenient as the slice parser above: the content's own tag is not
+    // checked.
+    let _ = &compressed;
+    if !explicit.is(CLASS_CONTEXT, 0) {
         return Err(bad(As2Error::malformed("malformed ContentInfo content")));
     }
-    let _version = reader.element(16).map_err(bad)?;
-    let algorithm_der = reader.element(4096).map_err(bad)?;
+    let _version = reader.element(1 << 20).map_err(bad)?;
+    let algorithm_der = reader.element(1 << 20).map_err(bad)?;
     let algorithm = ber::read(&algorithm_der)
         .and_then(|(t, _)| {
             if t.is(CLASS_UNIVERSAL, TAG_SEQUENCE) {
@@ -129,7 +132,7 @@ pub fn decompress_stream(
         ));
     }
     let encap = reader.header().map_err(bad)?;
-    let _inner_type = reader.element(256).map_err(bad)?;
+    let _inner_type = reader.element(1 << 20).map_err(bad)?;
     let econtent = reader.header().map_err(bad)?;
     if !encap.is(CLASS_UNIVERSAL, TAG_SEQUENCE) || !econtent.is(CLASS_CONTEXT, 0) {
         return Err(bad(As2Error::malformed(
@@ -140,8 +143,15 @@ pub fn decompress_stream(
     if !string.is(CLASS_UNIVERSAL, TAG_OCTET_STRING) {
         return Err(bad(As2Error::malformed("eContent is not an OCTET STRING")));
     }
-    let octets = reader.octets(&string).map_err(bad)?;
-    inflate_from(octets, None, limit, sink)
+    let mut octets = reader.octets(&string).map_err(bad)?;
+    inflate_from(&mut octets, None, limit, sink)?;
+    // What follows the zlib stream in the OCTET STRING is ignored, as the
+    // in-memory path ignores it; the structure around it must be whole.
+    std::io::copy(&mut octets, &mut std::io::sink())
+        .map_err(|e| bad(As2Error::malformed(e.to_string())))?;
+    reader
+        .close(&[outer, explicit, compressed, encap, econtent], 1 << 20)
+        .map_err(bad)
 }
 
 /// The zlib stream of a CompressedData ContentInfo.

@@ -22,6 +22,8 @@ pub struct Header {
     pub length: Option<u64>,
     /// The identifier and length octets as read.
     pub raw: Vec<u8>,
+    /// Where a definite-length element ends in the input.
+    pub end: Option<u64>,
 }
 
 impl Header {
@@ -110,8 +112,43 @@ impl<R: Read> BerReader<R> {
             if header.constructed {
                 self.ends.push(end);
             }
+            return Ok(Header {
+                end: Some(end),
+                ..header
+            });
         }
         Ok(header)
+    }
+
+    /// Reads to the end of each of `open` (the constructed elements the
+    /// caller entered, outermost first), innermost first: what follows the
+    /// part the caller read must be whole elements, closed by the
+    /// end-of-contents octets of an indefinite length or ending exactly at
+    /// a definite one. So a message cut short after its content is refused
+    /// as the slice parser refuses it.
+    pub fn close(&mut self, open: &[Header], limit: usize) -> Result<()> {
+        for header in open.iter().rev() {
+            match header.end {
+                Some(end) => {
+                    while self.position < end {
+                        self.element(limit)?;
+                    }
+                    if self.position != end {
+                        return Err(As2Error::malformed(
+                            "ASN.1 element runs past the end of its enclosing element",
+                        ));
+                    }
+                }
+                None => loop {
+                    let next = self.header()?;
+                    if next.is_end_of_contents() {
+                        break;
+                    }
+                    self.element_after(next, limit)?;
+                },
+            }
+        }
+        Ok(())
     }
 
     fn read_header(&mut self) -> Result<Header> {
@@ -167,6 +204,7 @@ impl<R: Read> BerReader<R> {
             tag,
             length,
             raw,
+            end: None,
         })
     }
 

@@ -169,6 +169,12 @@ fn decrypt_inner(
         )
     })?;
     sink(&output[..produced])?;
+    drop(octets);
+    // The envelope must be whole after its content, as OpenSSL requires
+    // when it parses it in memory.
+    reader
+        .close(&[outer, explicit, enveloped, info], SMALL_ELEMENT)
+        .map_err(structural)?;
     Ok(Streamed::Done(algorithms))
 }
 
@@ -375,14 +381,19 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 fn names(recipient: &Recipient, pair: &KeyPair) -> bool {
     match &recipient.id {
         RecipientId::IssuerSerial { issuer, serial } => {
-            let our_issuer = pair.cert.issuer_name().to_der().unwrap_or_default();
             let our_serial = pair
                 .cert
                 .serial_number()
                 .to_bn()
                 .map(|bn| bn.to_vec())
                 .unwrap_or_default();
-            *issuer == our_issuer && strip_leading_zeros(serial) == strip_leading_zeros(&our_serial)
+            // Names compared as OpenSSL compares them (X509_NAME_cmp, on
+            // their canonical form), not byte for byte.
+            let same_issuer = openssl::x509::X509Name::from_der(issuer)
+                .ok()
+                .and_then(|name| name.try_cmp(pair.cert.issuer_name()).ok())
+                == Some(std::cmp::Ordering::Equal);
+            same_issuer && strip_leading_zeros(serial) == strip_leading_zeros(&our_serial)
         }
         RecipientId::SubjectKeyId(id) => pair
             .cert

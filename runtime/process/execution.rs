@@ -217,17 +217,26 @@ impl Document {
     }
 }
 
-/// Opens a stored document, once per delivery attempt.
-fn opener(
+/// Hands `send` the document's bytes to deliver: in memory, or a way to
+/// open the stored ones, once per attempt.
+fn with_delivered<T>(
+    content: &Content,
     documents: &Arc<dyn Documents>,
-    reference: &str,
-) -> impl Fn() -> std::io::Result<Box<dyn std::io::Read + Send>> + Sync {
-    let documents = documents.clone();
-    let reference = reference.to_string();
-    move || {
-        documents
-            .reader(&reference)
-            .map_err(|e| std::io::Error::other(e.to_string()))
+    send: impl FnOnce(Delivered<'_>) -> T,
+) -> T {
+    match content {
+        Content::Memory(bytes) => send(Delivered::Bytes(bytes)),
+        Content::Stored { reference, size } => {
+            let open = || {
+                documents
+                    .reader(reference)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            };
+            send(Delivered::Stream {
+                open: &open,
+                len: *size,
+            })
+        }
     }
 }
 
@@ -602,23 +611,14 @@ impl Runner {
                         }));
                     }
                     Step::Disk(target) => {
-                        let open;
-                        let content = match &document.content {
-                            Content::Memory(bytes) => Delivered::Bytes(bytes),
-                            Content::Stored { reference, size } => {
-                                open = opener(&self.documents, reference);
-                                Delivered::Stream {
-                                    open: &open,
-                                    len: *size,
-                                }
-                            }
-                        };
                         let written = match self.faults.disk_failure() {
                             Some(source) => Err(DiskError::Io {
                                 path: target.directory.clone(),
                                 source,
                             }),
-                            None => target.write(content, lookup),
+                            None => with_delivered(&document.content, &self.documents, |c| {
+                                target.write(c, lookup)
+                            }),
                         };
                         let path = written.map_err(|e| StepFailure::disk(&where_, &e))?;
                         log.line("INFO", format_args!("{where_}: wrote {}", path.display()));
@@ -627,20 +627,10 @@ impl Runner {
                     }
                     Step::Http(target) => {
                         let client = self.http_client().map_err(StepFailure::permanent)?;
-                        let open;
-                        let content = match &document.content {
-                            Content::Memory(bytes) => Delivered::Bytes(bytes),
-                            Content::Stored { reference, size } => {
-                                open = opener(&self.documents, reference);
-                                Delivered::Stream {
-                                    open: &open,
-                                    len: *size,
-                                }
-                            }
-                        };
-                        let delivered = target
-                            .post(client, content, lookup)
-                            .map_err(|e| StepFailure::http(&where_, &e))?;
+                        let delivered = with_delivered(&document.content, &self.documents, |c| {
+                            target.post(client, c, lookup)
+                        })
+                        .map_err(|e| StepFailure::http(&where_, &e))?;
                         if delivered.attempts > 1 {
                             *warned = true;
                             log.line(

@@ -235,52 +235,37 @@ pub fn unwrap(
                 let kind = ber::content_info(der)
                     .map(|(oid, _)| oid)
                     .unwrap_or_default();
-                if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
-                    if compressed_at.is_some() {
-                        return Err(twice("compressed"));
+                let found = LayersSoFar {
+                    encrypted: encryption.is_some(),
+                    compressed: compressed_at.is_some(),
+                };
+                match cms_layer(&kind, &smime_type, found, settings.require_encrypted)? {
+                    CmsLayer::Compressed => {
+                        compressed_at = Some(signature.is_some());
+                        let inflated = compress::decompress_spilling(
+                            der,
+                            settings.max_decompressed_size,
+                            spool_dir,
+                        )?;
+                        (inflated, "decompressed")
                     }
-                    if settings.require_encrypted && encryption.is_none() {
-                        return Err(encryption_required("compressed-data"));
+                    CmsLayer::Enveloped => {
+                        let decrypted = cms::decrypt(der, &settings.decryption_keys)?;
+                        encryption = Some(EncryptionInfo {
+                            algorithm: decrypted
+                                .algorithms
+                                .content_encryption
+                                .unwrap_or_else(|| "unknown".into()),
+                            key_transport: decrypted.algorithms.key_transport,
+                        });
+                        if signature.is_none() {
+                            // Used only if no signature follows: then the digest is
+                            // the requested one or SHA-256.
+                            let (alg, spelling) = mic_algorithm(mic_alg, None);
+                            decrypted_mic = Some(Mic::compute(alg, &spelling, &decrypted.content)?);
+                        }
+                        (Payload::from(decrypted.content), "decrypted")
                     }
-                    compressed_at = Some(signature.is_some());
-                    let inflated = compress::decompress_spilling(
-                        der,
-                        settings.max_decompressed_size,
-                        spool_dir,
-                    )?;
-                    (inflated, "decompressed")
-                } else if kind == ber::oid::ENVELOPED_DATA
-                    || kind == ber::oid::AUTH_ENVELOPED_DATA
-                    || smime_type.contains("enveloped")
-                {
-                    if encryption.is_some() {
-                        return Err(twice("encrypted"));
-                    }
-                    let decrypted = cms::decrypt(der, &settings.decryption_keys)?;
-                    encryption = Some(EncryptionInfo {
-                        algorithm: decrypted
-                            .algorithms
-                            .content_encryption
-                            .unwrap_or_else(|| "unknown".into()),
-                        key_transport: decrypted.algorithms.key_transport,
-                    });
-                    if signature.is_none() {
-                        // Used only if no signature follows: then the digest is
-                        // the requested one or SHA-256.
-                        let (alg, spelling) = mic_algorithm(mic_alg, None);
-                        decrypted_mic = Some(Mic::compute(alg, &spelling, &decrypted.content)?);
-                    }
-                    (Payload::from(decrypted.content), "decrypted")
-                } else if kind == ber::oid::SIGNED_DATA {
-                    return Err(As2Error::new(
-                        ErrorKind::Unsupported,
-                        "opaque signed-data is not used by AS2; RFC 4130 requires multipart/signed",
-                    ));
-                } else {
-                    return Err(As2Error::new(
-                        if encryption.is_none() && smime_type.is_empty() { ErrorKind::Malformed } else { ErrorKind::Decryption },
-                        format!("application/pkcs7-mime body is not a CMS structure we know (content type {kind:?})"),
-                    ));
                 }
             };
             // The outer layer's bytes are released here, before the next
@@ -340,6 +325,64 @@ pub fn unwrap(
     Err(As2Error::new(
         ErrorKind::Unsupported,
         format!("message nests more than {MAX_LAYERS} security layers"),
+    ))
+}
+
+/// The layers found so far, as far as [`cms_layer`] needs them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayersSoFar {
+    pub encrypted: bool,
+    pub compressed: bool,
+}
+
+/// What an application/pkcs7-mime layer holds.
+pub(crate) enum CmsLayer {
+    Compressed,
+    Enveloped,
+}
+
+/// Decides what an application/pkcs7-mime layer is from its ContentInfo
+/// OID (`kind`) and its smime-type, with the refusals that come before any
+/// work on it; both pipelines (in memory, and [`super::stream`]) ask here.
+pub(crate) fn cms_layer(
+    kind: &str,
+    smime_type: &str,
+    found: LayersSoFar,
+    require_encrypted: bool,
+) -> Result<CmsLayer> {
+    if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
+        if found.compressed {
+            return Err(twice("compressed"));
+        }
+        if require_encrypted && !found.encrypted {
+            return Err(encryption_required("compressed-data"));
+        }
+        return Ok(CmsLayer::Compressed);
+    }
+    if kind == ber::oid::ENVELOPED_DATA
+        || kind == ber::oid::AUTH_ENVELOPED_DATA
+        || smime_type.contains("enveloped")
+    {
+        if found.encrypted {
+            return Err(twice("encrypted"));
+        }
+        return Ok(CmsLayer::Enveloped);
+    }
+    if kind == ber::oid::SIGNED_DATA {
+        return Err(As2Error::new(
+            ErrorKind::Unsupported,
+            "opaque signed-data is not used by AS2; RFC 4130 requires multipart/signed",
+        ));
+    }
+    Err(As2Error::new(
+        if !found.encrypted && smime_type.is_empty() {
+            ErrorKind::Malformed
+        } else {
+            ErrorKind::Decryption
+        },
+        format!(
+            "application/pkcs7-mime body is not a CMS structure we know (content type {kind:?})"
+        ),
     ))
 }
 

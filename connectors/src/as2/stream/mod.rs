@@ -41,9 +41,9 @@ use super::mic::Mic;
 use super::mime::{self, Base64Stream, ContentType, MAX_HEADER_BLOCK};
 use super::signed::{self, SignedParts};
 use super::unwrap::{
-    check_policy, describe, encryption_required, mic_algorithm, peek_cms_type,
-    refuse_unless_enveloped, top_headers, twice, Described, EncryptionInfo, Opened,
-    ReceiveSettings, SignatureInfo,
+    check_policy, cms_layer, describe, mic_algorithm, peek_cms_type, refuse_unless_enveloped,
+    top_headers, twice, CmsLayer, Described, EncryptionInfo, LayersSoFar, Opened, ReceiveSettings,
+    SignatureInfo,
 };
 
 /// At most this many layers (encrypt, sign, compress, and slack).
@@ -133,53 +133,38 @@ pub fn unwrap_file(
             let der = cms_body(&range, &layer.headers, spool_dir)?;
             let kind = ber::peek_content_type(&der.prefix(64).map_err(io_failure("reading"))?)
                 .unwrap_or_default();
-            if kind == ber::oid::COMPRESSED_DATA || smime_type == "compressed-data" {
-                if compressed_at.is_some() {
-                    return Err(twice("compressed"));
+            let found = LayersSoFar {
+                encrypted: encryption.is_some(),
+                compressed: compressed_at.is_some(),
+            };
+            match cms_layer(&kind, &smime_type, found, settings.require_encrypted)? {
+                CmsLayer::Compressed => {
+                    compressed_at = Some(signature.is_some());
+                    let mut sink = EntitySink::new(payload, spool_dir, None)?;
+                    compress::decompress_stream(
+                        der.reader(),
+                        der.len(),
+                        settings.max_decompressed_size,
+                        |c| sink.write(c),
+                    )?;
+                    layer = sink.finish("decompressed", &mut warnings)?.0;
                 }
-                if settings.require_encrypted && encryption.is_none() {
-                    return Err(encryption_required("compressed-data"));
+                CmsLayer::Enveloped => {
+                    // Used only if no signature follows: then the digest is the
+                    // requested one or SHA-256.
+                    let hash_for_mic = signature.is_none().then(|| mic_algorithm(mic_alg, None));
+                    let mut sink = EntitySink::new(payload, spool_dir, hash_for_mic)?;
+                    let algorithms = decrypt(&der, &settings.decryption_keys, &mut sink)?;
+                    encryption = Some(EncryptionInfo {
+                        algorithm: algorithms
+                            .content_encryption
+                            .unwrap_or_else(|| "unknown".into()),
+                        key_transport: algorithms.key_transport,
+                    });
+                    let (next, mic) = sink.finish("decrypted", &mut warnings)?;
+                    decrypted_mic = mic;
+                    layer = next;
                 }
-                compressed_at = Some(signature.is_some());
-                let mut sink = EntitySink::new(payload, spool_dir, None)?;
-                compress::decompress_stream(
-                    der.reader(),
-                    der.len(),
-                    settings.max_decompressed_size,
-                    |c| sink.write(c),
-                )?;
-                layer = sink.finish("decompressed", &mut warnings)?.0;
-            } else if kind == ber::oid::ENVELOPED_DATA
-                || kind == ber::oid::AUTH_ENVELOPED_DATA
-                || smime_type.contains("enveloped")
-            {
-                if encryption.is_some() {
-                    return Err(twice("encrypted"));
-                }
-                // Used only if no signature follows: then the digest is the
-                // requested one or SHA-256.
-                let hash_for_mic = signature.is_none().then(|| mic_algorithm(mic_alg, None));
-                let mut sink = EntitySink::new(payload, spool_dir, hash_for_mic)?;
-                let algorithms = decrypt(&der, &settings.decryption_keys, &mut sink)?;
-                encryption = Some(EncryptionInfo {
-                    algorithm: algorithms
-                        .content_encryption
-                        .unwrap_or_else(|| "unknown".into()),
-                    key_transport: algorithms.key_transport,
-                });
-                let (next, mic) = sink.finish("decrypted", &mut warnings)?;
-                decrypted_mic = mic;
-                layer = next;
-            } else if kind == ber::oid::SIGNED_DATA {
-                return Err(As2Error::new(
-                    ErrorKind::Unsupported,
-                    "opaque signed-data is not used by AS2; RFC 4130 requires multipart/signed",
-                ));
-            } else {
-                return Err(As2Error::new(
-                    if encryption.is_none() && smime_type.is_empty() { ErrorKind::Malformed } else { ErrorKind::Decryption },
-                    format!("application/pkcs7-mime body is not a CMS structure we know (content type {kind:?})"),
-                ));
             }
         } else if content_type.is("multipart/signed") {
             if signature.is_some() {

@@ -26,11 +26,16 @@ impl Mic {
         let digest = openssl::hash::hash(alg.message_digest(), data).map_err(|e| {
             As2Error::openssl(ErrorKind::Internal, &format!("computing {alg} MIC"), e)
         })?;
-        Ok(Mic {
+        Ok(Mic::from_digest(alg, spelling.to_string(), &digest))
+    }
+
+    /// The MIC of a digest computed elsewhere (while streaming).
+    pub fn from_digest(alg: MicAlg, spelling: String, digest: &[u8]) -> Mic {
+        Mic {
             alg,
-            spelling: spelling.to_string(),
+            spelling,
             value: base64::engine::general_purpose::STANDARD.encode(digest),
-        })
+        }
     }
 
     /// The Received-Content-MIC field value: `base64, algorithm`.

@@ -595,15 +595,10 @@ impl<'a> EntitySink<'a> {
         }
         let mic = match self.mic.take() {
             Some((mut hasher, alg, spelling)) => {
-                use base64::Engine;
                 let digest = hasher
                     .finish()
                     .map_err(|e| As2Error::openssl(ErrorKind::Internal, "finishing the MIC", e))?;
-                Some(Mic {
-                    alg,
-                    spelling,
-                    value: base64::engine::general_purpose::STANDARD.encode(digest),
-                })
+                Some(Mic::from_digest(alg, spelling, &digest))
             }
             None => None,
         };
@@ -698,12 +693,7 @@ fn finish(layer: Layer, settings: &ReceiveSettings, found: Found<'_>) -> Result<
             let digest = hasher
                 .finish()
                 .map_err(|e| As2Error::openssl(ErrorKind::Internal, "finishing the MIC", e))?;
-            use base64::Engine;
-            Mic {
-                alg,
-                spelling,
-                value: base64::engine::general_purpose::STANDARD.encode(digest),
-            }
+            Mic::from_digest(alg, spelling, &digest)
         }
     };
     Ok(describe(Described {

@@ -393,15 +393,10 @@ pub fn verify(
              signature covers (the content was altered, or is in a form we do not know)",
         ));
     };
-    use base64::Engine;
     Ok(Some(StreamVerified {
         verified,
         canonicalization,
-        mic: Mic {
-            alg: mic_alg,
-            spelling,
-            value: base64::engine::general_purpose::STANDARD.encode(mic_digest),
-        },
+        mic: Mic::from_digest(mic_alg, spelling, &mic_digest),
     }))
 }
 

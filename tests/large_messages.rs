@@ -8,12 +8,12 @@
 mod common;
 
 use atom_connectors::as2::mdn::{self, Disposition, MdnTrust};
-use common::pyas2lib::{dense_edi, pyas2lib_messages_with, share_keys, Options};
+use common::pyas2lib::{dense_edi, pyas2lib_messages_with, share_keys, Built, Options};
 use common::*;
 
 /// A large message built by pyas2lib (compressed, signed, encrypted) for
 /// a site that shares keys with it; the payload and the message.
-fn large_message(site: &Site, start_step_then: &str) -> (Vec<u8>, common::pyas2lib::Built) {
+fn large_message(site: &Site, start_step_then: &str) -> (Vec<u8>, Built) {
     let peer = site.path().join("peer");
     let start_step = share_keys(std::slice::from_ref(site), &peer);
     site.deploy("acme", &format!("{start_step}{start_step_then}"));
@@ -38,6 +38,49 @@ fn large_message(site: &Site, start_step_then: &str) -> (Vec<u8>, common::pyas2l
     (payload, message)
 }
 
+/// Starts the Atom, sends `message` and waits for its execution, which
+/// must complete; returns the running Atom, the execution and the
+/// server's peak RSS before and after (KiB).
+fn receive_and_run(site: &Site, message: &Built) -> (Running, serde_json::Value, u64, u64) {
+    let atom = site.start();
+    let before = peak_rss_kib(atom.child.id());
+    let response = post(atom.http(), "/as2", &message.headers, &message.body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let executions = site.wait_for_executions(1);
+    let execution = executions[0].clone();
+    assert_eq!(execution["status"], "COMPLETE", "{execution:?}");
+    let after = peak_rss_kib(atom.child.id());
+    (atom, execution, before, after)
+}
+
+/// The first document the execution kept, downloaded with the CLI.
+fn kept_document(site: &Site, execution: &serde_json::Value) -> Vec<u8> {
+    let id = execution["id"].as_str().expect("execution id");
+    let kept = site.atom(&["executions", "download", id, "1"]);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    kept.stdout
+}
+
+/// The server's peak RSS grew far less than the payload: it was streamed.
+fn assert_memory_flat(what: &str, payload_len: usize, before_kib: u64, after_kib: u64) {
+    let growth_mib = after_kib.saturating_sub(before_kib) >> 10;
+    eprintln!(
+        "{} MiB payload {what}: server peak RSS {} -> {} MiB",
+        payload_len >> 20,
+        before_kib >> 10,
+        after_kib >> 10
+    );
+    assert!(
+        growth_mib < 24,
+        "peak RSS grew by {growth_mib} MiB for a {} MiB payload ({what})",
+        payload_len >> 20
+    );
+}
+
 /// The stored payload of a large message goes to a disk step and an HTTP
 /// step as a stream, and is kept with the execution the same way: the
 /// server holds none of it whole.
@@ -52,14 +95,7 @@ fn a_large_payload_is_streamed_through_disk_and_http_steps() {
              - http:\n      url: http://127.0.0.1:{port}/in\n      retries: 0\n"
         ),
     );
-    let atom = site.start();
-    let before = peak_rss_kib(atom.child.id());
-    let response = post(atom.http(), "/as2", &message.headers, &message.body);
-    assert_eq!(response.status, 200, "{}", response.text());
-    let executions = site.wait_for_executions(1);
-    let execution = &executions[0];
-    assert_eq!(execution["status"], "COMPLETE", "{execution:?}");
-    let after = peak_rss_kib(atom.child.id());
+    let (_atom, execution, before, after) = receive_and_run(&site, &message);
 
     let id = execution["id"].as_str().expect("execution id");
     let written =
@@ -80,27 +116,13 @@ fn a_large_payload_is_streamed_through_disk_and_http_steps() {
             .contains(&format!("content-length: {}", payload.len())),
         "sent with its length: {head}"
     );
-    let kept = site.atom(&["executions", "download", id, "1"]);
     assert!(
-        kept.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kept.stderr)
+        kept_document(&site, &execution) == payload,
+        "the kept document is the payload"
     );
-    assert!(kept.stdout == payload, "the kept document is the payload");
     assert_eq!(execution["output_bytes"], payload.len());
 
-    let growth_mib = after.saturating_sub(before) >> 10;
-    eprintln!(
-        "{} MiB payload through disk and http steps: server peak RSS {} -> {} MiB",
-        payload.len() >> 20,
-        before >> 10,
-        after >> 10
-    );
-    assert!(
-        growth_mib < 24,
-        "peak RSS grew by {growth_mib} MiB for a {} MiB payload",
-        payload.len() >> 20
-    );
+    assert_memory_flat("through disk and http steps", payload.len(), before, after);
 }
 
 /// A guest that reads its stdin 64 KiB at a time and writes the number of
@@ -142,38 +164,14 @@ fn a_guest_reads_a_large_payload_as_a_stream() {
     let site = Site::new("");
     let (payload, message) = large_message(&site, "steps:\n  - wasm: count.wat\n");
     site.deploy_file("acme", "count.wat", COUNTING_GUEST.as_bytes());
-    let atom = site.start();
-    let before = peak_rss_kib(atom.child.id());
-    let response = post(atom.http(), "/as2", &message.headers, &message.body);
-    assert_eq!(response.status, 200, "{}", response.text());
-    let executions = site.wait_for_executions(1);
-    let execution = &executions[0];
-    assert_eq!(execution["status"], "COMPLETE", "{execution:?}");
-    let after = peak_rss_kib(atom.child.id());
-    let id = execution["id"].as_str().expect("execution id");
-    let kept = site.atom(&["executions", "download", id, "1"]);
-    assert!(
-        kept.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kept.stderr)
-    );
-    assert_eq!(kept.stdout.len(), 16, "the guest's count and sum");
-    let word = |i: usize| u64::from_le_bytes(kept.stdout[i..i + 8].try_into().expect("8 bytes"));
+    let (_atom, execution, before, after) = receive_and_run(&site, &message);
+    let kept = kept_document(&site, &execution);
+    assert_eq!(kept.len(), 16, "the guest's count and sum");
+    let word = |i: usize| u64::from_le_bytes(kept[i..i + 8].try_into().expect("8 bytes"));
     assert_eq!(word(0), payload.len() as u64, "bytes the guest read");
     let sum: u64 = payload.iter().map(|&b| u64::from(b)).sum();
     assert_eq!(word(8), sum, "sum of the bytes the guest read");
-    let growth_mib = after.saturating_sub(before) >> 10;
-    eprintln!(
-        "{} MiB payload read by a guest: server peak RSS {} -> {} MiB",
-        payload.len() >> 20,
-        before >> 10,
-        after >> 10
-    );
-    assert!(
-        growth_mib < 24,
-        "peak RSS grew by {growth_mib} MiB for a {} MiB payload",
-        payload.len() >> 20
-    );
+    assert_memory_flat("read by a guest", payload.len(), before, after);
 }
 
 #[test]
@@ -243,17 +241,5 @@ fn a_large_compressed_signed_encrypted_message_is_streamed_to_the_store() {
     // In memory, this message took more than twice its size (the
     // decrypted and the inflated copies); streamed, it takes buffers and
     // the first 8 MiB of the body, read before it is spooled.
-    let growth_mib = after.saturating_sub(before) >> 10;
-    eprintln!(
-        "{} MiB request, {} MiB payload: server peak RSS {} -> {} MiB",
-        message.body.len() >> 20,
-        payload.len() >> 20,
-        before >> 10,
-        after >> 10
-    );
-    assert!(
-        growth_mib < 24,
-        "peak RSS grew by {growth_mib} MiB for a {} MiB message",
-        payload.len() >> 20
-    );
+    assert_memory_flat("received and stored", payload.len(), before, after);
 }

@@ -7,11 +7,13 @@ pub mod documents;
 pub mod files;
 pub mod group_commit;
 pub mod health;
+pub mod outbox;
 pub mod postgres;
 pub mod private;
 pub mod retention;
 pub mod sqlite;
 pub mod sqlite_documents;
+mod sqlite_outbox;
 
 use serde::Serialize;
 
@@ -486,4 +488,21 @@ pub trait Store: Send + Sync {
     fn listener_states(&self) -> Result<Vec<ListenerShared>>;
     /// Counts a restart of `listener` asked on any node; the new count.
     fn count_restart(&self, listener: &str) -> Result<i64>;
+    /// Writes a document into the outbox, durably before it returns, or
+    /// returns the row already there for its (execution, step, document).
+    fn outbox_enqueue(&self, new: &outbox::NewOutbound<'_>) -> Result<outbox::OutboxRow>;
+    /// Writes a row's new state durably; with `expect`, only while its
+    /// status is that one (false: it was not). `message_id` replaces the
+    /// Message-ID (an operator's resend as a new message).
+    fn outbox_update(
+        &self,
+        update: &outbox::OutboxUpdate<'_>,
+        expect: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<bool>;
+    /// Newest first.
+    fn outbox_list(&self, filter: &outbox::OutboxFilter) -> Result<Vec<outbox::OutboxRow>>;
+    fn outbox_row(&self, id: i64) -> Result<Option<outbox::OutboxRow>>;
+    /// The bytes kept in a row (`None`: no such row, or stored by reference).
+    fn outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>>;
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::outbox::{NewOutbound, OutboxFilter, OutboxRow, OutboxUpdate};
 use super::sqlite_documents::{PendingDocuments, SqliteDocuments};
 use super::{
     Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, MessageRecord, MessageRow,
@@ -146,6 +147,35 @@ const MIGRATIONS: &[&str] = &[
     // (1) answers every duplicate check: one random B-tree page less to
     // write per message.
     "DROP INDEX IF EXISTS messages_dedupe;",
+    // 9: the outbox of `as2` steps (see `outbox.rs`).
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        execution_id TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        document INTEGER NOT NULL,
+        process TEXT NOT NULL,
+        partner TEXT NOT NULL,
+        as2_from TEXT NOT NULL,
+        as2_to TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        file_name TEXT,
+        payload BLOB,
+        payload_ref TEXT,
+        size INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        first_attempt_at_us INTEGER,
+        last_attempt_at TEXT,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        mic TEXT,
+        mdn_disposition TEXT,
+        mdn BLOB,
+        UNIQUE (execution_id, step, document)
+    );
+    CREATE INDEX outbox_message_id ON outbox (message_id);",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -218,7 +248,7 @@ impl SqliteStore {
         SqliteDocuments::new(self.conn.clone(), self.pending.clone(), data_dir)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (it rolls back), so a poisoned lock is still usable.
         self.conn
@@ -976,6 +1006,9 @@ impl Store for SqliteStore {
                 purged.rows += delete
                     .execute(params![id])
                     .map_err(err("purging executions"))?;
+                // Its outbound documents go with it (they are final too).
+                tx.execute("DELETE FROM outbox WHERE execution_id = ?1", params![id])
+                    .map_err(err("purging the outbox"))?;
             }
         }
         tx.commit().map_err(err("committing purge"))?;
@@ -1173,6 +1206,31 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .map_err(err("counting a listener restart"))
+    }
+
+    fn outbox_enqueue(&self, new: &NewOutbound<'_>) -> Result<OutboxRow> {
+        self.sqlite_outbox_enqueue(new)
+    }
+
+    fn outbox_update(
+        &self,
+        update: &OutboxUpdate<'_>,
+        expect: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<bool> {
+        self.sqlite_outbox_update(update, expect, message_id)
+    }
+
+    fn outbox_list(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>> {
+        self.sqlite_outbox_list(filter)
+    }
+
+    fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>> {
+        self.sqlite_outbox_row(id)
+    }
+
+    fn outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        self.sqlite_outbox_payload(id)
     }
 
     fn set_paused(&self, listener: &str, paused: bool) -> Result<()> {

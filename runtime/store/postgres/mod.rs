@@ -41,6 +41,7 @@
 //! committed; those are never read.
 
 mod documents;
+mod outbox;
 mod schema;
 mod store;
 

@@ -146,6 +146,35 @@ const MIGRATIONS: &[&str] = &[
     // TOAST (pglz on every 1 MiB chunk cost most of PostgreSQL's CPU for a
     // 1 GiB EDI file; AS2 payloads are often compressed already).
     "ALTER TABLE document_chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
+    // 6: the outbox of `as2` steps (SQLite's 9).
+    "CREATE TABLE outbox (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        execution_id text NOT NULL,
+        step bigint NOT NULL,
+        document bigint NOT NULL,
+        process text NOT NULL,
+        partner text NOT NULL,
+        as2_from text NOT NULL,
+        as2_to text NOT NULL,
+        message_id text NOT NULL,
+        subject text NOT NULL,
+        file_name text,
+        payload bytea,
+        payload_ref text,
+        size bigint NOT NULL,
+        status text NOT NULL,
+        attempts bigint NOT NULL,
+        created_at text NOT NULL,
+        first_attempt_at_us bigint,
+        last_attempt_at text,
+        next_attempt_at text,
+        last_error text,
+        mic text,
+        mdn_disposition text,
+        mdn bytea,
+        UNIQUE (execution_id, step, document)
+    );
+    CREATE INDEX outbox_message_id ON outbox (message_id);",
 ];
 
 /// The schema version this Atom writes.

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::super::outbox::{NewOutbound, OutboxFilter, OutboxRow, OutboxUpdate};
 use super::super::retention::Purged;
 use super::super::{
     BundleHead, Claim, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, KeptDocument,
@@ -676,11 +677,13 @@ impl Store for PgStore {
             let documents = select(
                 &client,
                 "purging executions",
-                "DELETE FROM executions WHERE id IN (
+                "WITH gone AS (DELETE FROM executions WHERE id IN (
                     SELECT id FROM executions
                     WHERE queued_at < $1 AND status IN ('COMPLETE', 'COMPLETE_WARN', 'ERROR', 'ABORTED')
                     ORDER BY queued_at_us LIMIT $2)
-                 RETURNING documents",
+                 RETURNING id, documents),
+                 outbound AS (DELETE FROM outbox WHERE execution_id IN (SELECT id FROM gone))
+                 SELECT documents FROM gone",
                 &[&cutoff, &i64::from(limit)],
                 |row| row.get::<_, String>(0),
             )
@@ -1140,6 +1143,31 @@ impl Store for PgStore {
             )
             .await
         })
+    }
+
+    fn outbox_enqueue(&self, new: &NewOutbound<'_>) -> Result<OutboxRow> {
+        self.pg_outbox_enqueue(new)
+    }
+
+    fn outbox_update(
+        &self,
+        update: &OutboxUpdate<'_>,
+        expect: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<bool> {
+        self.pg_outbox_update(update, expect, message_id)
+    }
+
+    fn outbox_list(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>> {
+        self.pg_outbox_list(filter)
+    }
+
+    fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>> {
+        self.pg_outbox_row(id)
+    }
+
+    fn outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        self.pg_outbox_payload(id)
     }
 
     fn set_paused(&self, listener: &str, paused: bool) -> Result<()> {

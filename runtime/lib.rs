@@ -30,6 +30,7 @@ pub mod engine;
 pub mod keystore;
 pub mod listeners;
 pub mod molecule;
+pub mod partners;
 pub mod process;
 pub mod server;
 pub mod shutdown;

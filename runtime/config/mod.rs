@@ -75,6 +75,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The deploy folder of process bundles.
     pub processes_dir: PathBuf,
+    /// Partner profiles for sending, one `<name>.yaml` each.
+    pub partners_dir: PathBuf,
     pub web: WebServerConfig,
     /// Admin API address (loopback).
     pub admin_address: SocketAddr,
@@ -334,6 +336,7 @@ impl Config {
             };
         let data_dir = resolve("data_dir", raw.data_dir, "data")?;
         let processes_dir = resolve("processes_dir", raw.processes_dir, "processes")?;
+        let partners_dir = resolve("partners_dir", raw.partners_dir, "partners")?;
 
         let web = raw.shared_web_server.unwrap_or_default();
         let bind_text = web.bind_address.unwrap_or_else(|| "0.0.0.0".into());
@@ -602,6 +605,7 @@ impl Config {
             instance_suffix: atom.instance_suffix,
             data_dir,
             processes_dir,
+            partners_dir,
             web: WebServerConfig {
                 bind_address,
                 http_port,

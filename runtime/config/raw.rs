@@ -11,6 +11,8 @@ pub struct RawConfig {
     pub atom: Option<RawAtom>,
     pub data_dir: Option<PathBuf>,
     pub processes_dir: Option<PathBuf>,
+    /// Partner profiles for sending (`as2` steps, `atom send --partner`).
+    pub partners_dir: Option<PathBuf>,
     pub shared_web_server: Option<RawWebServer>,
     pub admin: Option<RawAdmin>,
     pub store: Option<RawStore>,

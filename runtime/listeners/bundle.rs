@@ -166,6 +166,8 @@ pub struct BundleContext<'a> {
     /// `delivery.allowed_directories` of atom.yaml: where else disk steps
     /// may write.
     pub allowed_directories: &'a [PathBuf],
+    /// `partners_dir` of atom.yaml: the profiles `as2` steps send with.
+    pub partners_dir: &'a Path,
 }
 
 /// Why a bundle could not be loaded.
@@ -211,6 +213,10 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         context.data_dir,
         context.allowed_directories,
         context.engine,
+        &definition::Partners {
+            dir: context.partners_dir,
+            keystore: context.keystore,
+        },
     )
     .map_err(|(key, reason)| err(&key, reason))?;
     let version = bundle_version(&text, &process);
@@ -365,15 +371,19 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
     })
 }
 
-/// The first 12 hex digits of SHA-256 over process.yaml and the digests
-/// of its modules (taken when they were read for compiling).
+/// The first 12 hex digits of SHA-256 over process.yaml, the digests of
+/// its modules (taken when they were read for compiling) and of the
+/// partner profiles its `as2` steps use.
 fn bundle_version(text: &str, process: &ProcessDefinition) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
     digest.update(text.as_bytes());
     for step in &process.steps {
-        if let definition::Step::Wasm { sha256, .. } = step {
-            digest.update(sha256);
+        match step {
+            definition::Step::Wasm { sha256, .. } => digest.update(sha256),
+            // A changed partner profile is a new version of the bundle.
+            definition::Step::As2(step) => digest.update(step.partner.sha256.as_bytes()),
+            _ => {}
         }
     }
     digest.finalize()[..6]
@@ -383,7 +393,7 @@ fn bundle_version(text: &str, process: &ProcessDefinition) -> String {
 }
 
 /// `keystore:NAME` or a path (relative to the bundle) of a PEM/DER certificate.
-fn resolve_certificate(
+pub(crate) fn resolve_certificate(
     reference: &str,
     bundle_dir: &Path,
     keystore: &Keystore,
@@ -397,7 +407,7 @@ fn resolve_certificate(
 }
 
 /// `keystore:NAME` or a path (relative to the bundle) of a PEM holding key and certificate.
-fn resolve_key_pair(
+pub(crate) fn resolve_key_pair(
     reference: &str,
     bundle_dir: &Path,
     keystore: &Keystore,

@@ -139,6 +139,8 @@ pub struct Registry {
     /// `delivery.allowed_directories`: where else disk steps may write
     /// (set once at start, before bundles load).
     allowed_directories: std::sync::OnceLock<Vec<PathBuf>>,
+    /// `partners_dir`: the profiles `as2` steps send with (set at start).
+    partners_dir: std::sync::OnceLock<PathBuf>,
     store: Arc<dyn Store>,
     inner: RwLock<Inner>,
     /// Restarts of each listener seen so far (asked here or on another
@@ -188,6 +190,7 @@ impl Registry {
             engine,
             data_dir,
             allowed_directories: std::sync::OnceLock::new(),
+            partners_dir: std::sync::OnceLock::new(),
             store,
             inner: RwLock::new(Inner::default()),
             restarts_seen: Default::default(),
@@ -203,12 +206,24 @@ impl Registry {
         }
     }
 
+    /// Where `as2` steps find partner profiles (`partners_dir`); call
+    /// before `load_all`. Only the first call counts.
+    pub fn set_partners_dir(&self, dir: PathBuf) {
+        if self.partners_dir.set(dir).is_err() {
+            tracing::warn!("partners_dir was already set; keeping the first");
+        }
+    }
+
     fn context(&self) -> BundleContext<'_> {
         BundleContext {
             keystore: &self.keystore,
             engine: self.engine.as_ref(),
             data_dir: &self.data_dir,
             allowed_directories: self.allowed_directories.get().map_or(&[], Vec::as_slice),
+            partners_dir: self
+                .partners_dir
+                .get()
+                .map_or(std::path::Path::new("partners"), PathBuf::as_path),
         }
     }
 

@@ -60,7 +60,8 @@ pub struct Outbound<'a> {
     pub from: &'a str,
     pub to: &'a str,
     pub subject: &'a str,
-    /// Left side of the Message-ID; random when absent.
+    /// Left side of the Message-ID, or the whole one in angle brackets
+    /// (a resend keeps its Message-ID); random when absent.
     pub message_id: Option<String>,
     pub compression: CompressionOrder,
     pub sign: Option<SignWith<'a>>,
@@ -182,13 +183,15 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
         Some(mic) => mic,
         None => Mic::compute(mic_alg, mic_alg.compact_name(), &body)?,
     };
-    let message_id = format!(
-        "<{}@{}>",
-        out.message_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        id_domain(out.from)
-    );
+    let message_id = match &out.message_id {
+        Some(whole) if whole.starts_with('<') && whole.ends_with('>') => whole.clone(),
+        left => format!(
+            "<{}@{}>",
+            left.clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            id_domain(out.from)
+        ),
+    };
     let mut headers = Headers::new();
     headers.push("AS2-Version", "1.2");
     headers.push("AS2-From", quote_as2_id(out.from));

@@ -89,6 +89,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
     ));
     registry.set_allowed_directories(config.delivery.allowed_directories.clone());
+    registry.set_partners_dir(config.partners_dir.clone());
     // In a Molecule the store's bundles are what every node serves.
     let bundle_sync = config.postgres.as_ref().map(|_| {
         Arc::new(crate::listeners::bundle_sync::BundleSync::new(
@@ -118,6 +119,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let history = HistoryWriter::start(committer.clone())
         .map_err(|e| StartError(format!("starting the history writer: {e}")))?;
     let runner = Arc::new(Runner::new(
+        store.clone(),
         documents.clone(),
         history.clone(),
         metrics.clone(),

@@ -49,6 +49,8 @@ pub struct HttpOptions {
     pub basic_auth: Option<(String, String)>,
     /// Keep at most this many idle connections to the partner.
     pub max_idle: usize,
+    /// Our TLS client certificate and private key, PEM.
+    pub identity_pem: Option<Vec<u8>>,
 }
 
 /// What came back from the partner's server.
@@ -124,6 +126,13 @@ impl As2Client {
                 ));
             }
             builder = builder.tls_certs_merge(certs);
+        }
+        if let Some(pem) = &options.identity_pem {
+            let (certs, key) = crate::partners::split_pem(pem);
+            let identity = reqwest::Identity::from_pkcs8_pem(&certs, &key).map_err(|e| {
+                ClientError::Tls(format!("the TLS client certificate is not usable: {e}"))
+            })?;
+            builder = builder.identity(identity);
         }
         let http = builder.build().map_err(|e| {
             ClientError::Tls(format!(
@@ -367,12 +376,23 @@ pub fn verify_mdn(
                 disposition: Some(outcome(&parsed.disposition_raw)),
             });
         }
+        // A resend the partner had already: its duplicate warning may come
+        // before it verified anything, so without a MIC. The partner has
+        // the message; the first receipt was lost.
+        None if is_duplicate_warning(&parsed.disposition) => {
+            warnings.push(
+                "the partner reports a duplicate: it had this Message-ID already (its receipt carries no MIC)".to_string(),
+            );
+            false
+        }
         None if expect.message_signed && expect.signed_requested => {
             return Err(Failure {
                 reason: "the signed receipt carries no Received-Content-MIC, so it does not prove what arrived".into(),
                 disposition: Some(outcome(&parsed.disposition_raw)),
             });
         }
+        // An unsigned receipt for an unsigned message need not carry one.
+        None if !expect.message_signed && !expect.signed_requested => false,
         None => {
             warnings.push("no Received-Content-MIC in the receipt".to_string());
             false
@@ -386,6 +406,12 @@ pub fn verify_mdn(
         mic: parsed.received_mic,
         warnings,
     })
+}
+
+/// `processed/warning: duplicate-document` (RFC 4130 section 7.5.3 names it).
+fn is_duplicate_warning(disposition: &Disposition) -> bool {
+    matches!(disposition, Disposition::ProcessedWithWarning(w)
+        if w.to_ascii_lowercase().contains("duplicate"))
 }
 
 /// `processed/error: decryption-failed` out of

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub executions: IntCounterVec,
     /// Execution time from receipt to end, by mode.
     pub execution_seconds: HistogramVec,
+    /// Outbound AS2 attempts by partner and result (acknowledged, sent,
+    /// retried, failed).
+    pub outbound: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,6 +67,14 @@ impl Metrics {
             ]),
             &["mode"],
         )?;
+        let outbound = IntCounterVec::new(
+            Opts::new(
+                "as2_outbound_total",
+                "Outbound AS2 attempts by partner and result (acknowledged, sent, retried, failed)",
+            ),
+            &["partner", "result"],
+        )?;
+        registry.register(Box::new(outbound.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(receive_seconds.clone()))?;
         registry.register(Box::new(async_mdns.clone()))?;
@@ -78,6 +89,7 @@ impl Metrics {
             listeners,
             executions,
             execution_seconds,
+            outbound,
         })
     }
 

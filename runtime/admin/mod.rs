@@ -5,6 +5,7 @@
 
 mod documents;
 pub mod metrics;
+pub mod outbox;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,6 +121,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/api/executions/{id}/rerun",
                 web::post().to(rerun_execution),
             )
+            .route("/api/outbox", web::get().to(outbox::list))
+            .route("/api/outbox/{id}", web::get().to(outbox::show))
+            .route("/api/outbox/{id}/retry", web::post().to(outbox::retry))
+            .route("/api/outbox/{id}/cancel", web::post().to(outbox::cancel))
+            .route("/api/outbox/{id}/{part}", web::get().to(outbox::download))
             .route("/metrics", web::get().to(render_metrics)),
     );
 }

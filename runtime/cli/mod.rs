@@ -6,6 +6,7 @@ pub mod executions;
 pub mod listeners;
 pub mod messages;
 pub mod molecule;
+pub mod outbox;
 pub mod processes;
 pub mod send;
 
@@ -96,6 +97,23 @@ pub enum Command {
         #[arg(long)]
         status: Option<String>,
         /// How many executions.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Documents `as2` steps send to partners, newest first; `show ID`, `retry ID`, `cancel ID`, `download ID payload|mdn`.
+    Outbox {
+        #[command(subcommand)]
+        action: Option<outbox::OutboxCommand>,
+        /// Only this partner profile.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Only this status (queued, sending, retrying, acknowledged, sent, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many rows.
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Print JSON.
@@ -234,8 +252,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
         }
+        Command::Outbox {
+            action,
+            partner,
+            status,
+            limit,
+            json,
+        } => {
+            let client = admin_client::AdminClient::connect(config.admin_address, &data_dir)?;
+            match action {
+                Some(outbox::OutboxCommand::Show { id, json }) => outbox::show(&client, id, json),
+                Some(outbox::OutboxCommand::Retry { id, new_id }) => {
+                    outbox::retry(&client, id, new_id)
+                }
+                Some(outbox::OutboxCommand::Cancel { id }) => outbox::cancel(&client, id),
+                Some(outbox::OutboxCommand::Download { id, part, out }) => {
+                    outbox::download(&client, id, &part, out.as_deref())
+                }
+                None => outbox::list(&client, partner.as_deref(), status.as_deref(), limit, json),
+            }
+        }
         Command::Certs(cmd) => certs::run(&data_dir, cmd),
-        Command::Send(args) => send::run(&data_dir, args),
+        Command::Send(args) => send::run(&data_dir, &config.partners_dir, args),
     }
 }
 

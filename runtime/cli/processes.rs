@@ -97,6 +97,7 @@ pub fn deploy(config: &Config, data_dir: &Path, dir: &Path, wait: u64) -> Result
             engine: engine.as_ref(),
             data_dir,
             allowed_directories: &config.delivery.allowed_directories,
+            partners_dir: &config.partners_dir,
         },
     )
     .map_err(|e| CliError::Failed(format!("bundle refused: {e}")))?;

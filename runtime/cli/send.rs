@@ -29,20 +29,35 @@ use tokio::sync::Semaphore;
 use super::CliError;
 use crate::client::{As2Client, Failure, HttpOptions, MdnExpectation, MdnListener, Receipt};
 use crate::keystore::{Keystore, KeystoreError};
+use crate::partners::PartnerProfile;
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
     /// The file to send (sent byte for byte, binary transfer encoding).
     pub file: PathBuf,
+    /// Send with this partner profile (partners_dir/NAME.yaml): its URL, IDs,
+    /// keys, algorithms, receipt and HTTP settings; the flags for those are then refused.
+    #[arg(long, value_name = "NAME")]
+    pub partner: Option<String>,
     /// The partner's AS2 URL (http:// or https://).
-    #[arg(long)]
-    pub url: String,
+    #[arg(long, required_unless_present = "partner", conflicts_with = "partner")]
+    pub url: Option<String>,
     /// Our AS2 ID (AS2-From).
-    #[arg(long, value_name = "OURID")]
-    pub from: String,
+    #[arg(
+        long,
+        value_name = "OURID",
+        required_unless_present = "partner",
+        conflicts_with = "partner"
+    )]
+    pub from: Option<String>,
     /// The partner's AS2 ID (AS2-To).
-    #[arg(long, value_name = "PARTNERID")]
-    pub to: String,
+    #[arg(
+        long,
+        value_name = "PARTNERID",
+        required_unless_present = "partner",
+        conflicts_with = "partner"
+    )]
+    pub to: Option<String>,
     #[command(flatten)]
     pub security: Box<SecurityArgs>,
     #[command(flatten)]
@@ -59,28 +74,28 @@ pub struct SendArgs {
 #[command(next_help_heading = "Signing, encryption, compression")]
 pub struct SecurityArgs {
     /// Sign with this key: a keystore name, or a file (.p12/.pfx, or PEM with key and certificate).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", conflicts_with = "partner")]
     pub sign: Option<String>,
     /// Signature digest: md5, sha1, sha224, sha256, sha384, sha512.
-    #[arg(long, value_name = "ALG", default_value = "sha256", value_parser = parse_mic_alg)]
+    #[arg(long, value_name = "ALG", default_value = "sha256", value_parser = parse_mic_alg, conflicts_with = "partner")]
     pub digest: MicAlg,
     /// Sign with RSASSA-PSS instead of PKCS#1 v1.5.
-    #[arg(long, requires = "sign")]
+    #[arg(long, requires = "sign", conflicts_with = "partner")]
     pub pss: bool,
     /// Password of a .p12/.pfx or encrypted PEM key given to --sign.
     #[arg(long, env = "ATOM_KEY_PASSWORD", hide_env_values = true)]
     pub key_password: Option<String>,
     /// Encrypt for this certificate: a keystore name, or a PEM/DER certificate file.
-    #[arg(long, value_name = "CERT")]
+    #[arg(long, value_name = "CERT", conflicts_with = "partner")]
     pub encrypt: Option<String>,
     /// Content cipher: 3des, rc2-40, rc2-128, aes128-cbc, aes192-cbc, aes256-cbc, aes128-gcm, aes256-gcm.
-    #[arg(long, value_name = "CIPHER", default_value = "aes256-cbc", value_parser = parse_cipher)]
+    #[arg(long, value_name = "CIPHER", default_value = "aes256-cbc", value_parser = parse_cipher, conflicts_with = "partner")]
     pub cipher: ContentCipher,
     /// Wrap the content key with RSAES-OAEP instead of PKCS#1 v1.5.
-    #[arg(long, requires = "encrypt")]
+    #[arg(long, requires = "encrypt", conflicts_with = "partner")]
     pub oaep: bool,
     /// Compression, and whether it happens before or after signing.
-    #[arg(long, value_enum, default_value_t = Compress::None)]
+    #[arg(long, value_enum, default_value_t = Compress::None, conflicts_with = "partner")]
     pub compress: Compress,
 }
 
@@ -89,18 +104,18 @@ pub struct SecurityArgs {
 pub struct ReceiptArgs {
     /// Receipt: none, sync (in the HTTP response) or async (POSTed back later).
     /// Default: sync, or async when --listen/--receipt-url is given.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "partner")]
     pub mdn: Option<MdnMode>,
     /// Ask for a signed receipt, with this MIC algorithm (default: the --digest algorithm).
     /// Asked by default when --sign is used.
-    #[arg(long, value_name = "ALG", num_args = 0..=1, default_missing_value = "", conflicts_with = "unsigned_mdn")]
+    #[arg(long, value_name = "ALG", num_args = 0..=1, default_missing_value = "", conflicts_with = "unsigned_mdn", conflicts_with = "partner")]
     pub signed_mdn: Option<String>,
     /// Ask for an unsigned receipt even when signing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "partner")]
     pub unsigned_mdn: bool,
     /// The partner's certificate to verify a signed receipt (keystore name or file; repeat during a
     /// certificate change). Default: the --encrypt certificate.
-    #[arg(long, value_name = "CERT")]
+    #[arg(long, value_name = "CERT", conflicts_with = "partner")]
     pub partner_cert: Vec<String>,
     /// Disposition-Notification-To value (default: our AS2 ID).
     #[arg(long, value_name = "ADDR")]
@@ -120,12 +135,12 @@ pub struct ReceiptArgs {
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Message headers")]
 pub struct MessageArgs {
-    /// MIME type of the payload.
-    #[arg(long, default_value = "application/edi-consent")]
-    pub content_type: String,
-    /// Subject header.
-    #[arg(long, default_value = "AS2 message")]
-    pub subject: String,
+    /// MIME type of the payload (default: the profile's, else application/edi-consent).
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// Subject header (default: the profile's, else "AS2 message").
+    #[arg(long)]
+    pub subject: Option<String>,
     /// File name in Content-Disposition (default: the file's base name).
     #[arg(long)]
     pub file_name: Option<String>,
@@ -135,7 +150,7 @@ pub struct MessageArgs {
 #[command(next_help_heading = "HTTP")]
 pub struct HttpArgs {
     /// HTTP Basic authentication user (with --password).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "partner")]
     pub user: Option<String>,
     /// HTTP Basic authentication password.
     #[arg(long, env = "ATOM_AS2_PASSWORD", hide_env_values = true)]
@@ -144,7 +159,7 @@ pub struct HttpArgs {
     #[arg(long)]
     pub insecure: bool,
     /// Also trust the CA certificates in this PEM file for HTTPS.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "partner")]
     pub cacert: Option<PathBuf>,
     /// HTTP request timeout in seconds (connect, send, synchronous MDN).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -289,15 +304,82 @@ struct Outcome {
     result: Result<Success, Failure>,
 }
 
-pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
+/// Puts a partner profile's settings where the flags would have put them;
+/// the keys it names come back loaded.
+fn apply_profile(args: &mut SendArgs, profile: &PartnerProfile) {
+    args.url = Some(profile.url.clone());
+    args.from = Some(profile.as2_from.clone());
+    args.to = Some(profile.as2_to.clone());
+    if args.message.content_type.is_none() {
+        args.message.content_type = Some(profile.content_type.clone());
+    }
+    if args.message.subject.is_none() {
+        args.message.subject = Some(profile.subject.clone());
+    }
+    let security = &mut args.security;
+    if let Some(sign) = &profile.sign {
+        security.digest = sign.digest;
+        security.pss = sign.scheme == SignatureScheme::Pss;
+    }
+    if let Some(encrypt) = &profile.encrypt {
+        security.cipher = encrypt.cipher;
+        security.oaep = encrypt.transport == KeyTransport::RsaOaep;
+    }
+    security.compress = match profile.compression {
+        CompressionOrder::None => Compress::None,
+        CompressionOrder::BeforeSigning => Compress::BeforeSigning,
+        CompressionOrder::AfterSigning => Compress::AfterSigning,
+    };
+    args.receipt.mdn = Some(match profile.mdn.mode {
+        crate::partners::MdnMode::None => MdnMode::None,
+        crate::partners::MdnMode::Sync => MdnMode::Sync,
+    });
+    args.receipt.signed_mdn = profile.mdn.signed.map(|alg| alg.compact_name().to_string());
+    args.receipt.unsigned_mdn = profile.mdn.signed.is_none();
+    args.http.timeout = profile.http.timeout.as_secs();
+    if let Some((user, password)) = &profile.http.basic_auth {
+        args.http.user = Some(user.clone());
+        args.http.password = Some(password.clone());
+    }
+}
+
+pub fn run(data_dir: &Path, partners_dir: &Path, mut args: SendArgs) -> Result<(), CliError> {
+    let store = Keystore::open(data_dir);
+    let profile = match &args.partner {
+        Some(name) => {
+            let profile = crate::partners::load(partners_dir, name, &store)
+                .map_err(|e| CliError::Usage(format!("--partner {name}: {e}")))?;
+            apply_profile(&mut args, &profile);
+            Some(profile)
+        }
+        None => None,
+    };
+    let (url, from, to) = match (&args.url, &args.from, &args.to) {
+        (Some(url), Some(from), Some(to)) => (url.clone(), from.clone(), to.clone()),
+        _ => {
+            return Err(CliError::Usage(
+                "give --partner NAME, or --url, --from and --to".into(),
+            ))
+        }
+    };
+    let content_type = args
+        .message
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/edi-consent".into());
+    let subject = args
+        .message
+        .subject
+        .clone()
+        .unwrap_or_else(|| "AS2 message".into());
     if args.load.count == 0 {
         return Err(CliError::Usage("--count must be at least 1".into()));
     }
     if args.load.concurrency == 0 {
         return Err(CliError::Usage("--concurrency must be at least 1".into()));
     }
-    check_as2_id("--from", &args.from)?;
-    check_as2_id("--to", &args.to)?;
+    check_as2_id("--from", &from)?;
+    check_as2_id("--to", &to)?;
     let mode_arg = args.receipt.mdn.unwrap_or(
         if args.receipt.listen.is_some() || args.receipt.receipt_url.is_some() {
             MdnMode::Async
@@ -324,8 +406,11 @@ pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
         ));
     }
 
-    let store = Keystore::open(data_dir);
     let sign_key = match &args.security.sign {
+        _ if profile.is_some() => profile
+            .as_ref()
+            .and_then(|p| p.sign.as_ref())
+            .map(|s| s.key.clone()),
         Some(arg) => Some(load_key_pair(
             &store,
             "--sign",
@@ -335,12 +420,19 @@ pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
         None => None,
     };
     let encrypt_cert = match &args.security.encrypt {
+        _ if profile.is_some() => profile
+            .as_ref()
+            .and_then(|p| p.encrypt.as_ref())
+            .map(|e| e.certificate.clone()),
         Some(arg) => Some(load_certificate(&store, "--encrypt", arg)?),
         None => None,
     };
     let mut partner_certs = Vec::new();
     for arg in &args.receipt.partner_cert {
         partner_certs.push(load_certificate(&store, "--partner-cert", arg)?);
+    }
+    if let Some(profile) = &profile {
+        partner_certs.extend(profile.mdn.partner_certificates.iter().cloned());
     }
     if partner_certs.is_empty() {
         partner_certs.extend(encrypt_cert.clone());
@@ -370,6 +462,7 @@ pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
             .map(|n| n.to_string_lossy().into_owned()),
     };
     let ca_pem = match &args.http.cacert {
+        _ if profile.is_some() => profile.as_ref().and_then(|p| p.http.ca_pem.clone()),
         Some(path) => Some(std::fs::read(path).map_err(|source| CliError::Io {
             path: path.clone(),
             source,
@@ -382,9 +475,11 @@ pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
         ca_pem,
         basic_auth: args.http.user.clone().zip(args.http.password.clone()),
         max_idle: args.load.concurrency,
+        identity_pem: profile
+            .as_ref()
+            .and_then(|p| p.http.client_identity_pem.clone()),
     };
-    let client =
-        As2Client::new(&args.url, &http_options).map_err(|e| CliError::Usage(e.to_string()))?;
+    let client = As2Client::new(&url, &http_options).map_err(|e| CliError::Usage(e.to_string()))?;
     if args.http.insecure {
         tracing::warn!("--insecure: the server's TLS certificate is not checked");
     }
@@ -419,14 +514,14 @@ pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
             (Mode::AsyncElsewhere(url), _) => MdnRequest::Async { url: url.clone(), signed: signed_alg },
             (Mode::AsyncHere, None) => MdnRequest::None,
         };
-        let notification_to = args.receipt.notification_to.clone().unwrap_or_else(|| args.from.clone());
+        let notification_to = args.receipt.notification_to.clone().unwrap_or_else(|| from.clone());
         let outbound = Outbound {
             payload: &payload,
-            content_type: &args.message.content_type,
+            content_type: &content_type,
             file_name: file_name.as_deref(),
-            from: &args.from,
-            to: &args.to,
-            subject: &args.message.subject,
+            from: &from,
+            to: &to,
+            subject: &subject,
             message_id: None,
             compression: match args.security.compress {
                 Compress::None => CompressionOrder::None,
@@ -447,7 +542,10 @@ pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
             notification_to: &notification_to,
         };
         let build_started = Instant::now();
-        let built = build::build(&outbound).map_err(|e| CliError::Usage(format!("cannot build the message: {e}")))?;
+        let mut built = build::build(&outbound).map_err(|e| CliError::Usage(format!("cannot build the message: {e}")))?;
+        for (name, value) in profile.iter().flat_map(|p| p.http.headers.iter()) {
+            built.headers.push(name, value.clone());
+        }
         let build_time = build_started.elapsed();
         tracing::debug!(bytes = built.body.len(), ms = build_time.as_millis() as u64, "message built");
         let job = Arc::new(Job {
@@ -461,7 +559,7 @@ pub fn run(data_dir: &Path, args: SendArgs) -> Result<(), CliError> {
             partner_certs,
             listener,
             async_timeout: Duration::from_secs(args.receipt.async_timeout.max(1)),
-            id_domain: id_domain(&args.from),
+            id_domain: id_domain(&from),
         });
         let report = drive(job.clone(), &args, payload.len(), build_time).await;
         if let Some(listener) = &job.listener {

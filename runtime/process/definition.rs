@@ -23,6 +23,10 @@
 //!       retries: 3
 //!       retry_backoff_ms: 1000
 //!       timeout_seconds: 30
+//!   - as2:
+//!       partner: acme                # partners/acme.yaml (see `partners.rs`)
+//!       file_name: "{file_name}"     # optional; Content-Disposition file name
+//!       subject: "Invoice {file_name}"   # optional; else the profile's subject
 //! ```
 
 use std::path::{Component, Path, PathBuf};
@@ -37,6 +41,7 @@ use sha2::Digest;
 
 use crate::config::WorkerMode;
 use crate::engine::{GuestLimits, PreparedModule, ProcessEngine};
+use crate::process::as2_step::As2Step;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +61,15 @@ pub struct RawStep {
     wasm: Option<String>,
     disk: Option<RawDisk>,
     http: Option<RawHttp>,
+    as2: Option<RawAs2>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAs2 {
+    partner: String,
+    file_name: Option<String>,
+    subject: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +98,15 @@ pub struct RawDefinition {
     pub limits: Option<RawLimits>,
     pub settings: Option<std::collections::BTreeMap<String, String>>,
     pub steps: Option<Vec<RawStep>>,
+}
+
+/// Where `as2` steps find their partner profiles.
+#[derive(Clone, Copy)]
+pub struct Partners<'a> {
+    /// `partners_dir` of atom.yaml.
+    pub dir: &'a Path,
+    /// Keys named `keystore:NAME` in a profile.
+    pub keystore: &'a crate::keystore::Keystore,
 }
 
 /// Limits of every execution of a process.
@@ -133,6 +156,7 @@ pub enum Step {
     },
     Disk(DiskTarget),
     Http(HttpTarget),
+    As2(Arc<As2Step>),
 }
 
 impl Step {
@@ -142,6 +166,7 @@ impl Step {
             Step::Wasm { file, .. } => format!("wasm {file}"),
             Step::Disk(d) => format!("disk {}/{}", d.directory.display(), d.file_name),
             Step::Http(h) => format!("http {}", h.url),
+            Step::As2(a) => format!("as2 {}", a.partner.name),
         }
     }
 }
@@ -175,6 +200,7 @@ pub fn load(
     data_dir: &Path,
     allowed_directories: &[PathBuf],
     engine: &dyn ProcessEngine,
+    partners: &Partners<'_>,
 ) -> Result<ProcessDefinition, (String, String)> {
     let mode = raw
         .mode
@@ -209,8 +235,22 @@ pub fn load(
     let mut steps = Vec::new();
     for (index, raw_step) in raw.steps.unwrap_or_default().into_iter().enumerate() {
         let key = |field: &str| format!("steps[{index}].{field}");
-        let step = match (raw_step.wasm, raw_step.disk, raw_step.http) {
-            (Some(file), None, None) => {
+        let step = match (raw_step.wasm, raw_step.disk, raw_step.http, raw_step.as2) {
+            (None, None, None, Some(a)) => {
+                let partner = crate::partners::load(partners.dir, &a.partner, partners.keystore)
+                    .map_err(|e| (key("as2.partner"), e.to_string()))?;
+                let template = |field: &str, value: Option<String>| {
+                    value
+                        .map(|v| Template::parse(&v).map_err(|e| (key(field), e.to_string())))
+                        .transpose()
+                };
+                Step::As2(Arc::new(As2Step::new(
+                    partner,
+                    template("as2.file_name", a.file_name)?,
+                    template("as2.subject", a.subject)?,
+                )))
+            }
+            (Some(file), None, None, None) => {
                 let path = inside_bundle(bundle_dir, &file).map_err(|r| (key("wasm"), r))?;
                 let bytes = std::fs::read(&path)
                     .map_err(|e| (key("wasm"), format!("{}: {e}", path.display())))?;
@@ -224,7 +264,7 @@ pub fn load(
                     module,
                 }
             }
-            (None, Some(d), None) => {
+            (None, Some(d), None, None) => {
                 let file_name = Template::parse(&d.file_name)
                     .map_err(|e| (key("disk.file_name"), e.to_string()))?;
                 disk::check_template(&file_name).map_err(|r| (key("disk.file_name"), r))?;
@@ -248,7 +288,7 @@ pub fn load(
                     if_exists,
                 })
             }
-            (None, None, Some(h)) => {
+            (None, None, Some(h), None) => {
                 let url = Template::parse(&h.url).map_err(|e| (key("http.url"), e.to_string()))?;
                 http::check_url(&url).map_err(|r| (key("http.url"), r))?;
                 let mut headers = Vec::new();
@@ -278,7 +318,7 @@ pub fn load(
             _ => {
                 return Err((
                     format!("steps[{index}]"),
-                    "give exactly one of wasm, disk, http".into(),
+                    "give exactly one of wasm, disk, http, as2".into(),
                 ))
             }
         };

@@ -28,10 +28,12 @@ use atom_connectors::delivery::Content as Delivered;
 use crate::config::WorkerMode;
 use crate::engine::{GuestDocument, GuestFailure, GuestInput, GuestLimits, Properties};
 use crate::listeners::bundle::ListenerSpec;
+use crate::process::as2_step::Sending;
 use crate::process::definition::Step;
 use crate::process::history::HistoryWriter;
 use crate::store::documents::Documents;
-use crate::store::{status, ExecutionRecord, KeptDocument, StoreError, StoreErrorKind};
+use crate::store::outbox::OutboundBytes;
+use crate::store::{status, ExecutionRecord, KeptDocument, Store, StoreError, StoreErrorKind};
 
 /// How long an attempt waits for its INPROCESS state to be durable before
 /// its first delivery step.
@@ -100,6 +102,9 @@ pub enum Ran {
 pub struct StepFailure {
     pub reason: String,
     pub transient: bool,
+    /// The step decides when to try again (an `as2` step's back-off and
+    /// give-up time), whatever the process's `limits.retries`.
+    pub retry_in: Option<Duration>,
 }
 
 impl StepFailure {
@@ -107,6 +112,7 @@ impl StepFailure {
         StepFailure {
             reason,
             transient: false,
+            retry_in: None,
         }
     }
 
@@ -122,6 +128,7 @@ impl StepFailure {
         StepFailure {
             reason: format!("{place}: {error}"),
             transient: error.is_transient(),
+            retry_in: None,
         }
     }
 
@@ -131,6 +138,7 @@ impl StepFailure {
         StepFailure {
             reason: format!("{place}: {error}"),
             transient: error.is_transient(),
+            retry_in: None,
         }
     }
 
@@ -140,6 +148,7 @@ impl StepFailure {
         StepFailure {
             reason: format!("reading the received document: {}", error.message),
             transient: error.kind != StoreErrorKind::Other,
+            retry_in: None,
         }
     }
 }
@@ -242,6 +251,7 @@ fn with_delivered<T>(
 
 /// Runs executions; shared by all workers.
 pub struct Runner {
+    store: Arc<dyn Store>,
     documents: Arc<dyn Documents>,
     metrics: Arc<crate::admin::metrics::Metrics>,
     /// Built on first use, on a worker thread (the blocking client may not
@@ -253,11 +263,13 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
+        store: Arc<dyn Store>,
         documents: Arc<dyn Documents>,
         history: HistoryWriter,
         metrics: Arc<crate::admin::metrics::Metrics>,
     ) -> Runner {
         Runner {
+            store,
             documents,
             metrics,
             http: std::sync::OnceLock::new(),
@@ -425,6 +437,25 @@ impl Runner {
             Err(failure) => {
                 let limits = job.spec.process.limits;
                 let attempt = retries_done + 1;
+                if let (true, Some(delay)) = (failure.transient, failure.retry_in) {
+                    // The step keeps its own count and give-up time.
+                    log.line(
+                        "WARN",
+                        format_args!(
+                            "{}; execution queued again in {} s",
+                            failure.reason,
+                            delay.as_secs()
+                        ),
+                    );
+                    tracing::warn!(execution = %record.id, process = %record.process, retry_in_s = delay.as_secs(), error = %failure.reason, "step asked to be tried again later; execution queued again");
+                    record.status = status::STARTED.into();
+                    record.error = Some(failure.reason);
+                    record.finished_at = None;
+                    record.finished_at_us = None;
+                    record.log = log.text;
+                    self.history.record(&record);
+                    return (record, Some(delay));
+                }
                 if failure.transient && retries_done < limits.retries {
                     let delay = limits.retry_delay_after(retries_done);
                     log.line(
@@ -532,7 +563,7 @@ impl Runner {
         let mut attempt_recorded = false;
         for (index, step) in process.steps.iter().enumerate() {
             let name = format!("step {} ({})", index + 1, step.describe());
-            if !attempt_recorded && matches!(step, Step::Disk(_) | Step::Http(_)) {
+            if !attempt_recorded && matches!(step, Step::Disk(_) | Step::Http(_) | Step::As2(_)) {
                 self.record_attempt_durably()?;
                 attempt_recorded = true;
             }
@@ -625,6 +656,43 @@ impl Runner {
                         document.delivered.push(path.display().to_string());
                         next.push(document);
                     }
+                    Step::As2(target) => {
+                        let headers = target.headers(lookup)?;
+                        let (bytes, size) = match &document.content {
+                            Content::Memory(bytes) => {
+                                (OutboundBytes::Inline(bytes), bytes.len() as u64)
+                            }
+                            Content::Stored { reference, size } => {
+                                (OutboundBytes::Stored(reference), *size)
+                            }
+                        };
+                        let sent = target
+                            .send(&Sending {
+                                store: self.store.as_ref(),
+                                documents: self.documents.as_ref(),
+                                execution_id: &record.id,
+                                process: &job.spec.id,
+                                step: index as u32,
+                                document: doc_index as u32,
+                                bytes,
+                                size,
+                                headers,
+                                metrics: &self.metrics,
+                            })
+                            .map_err(|mut failure| {
+                                failure.reason = format!("{where_}: {}", failure.reason);
+                                failure
+                            })?;
+                        for (level, note) in &sent.notes {
+                            log.line(level, format_args!("{where_}: {note}"));
+                        }
+                        *warned |= sent.warned;
+                        document.delivered.push(format!(
+                            "as2 {} {} (outbox {})",
+                            target.partner.name, sent.row.message_id, sent.row.id
+                        ));
+                        next.push(document);
+                    }
                     Step::Http(target) => {
                         let client = self.http_client().map_err(StepFailure::permanent)?;
                         let delivered = with_delivered(&document.content, &self.documents, |c| {
@@ -678,6 +746,7 @@ impl Runner {
             .map_err(|e| StepFailure {
                 reason: format!("the attempt could not be recorded before delivering: {e}"),
                 transient: true,
+                retry_in: None,
             })
     }
 

@@ -757,8 +757,10 @@ mod tests {
         .expect("committer");
         let history = HistoryWriter::start(committer).expect("history");
         let metrics = Arc::new(crate::admin::metrics::Metrics::new().expect("metrics"));
-        let runner =
-            Arc::new(Runner::new(documents, history, metrics).with_disk_failures(disk_failures));
+        let runner = Arc::new(
+            Runner::new(store.clone(), documents, history, metrics)
+                .with_disk_failures(disk_failures),
+        );
         let engine = WasmtimeEngine::new(EngineSettings {
             max_instances: 4,
             max_memory: 64 << 20,
@@ -783,6 +785,7 @@ mod tests {
                 engine: engine.as_ref(),
                 data_dir: &data,
                 allowed_directories: &[],
+                partners_dir: &dir.path().join("partners"),
             },
         )
         .expect("bundle loads");

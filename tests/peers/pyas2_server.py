@@ -6,7 +6,8 @@ tests/send_client.rs (`atom send` end to end). Run it with the venv made by
     pyas2_server.py --org-id ID --org-pem PEM --out DIR
                     --partner ID CERT [--partner ID CERT ...]
                     [--require-encryption ID ...] [--require-signature ID ...]
-                    [--tamper-mic ID ...]
+                    [--tamper-mic ID ...] [--port PORT] [--detect-duplicates]
+                    [--lose-first-responses N]
 
 - Listens on 127.0.0.1, port chosen by the system; prints the port on
   stdout (one line) once it is ready. AS2 messages are POSTed to /as2;
@@ -19,6 +20,13 @@ tests/send_client.rs (`atom send` end to end). Run it with the venv made by
   (insufficient-message-security).
 - --tamper-mic: the MDN for that partner carries a wrong
   Received-Content-MIC (for testing the sender's MIC check).
+- --port: listen there instead of on a port the system picks.
+- --detect-duplicates: a Message-ID seen before from the same partner gets
+  pyas2lib's duplicate handling (processed/Warning: duplicate-document,
+  the payload not stored again).
+- --lose-first-responses N: the first N messages are processed and stored,
+  then the connection is closed without an answer (a receipt lost on the
+  way back, for testing the sender's resend).
 - Every message is parsed by pyas2lib's Message.parse and answered with
   pyas2lib's own MDN: in the response (sync), or HTTP 200 with an empty body
   followed by a POST of the MDN to Receipt-Delivery-Option (async).
@@ -68,9 +76,23 @@ class Receiver:
                 sign=partner_id in (args.require_signature or []),
             )
         self.tamper = set(args.tamper_mic or [])
+        self.detect_duplicates = args.detect_duplicates
+        self.seen = set()
+        self.responses_to_lose = args.lose_first_responses
         self.out = args.out
         self.lock = threading.Lock()
         self.count = 0
+
+    def seen_before(self, message_id, partner_id):
+        with self.lock:
+            return (message_id, partner_id) in self.seen
+
+    def lose_this_response(self):
+        with self.lock:
+            if self.responses_to_lose > 0:
+                self.responses_to_lose -= 1
+                return True
+            return False
 
     def record(self, entry, payload):
         with self.lock:
@@ -90,7 +112,11 @@ class Receiver:
             raw,
             find_org_cb=lambda as2_id: self.org if as2_id == self.org_id else None,
             find_partner_cb=self.partners.get,
+            find_message_cb=self.seen_before if self.detect_duplicates else None,
         )
+        if status == "processed" and self.detect_duplicates:
+            with self.lock:
+                self.seen.add((message.message_id, message.sender.as2_name))
         payload = None
         if status == "processed":
             payload = message.content
@@ -181,6 +207,9 @@ def make_handler(receiver):
                 print(f"pyas2_server: pyas2lib failed:\n{traceback.format_exc()}", file=sys.stderr)
                 self.reply(500, {"Content-Type": "text/plain"}, b"pyas2lib failed to process the message\n")
                 return
+            if receiver.lose_this_response():
+                self.close_connection = True
+                return
             if mdn is None:
                 self.reply(200, {}, b"")
             elif mdn.mdn_mode == "ASYNC":
@@ -204,10 +233,13 @@ def main():
     parser.add_argument("--require-signature", action="append", metavar="ID")
     parser.add_argument("--tamper-mic", action="append", metavar="ID")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--detect-duplicates", action="store_true")
+    parser.add_argument("--lose-first-responses", type=int, default=0, metavar="N")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Receiver(args)))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(Receiver(args)))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(server.server_address[1], flush=True)

@@ -1,0 +1,530 @@
+//! The `as2` step: sends each document it receives to a trading partner
+//! through the durable outbox ([`crate::store::outbox`]).
+//!
+//! ```text
+//! document ─▶ outbox row (durable, Message-ID fixed) ─▶ sending (attempt counted, durable)
+//!          ─▶ build (compress, sign, encrypt) ─▶ POST ─▶ sync MDN verified
+//!          ─▶ acknowledged | sent (no MDN asked) | retrying (transient) | failed (permanent)
+//! ```
+//!
+//! A transient failure (no connection, timeout, HTTP 408, 429 or 5xx)
+//! leaves the row `retrying` and the execution queued again after the
+//! profile's back-off; the next attempt sends the same bytes with the same
+//! Message-ID, so the partner's duplicate detection makes it once. A
+//! crash after the POST leaves the row `sending`: the execution's recovery
+//! sends it again, the same way. Permanent failures (a refused request, a
+//! negative MDN, a MIC that does not match, an unusable receipt, retries
+//! given up) end the row `failed` and the execution ERROR; the row keeps
+//! its payload and its last error for `atom outbox retry`.
+
+use std::io::Read;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use atom_connectors::as2::build;
+use atom_connectors::delivery::template::Template;
+
+use crate::client::{verify_mdn, MdnExpectation};
+use crate::partners::{MdnMode, PartnerProfile};
+use crate::process::execution::StepFailure;
+use crate::server::inbound::now_rfc3339;
+use crate::store::documents::Documents;
+use crate::store::outbox::{state, NewOutbound, OutboundBytes, OutboxRow, OutboxUpdate};
+use crate::store::Store;
+
+/// The largest document an `as2` step sends (it is built in memory).
+pub const MAX_OUTBOUND_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest response read (an MDN is a few KiB; error pages are cut).
+const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A configured `as2` step.
+pub struct As2Step {
+    pub partner: PartnerProfile,
+    file_name: Option<Template>,
+    subject: Option<Template>,
+    /// Built on first use, on a worker thread (the blocking client may not
+    /// be created inside the async runtime).
+    client: OnceLock<Result<reqwest::blocking::Client, String>>,
+}
+
+/// What the step needs from the execution around it.
+pub struct Sending<'a> {
+    pub store: &'a dyn Store,
+    pub documents: &'a dyn Documents,
+    pub execution_id: &'a str,
+    pub process: &'a str,
+    pub step: u32,
+    pub document: u32,
+    pub bytes: OutboundBytes<'a>,
+    pub size: u64,
+    /// Subject and file name, from [`As2Step::headers`].
+    pub headers: Headers,
+    pub metrics: &'a crate::admin::metrics::Metrics,
+}
+
+/// The Subject and file name of one document.
+pub struct Headers {
+    pub subject: String,
+    pub file_name: Option<String>,
+}
+
+/// A document the partner has.
+#[derive(Debug)]
+pub struct Sent {
+    pub row: OutboxRow,
+    /// Acknowledged before this attempt (a rerun or a retry of the
+    /// execution): not sent again.
+    pub earlier: bool,
+    /// Lines for the execution's log: (level, text).
+    pub notes: Vec<(&'static str, String)>,
+    /// Needed more than one attempt, or the receipt carried a warning.
+    pub warned: bool,
+}
+
+/// How one attempt failed.
+enum Attempt {
+    Transient(String),
+    Permanent(String),
+}
+
+impl As2Step {
+    pub fn new(
+        partner: PartnerProfile,
+        file_name: Option<Template>,
+        subject: Option<Template>,
+    ) -> As2Step {
+        As2Step {
+            partner,
+            file_name,
+            subject,
+            client: OnceLock::new(),
+        }
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client, String> {
+        self.client
+            .get_or_init(|| self.partner.http_client())
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The Subject (the step's template, else the profile's) and the file
+    /// name (the step's template, else the received file name, if any).
+    pub fn headers<'a>(
+        &self,
+        lookup: impl Fn(&str) -> Option<&'a str> + Copy,
+    ) -> Result<Headers, StepFailure> {
+        let render = |template: &Option<Template>| {
+            template
+                .as_ref()
+                .map(|t| t.render(lookup, str::to_string))
+                .transpose()
+                .map_err(|e| StepFailure::permanent(format!("as2 step: {e}")))
+        };
+        Ok(Headers {
+            subject: render(&self.subject)?.unwrap_or_else(|| self.partner.subject.clone()),
+            file_name: render(&self.file_name)?.or_else(|| lookup("file_name").map(str::to_string)),
+        })
+    }
+
+    /// Sends one document (or finds it sent already).
+    pub fn send(&self, cx: &Sending<'_>) -> Result<Sent, StepFailure> {
+        let profile = &self.partner;
+        let subject = &cx.headers.subject;
+        let file_name = &cx.headers.file_name;
+        if cx.size > MAX_OUTBOUND_BYTES {
+            return Err(StepFailure::permanent(format!(
+                "as2 step: the document has {} bytes; at most {MAX_OUTBOUND_BYTES} are sent",
+                cx.size
+            )));
+        }
+        let message_id = profile.new_message_id();
+        let created_at = now_rfc3339();
+        let row = cx
+            .store
+            .outbox_enqueue(&NewOutbound {
+                execution_id: cx.execution_id,
+                step: cx.step,
+                document: cx.document,
+                process: cx.process,
+                partner: &profile.name,
+                as2_from: &profile.as2_from,
+                as2_to: &profile.as2_to,
+                message_id: &message_id,
+                subject,
+                file_name: file_name.as_deref(),
+                bytes: cx.bytes,
+                size: cx.size,
+                created_at: &created_at,
+            })
+            .map_err(|e| StepFailure {
+                reason: format!("as2 step: the document could not be put in the outbox: {e}"),
+                transient: true,
+                retry_in: None,
+            })?;
+        let fresh = row.message_id == message_id;
+        let mut notes = Vec::new();
+        match row.status.as_str() {
+            s if state::is_delivered(s) => {
+                notes.push((
+                    "INFO",
+                    format!(
+                        "outbox {}: {} to {} already ({}), not sent again",
+                        row.id, row.message_id, profile.name, row.status
+                    ),
+                ));
+                return Ok(Sent {
+                    row,
+                    earlier: true,
+                    notes,
+                    warned: false,
+                });
+            }
+            state::FAILED => return Err(StepFailure::permanent(format!(
+                "outbox {}: {} to {} failed earlier: {} (`atom outbox retry {}` sends it again)",
+                row.id,
+                row.message_id,
+                profile.name,
+                row.last_error.as_deref().unwrap_or("no reason recorded"),
+                row.id
+            ))),
+            state::CANCELLED => {
+                return Err(StepFailure::permanent(format!(
+                    "outbox {}: {} to {} was cancelled by an operator",
+                    row.id, row.message_id, profile.name
+                )))
+            }
+            _ => {}
+        }
+        // Respect the back-off even when the execution runs early (a
+        // restart recovers it at once).
+        if row.status == state::RETRYING {
+            if let Some(wait) = row.next_attempt_at.as_deref().and_then(until) {
+                return Err(StepFailure {
+                    reason: format!(
+                        "outbox {}: next attempt of {} at {}",
+                        row.id,
+                        row.message_id,
+                        row.next_attempt_at.as_deref().unwrap_or("")
+                    ),
+                    transient: true,
+                    retry_in: Some(wait),
+                });
+            }
+        }
+        let now_us = now_micros();
+        if let Some(first) = row.first_attempt_at_us {
+            let elapsed = Duration::from_micros(now_us.saturating_sub(first).max(0) as u64);
+            if elapsed >= profile.retry.give_up_after {
+                let reason = format!(
+                    "gave up after {} attempts over {} s: {}",
+                    row.attempts,
+                    elapsed.as_secs(),
+                    row.last_error.as_deref().unwrap_or("no reason recorded")
+                );
+                return Err(self.fail(cx, &row, &reason));
+            }
+        }
+        let payload = if fresh {
+            match cx.bytes {
+                OutboundBytes::Inline(bytes) => std::borrow::Cow::Borrowed(bytes),
+                OutboundBytes::Stored(reference) => std::borrow::Cow::Owned(
+                    cx.documents
+                        .read(reference)
+                        .map_err(|e| StepFailure::payload(&e))?,
+                ),
+            }
+        } else {
+            std::borrow::Cow::Owned(self.stored_payload(cx, &row)?)
+        };
+
+        // Counted before anything leaves: after a crash, `attempts` says a
+        // partner may have it.
+        let attempt_at = now_rfc3339();
+        let mut sending = row.clone();
+        sending.status = state::SENDING.into();
+        sending.attempts += 1;
+        sending.first_attempt_at_us = Some(row.first_attempt_at_us.unwrap_or(now_us));
+        sending.last_attempt_at = Some(attempt_at);
+        sending.next_attempt_at = None;
+        self.record(cx, &sending.update())?;
+
+        match self.attempt(&sending, &payload) {
+            Ok((status, mic, disposition, mdn, warnings)) => {
+                let mut done = sending.clone();
+                done.status = status.into();
+                done.last_error = None;
+                done.mic = Some(mic);
+                done.mdn_disposition = disposition;
+                done.mdn = mdn;
+                self.record(cx, &done.update())?;
+                self.count(cx, &done.status);
+                let warned = done.attempts > 1 || !warnings.is_empty();
+                for warning in warnings {
+                    notes.push(("WARN", format!("outbox {}: {warning}", done.id)));
+                }
+                notes.push((
+                    "INFO",
+                    format!(
+                        "outbox {}: {} to {} at {}: {}{} (attempt {})",
+                        done.id,
+                        done.message_id,
+                        profile.name,
+                        profile.url,
+                        done.status,
+                        done.mdn_disposition
+                            .as_deref()
+                            .map(|d| format!(", {d}"))
+                            .unwrap_or_default(),
+                        done.attempts
+                    ),
+                ));
+                Ok(Sent {
+                    row: done,
+                    earlier: false,
+                    notes,
+                    warned,
+                })
+            }
+            Err(Attempt::Permanent(reason)) => Err(self.fail(cx, &sending, &reason)),
+            Err(Attempt::Transient(reason)) => {
+                let delay = profile.retry.delay_after(sending.attempts);
+                let first = sending.first_attempt_at_us.unwrap_or(now_us);
+                let deadline = Duration::from_micros(
+                    (now_micros() - first).max(0) as u64 + delay.as_micros() as u64,
+                );
+                if deadline > profile.retry.give_up_after {
+                    let reason = format!(
+                        "gave up after {} attempts (retry.give_up_after_hours of partner {}): {reason}",
+                        sending.attempts, profile.name
+                    );
+                    return Err(self.fail(cx, &sending, &reason));
+                }
+                let next = rfc3339_in(delay);
+                let mut retrying = sending.clone();
+                retrying.status = state::RETRYING.into();
+                retrying.last_error = Some(reason.clone());
+                retrying.next_attempt_at = Some(next.clone());
+                self.record(cx, &retrying.update())?;
+                self.count(cx, "retried");
+                Err(StepFailure {
+                    reason: format!(
+                        "outbox {}: {} to {}: attempt {} failed: {reason}; next attempt at {next}",
+                        retrying.id, retrying.message_id, profile.name, retrying.attempts
+                    ),
+                    transient: true,
+                    retry_in: Some(delay),
+                })
+            }
+        }
+    }
+
+    /// The bytes of a row written by an earlier attempt.
+    fn stored_payload(&self, cx: &Sending<'_>, row: &OutboxRow) -> Result<Vec<u8>, StepFailure> {
+        let bytes = match &row.payload_ref {
+            Some(reference) => cx
+                .documents
+                .read(reference)
+                .map_err(|e| StepFailure::payload(&e))?,
+            None => cx
+                .store
+                .outbox_payload(row.id)
+                .map_err(|e| StepFailure::payload(&e))?
+                .unwrap_or_default(),
+        };
+        if bytes.len() as u64 != row.size {
+            return Err(StepFailure::permanent(format!(
+                "outbox {}: the stored document has {} bytes, {} were queued",
+                row.id,
+                bytes.len(),
+                row.size
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn record(&self, cx: &Sending<'_>, update: &OutboxUpdate<'_>) -> Result<(), StepFailure> {
+        cx.store
+            .outbox_update(update, None, None)
+            .map(|_| ())
+            .map_err(|e| StepFailure {
+                reason: format!("as2 step: recording the outbox state failed: {e}"),
+                transient: true,
+                retry_in: None,
+            })
+    }
+
+    fn count(&self, cx: &Sending<'_>, result: &str) {
+        cx.metrics
+            .outbound
+            .with_label_values(&[&self.partner.name, result])
+            .inc();
+    }
+
+    /// Ends a row `failed` with `reason`; the execution's failure.
+    fn fail(&self, cx: &Sending<'_>, row: &OutboxRow, reason: &str) -> StepFailure {
+        let mut failed = row.clone();
+        failed.status = state::FAILED.into();
+        failed.last_error = Some(reason.to_string());
+        failed.next_attempt_at = None;
+        if let Err(e) = self.record(cx, &failed.update()) {
+            return e;
+        }
+        self.count(cx, state::FAILED);
+        StepFailure::permanent(format!(
+            "outbox {}: {} to {}: {reason}",
+            row.id, row.message_id, self.partner.name
+        ))
+    }
+
+    /// One POST and its receipt: (status, our MIC, disposition, the
+    /// receipt as received, warnings).
+    #[allow(clippy::type_complexity)]
+    fn attempt(
+        &self,
+        row: &OutboxRow,
+        payload: &[u8],
+    ) -> Result<
+        (
+            &'static str,
+            String,
+            Option<String>,
+            Option<Vec<u8>>,
+            Vec<String>,
+        ),
+        Attempt,
+    > {
+        let profile = &self.partner;
+        let built = build::build(&profile.outbound(
+            payload,
+            row.file_name.as_deref(),
+            &row.subject,
+            &row.message_id,
+        ))
+        .map_err(|e| Attempt::Permanent(format!("building the message failed: {e}")))?;
+        let client = self.client().map_err(Attempt::Permanent)?;
+        let mut request = client.post(&profile.url);
+        for (name, value) in built.headers.iter() {
+            request = request.header(name, value);
+        }
+        for (name, value) in &profile.http.headers {
+            request = request.header(name, value);
+        }
+        if let Some((user, password)) = &profile.http.basic_auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .body(built.body)
+            .send()
+            .map_err(|e| Attempt::Transient(describe(&e)))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut received_headers = String::new();
+        for (name, value) in response.headers() {
+            received_headers.push_str(&format!(
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        let mut body = Vec::new();
+        response
+            .take(MAX_RESPONSE_BYTES)
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                Attempt::Transient(format!("HTTP {status}, then reading the response: {e}"))
+            })?;
+        if !status.is_success() {
+            let text: String = String::from_utf8_lossy(&body)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(300)
+                .collect();
+            let reason = format!("{} answered HTTP {status}: {text}", profile.url);
+            let code = status.as_u16();
+            return Err(if code == 408 || code == 429 || status.is_server_error() {
+                Attempt::Transient(reason)
+            } else {
+                Attempt::Permanent(reason)
+            });
+        }
+        let mic = built.expected_mic.render();
+        if profile.mdn.mode == MdnMode::None {
+            return Ok((state::SENT, mic, None, None, Vec::new()));
+        }
+        if body.is_empty() {
+            return Err(Attempt::Permanent(format!(
+                "{} answered HTTP {status} without the synchronous MDN asked for",
+                profile.url
+            )));
+        }
+        let expectation = MdnExpectation {
+            message_id: &row.message_id,
+            mic: &built.expected_mic,
+            signed_requested: profile.mdn.signed.is_some(),
+            message_signed: profile.sign.is_some(),
+            partner_certs: &profile.mdn.partner_certificates,
+        };
+        let mut raw = received_headers.into_bytes();
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(&body);
+        match verify_mdn(content_type.as_deref(), &body, &expectation) {
+            Ok(receipt) => Ok((
+                state::ACKNOWLEDGED,
+                mic,
+                Some(receipt.disposition.render()),
+                Some(raw),
+                receipt.warnings,
+            )),
+            Err(failure) => Err(Attempt::Permanent(failure.reason)),
+        }
+    }
+}
+
+/// A reqwest error as one line, with its root cause.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "HTTP exchange failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    let mut root = None;
+    while let Some(cause) = source {
+        root = Some(cause.to_string());
+        source = cause.source();
+    }
+    if let Some(url) = e.url() {
+        text.push_str(&format!(" to {url}"));
+    }
+    if let Some(root) = root {
+        text.push_str(&format!(": {root}"));
+    }
+    text
+}
+
+fn now_micros() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+/// RFC 3339 time `delay` from now.
+fn rfc3339_in(delay: Duration) -> String {
+    let at = time::OffsetDateTime::now_utc() + delay;
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// How long until an RFC 3339 time; `None` when it has passed (or is unreadable).
+fn until(at: &str) -> Option<Duration> {
+    let at =
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    let left = at - time::OffsetDateTime::now_utc();
+    (left.is_positive()).then(|| left.unsigned_abs())
+}

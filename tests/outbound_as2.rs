@@ -1,0 +1,517 @@
+//! Outbound AS2 end to end: `as2` steps of the real `atom` binary send
+//! through the outbox to `tests/peers/pyas2_server.py`, an independent
+//! receiver built on pyas2lib (1.4.4), which decrypts, verifies,
+//! decompresses, stores and answers with its own signed MDNs. Without the
+//! peer venv (`.ci/setup-peers`) these tests fail, they never skip.
+//!
+//! A plain inbound message starts each execution; its steps send the
+//! payload (or what a guest made of it) to the partner profiles in
+//! `partners/`.
+
+mod common;
+
+use common::{peer_python, plain_headers, plain_start, post, Site};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Our AS2 ID, as the partner knows us.
+const OUR_ID: &str = "ATOM-OUT";
+/// The partner's (pyas2lib's) AS2 ID.
+const PARTNER_ID: &str = "PYAS2-IN";
+/// Who sends Atom the plain messages that start executions.
+const TRIGGER_ID: &str = "ERP";
+
+/// An X12 810 with a binary tail, so byte-exact delivery is visible.
+fn invoice() -> Vec<u8> {
+    let mut data = b"ISA*00*          *00*          *ZZ*ATOMOUT        *ZZ*PYAS2IN        *261128*1200*U*00401*000004711*0*P*>~\n\
+GS*IN*ATOMOUT*PYAS2IN*20261128*1200*4711*X*004010~\nST*810*0001~\nBIG*20261128*INV-4711~\nTDS*995~\nSE*4*0001~\nGE*1*4711~\nIEA*1*000004711~\n"
+        .to_vec();
+    data.extend((0u8..=255).cycle().take(700));
+    data
+}
+
+/// A pyas2lib receiver on a loopback port.
+struct Peer {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Peer {
+    /// Starts the receiver on `port` (0: any) with our certificate as
+    /// the partner `OUR_ID` (and `extra` options).
+    fn start(site: &Site, port: u16, extra: &[&str]) -> Peer {
+        let out = site
+            .path()
+            .join(format!("received-{}", common::free_port()));
+        let mut child = Command::new(peer_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pyas2_server.py"))
+            .args(["--org-id", PARTNER_ID, "--org-pem"])
+            .arg(site.path().join("pyas2.pem"))
+            .args(["--partner", OUR_ID])
+            .arg(site.path().join("ours.cert.pem"))
+            .args(["--port", &port.to_string(), "--out"])
+            .arg(&out)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("pyas2_server.py starts (did `.ci/setup-peers` run?)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the server's port");
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("pyas2_server.py printed no port ({line:?}); rerun `.ci/setup-peers`")
+        });
+        Peer { child, port, out }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/as2", self.port)
+    }
+
+    /// What the receiver logged, one JSON object per message.
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.out.join("received.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("received.jsonl line"))
+            .collect()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A site with our key (`ours`) and the partner's (`pyas2`), the PEMs the
+/// peer needs, and a listener `trigger` whose steps are `steps`.
+fn site_with(steps: &str) -> Site {
+    let site = Site::new("");
+    site.atom_ok(&["certs", "generate", "ours", "--cn", "Atom outbound test"]);
+    site.atom_ok(&["certs", "generate", "pyas2", "--cn", "pyas2lib receiver"]);
+    let path = |name: &str| site.path().join(name).to_str().expect("utf-8").to_string();
+    site.atom_ok(&[
+        "certs",
+        "export",
+        "pyas2",
+        "--format",
+        "pem",
+        "--out",
+        &path("pyas2.pem"),
+    ]);
+    site.atom_ok(&["certs", "export", "ours", "--out", &path("ours.cert.pem")]);
+    std::fs::create_dir_all(site.path().join("partners")).expect("partners dir");
+    site.deploy(
+        "trigger",
+        &format!("{}steps:\n{steps}", plain_start(TRIGGER_ID, OUR_ID)),
+    );
+    site
+}
+
+/// Writes `partners/<name>.yaml` for the peer at `url` with `security`
+/// (YAML lines of the profile).
+fn profile(site: &Site, name: &str, url: &str, security: &str) {
+    std::fs::write(
+        site.path().join("partners").join(format!("{name}.yaml")),
+        format!("url: {url}\nas2_from: {OUR_ID}\nas2_to: {PARTNER_ID}\n{security}"),
+    )
+    .expect("write profile");
+}
+
+/// Posts one plain message to Atom: it starts one execution.
+fn trigger(running: &common::Running, body: &[u8], file_name: &str) {
+    let mut headers = plain_headers(
+        TRIGGER_ID,
+        OUR_ID,
+        &format!("<{}@erp.example>", common::free_port()),
+    );
+    headers.push((
+        "Content-Disposition".into(),
+        format!("attachment; filename=\"{file_name}\""),
+    ));
+    let response = post(running.http(), "/as2", &headers, body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response.text().contains("processed"),
+        "trigger refused: {}",
+        response.text()
+    );
+}
+
+fn outbox(site: &Site) -> Vec<Value> {
+    serde_json::from_str(&site.atom_ok(&["outbox", "--json", "--limit", "10000"]))
+        .expect("outbox JSON")
+}
+
+/// Polls the outbox until `done` holds for its rows.
+fn wait_outbox(site: &Site, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = outbox(site);
+        if done(&rows) {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outbox never got to {what}: {rows:#?}\nlog:\n{}",
+            site.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    openssl::sha::sha256(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn every_digest_cipher_and_compression_reaches_pyas2lib_and_its_receipts_verify() {
+    let digests = ["md5", "sha1", "sha224", "sha256", "sha384", "sha512"];
+    // What pyas2lib decrypts: no AES-GCM, and RC2 needs OpenSSL's legacy
+    // provider, which its oscrypto does not load (openssl covers both).
+    let ciphers = ["3des", "aes128-cbc", "aes192-cbc", "aes256-cbc"];
+    let compressions = ["none", "before_signing", "after_signing"];
+    let mut names = Vec::new();
+    let mut steps = String::new();
+    for (d, digest) in digests.iter().enumerate() {
+        for (c, cipher) in ciphers.iter().enumerate() {
+            for (z, compress) in compressions.iter().enumerate() {
+                let name = format!("p-{d}-{c}-{z}");
+                steps.push_str(&format!("  - as2: {{ partner: {name} }}\n"));
+                names.push((name, *digest, *cipher, *compress));
+            }
+        }
+    }
+    // Two more: unsigned and unencrypted with an unsigned receipt, and no receipt at all.
+    steps.push_str("  - as2: { partner: plain }\n  - as2: { partner: no-mdn }\n");
+    let site = site_with(&steps);
+    let peer = Peer::start(&site, 0, &[]);
+    for (name, digest, cipher, compress) in &names {
+        profile(
+            &site,
+            name,
+            &peer.url(),
+            &format!(
+                "sign: {{ key: keystore:ours, digest: {digest} }}\n\
+                 encrypt: {{ certificate: keystore:pyas2, cipher: {cipher} }}\n\
+                 compress: {compress}\nmdn: {{ mode: sync, signed: true }}\n"
+            ),
+        );
+    }
+    profile(&site, "plain", &peer.url(), "mdn: { mode: sync }\n");
+    profile(&site, "no-mdn", &peer.url(), "mdn: { mode: none }\n");
+    let running = site.start();
+    let payload = invoice();
+    trigger(&running, &payload, "INV-4711.x12");
+
+    let executions = site.wait_for_executions(1);
+    assert_eq!(
+        s(&executions[0], "status"),
+        "COMPLETE",
+        "{}",
+        s(&executions[0], "log")
+    );
+    let rows = outbox(&site);
+    assert_eq!(rows.len(), names.len() + 2);
+    let received = peer.received();
+    assert_eq!(received.len(), names.len() + 2, "{received:#?}");
+    for row in &rows {
+        let partner = s(row, "partner");
+        let expected_status = if partner == "no-mdn" {
+            "sent"
+        } else {
+            "acknowledged"
+        };
+        assert_eq!(s(row, "status"), expected_status, "{row:#}");
+        assert_eq!(row["attempts"], 1, "{row:#}");
+        assert_eq!(s(row, "file_name"), "INV-4711.x12");
+        let got = received
+            .iter()
+            .find(|r| s(r, "message_id") == s(row, "message_id").trim_matches(['<', '>']))
+            .unwrap_or_else(|| panic!("pyas2lib never got {row:#}"));
+        assert_eq!(s(got, "status"), "processed", "{got:#}");
+        assert_eq!(s(got, "payload_sha256"), sha256_hex(&payload), "{got:#}");
+        assert_eq!(s(got, "filename"), "INV-4711.x12");
+        if let Some((_, digest, cipher, compress)) = names.iter().find(|n| n.0 == partner) {
+            assert_eq!(row["mdn_disposition"], "processed", "{row:#}");
+            assert_eq!(s(got, "digest_alg"), *digest, "{partner}");
+            assert_eq!(got["encrypted"], true, "{partner}");
+            if *cipher == "3des" {
+                // pyas2lib names only this one.
+                assert_eq!(s(got, "enc_alg"), "tripledes_192_cbc", "{partner}");
+            }
+            assert_eq!(got["compressed"], *compress != "none", "{partner}");
+            assert_eq!(got["signed"], true);
+            // The MIC pyas2lib computed is the one we expected and checked.
+            let ours = s(row, "mic").split(',').next().unwrap_or("").trim();
+            assert_eq!(ours, s(got, "mic"), "{partner}");
+        } else {
+            assert_eq!(got["signed"], false);
+            assert_eq!(got["encrypted"], false);
+        }
+    }
+    // The execution links each document to its outbox row.
+    let log = s(&executions[0], "log");
+    assert!(log.contains("acknowledged, processed"), "{log}");
+    let kept = &executions[0]["documents"][0]["delivered"];
+    assert_eq!(kept.as_array().map(Vec::len), Some(names.len() + 2));
+    let metrics = common::get(running.admin, "/metrics", &[admin_auth(&site)]).text();
+    assert!(
+        metrics.contains("atom_as2_outbound_total{partner=\"plain\",result=\"acknowledged\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn admin_auth(site: &Site) -> (String, String) {
+    let token = std::fs::read_to_string(site.path().join("data/admin.token")).expect("token");
+    (
+        "Authorization".to_string(),
+        format!("Bearer {}", token.trim()),
+    )
+}
+
+const SIGNED_ENCRYPTED: &str = "sign: { key: keystore:ours, digest: sha256 }\n\
+    encrypt: { certificate: keystore:pyas2, cipher: aes256-cbc }\n\
+    compress: before_signing\nmdn: { mode: sync, signed: true }\n\
+    retry: { first_delay_seconds: 1, max_delay_seconds: 2, give_up_after_hours: 1 }\n";
+
+#[test]
+fn a_partner_down_then_a_lost_receipt_get_the_document_once_with_one_message_id() {
+    let site = site_with("  - as2: { partner: pyas2 }\n");
+    // Nothing listens there yet.
+    let port = common::free_port();
+    profile(
+        &site,
+        "pyas2",
+        &format!("http://127.0.0.1:{port}/as2"),
+        SIGNED_ENCRYPTED,
+    );
+    let running = site.start();
+    let payload = invoice();
+    trigger(&running, &payload, "INV-1.x12");
+    let rows = wait_outbox(&site, "two failed attempts", |rows| {
+        rows.len() == 1 && rows[0]["attempts"].as_u64() >= Some(2)
+    });
+    assert_eq!(s(&rows[0], "status"), "retrying", "{rows:#?}");
+    assert!(
+        s(&rows[0], "last_error").contains("cannot connect"),
+        "{rows:#?}"
+    );
+    let message_id = s(&rows[0], "message_id").to_string();
+
+    // Up, but the first receipt is lost on the way back: the resend with
+    // the same Message-ID is pyas2lib's duplicate.
+    let peer = Peer::start(
+        &site,
+        port,
+        &["--detect-duplicates", "--lose-first-responses", "1"],
+    );
+    let rows = wait_outbox(&site, "acknowledged", |rows| {
+        s(&rows[0], "status") == "acknowledged"
+    });
+    assert_eq!(s(&rows[0], "message_id"), message_id);
+    let executions = site.wait_for_executions(1);
+    assert_eq!(
+        s(&executions[0], "status"),
+        "COMPLETE_WARN",
+        "{}",
+        s(&executions[0], "log")
+    );
+    let received = peer.received();
+    let bare = message_id.trim_matches(['<', '>']);
+    assert!(received.iter().all(|r| s(r, "message_id") == bare));
+    let stored: Vec<&Value> = received
+        .iter()
+        .filter(|r| s(r, "status") == "processed")
+        .collect();
+    assert_eq!(stored.len(), 1, "exactly one copy stored: {received:#?}");
+    assert_eq!(s(stored[0], "payload_sha256"), sha256_hex(&payload));
+    assert_eq!(
+        received.len(),
+        2,
+        "one lost receipt, one duplicate: {received:#?}"
+    );
+    assert!(
+        s(&rows[0], "mdn_disposition").contains("duplicate"),
+        "{rows:#?}"
+    );
+}
+
+#[test]
+fn documents_waiting_in_the_outbox_survive_a_restart() {
+    let site = site_with("  - as2: { partner: pyas2 }\n");
+    let port = common::free_port();
+    profile(
+        &site,
+        "pyas2",
+        &format!("http://127.0.0.1:{port}/as2"),
+        SIGNED_ENCRYPTED,
+    );
+    let running = site.start();
+    let payloads: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            let mut p = invoice();
+            p.extend(format!("copy {i}").bytes());
+            p
+        })
+        .collect();
+    for (i, p) in payloads.iter().enumerate() {
+        trigger(&running, p, &format!("INV-{i}.x12"));
+    }
+    let before = wait_outbox(&site, "three retrying", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| s(r, "status") == "retrying")
+    });
+    running.stop();
+
+    let peer = Peer::start(&site, port, &["--detect-duplicates"]);
+    let _running = site.start();
+    let rows = wait_outbox(&site, "three acknowledged", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| s(r, "status") == "acknowledged")
+    });
+    for row in &rows {
+        let earlier = before
+            .iter()
+            .find(|b| b["id"] == row["id"])
+            .expect("same rows");
+        assert_eq!(row["message_id"], earlier["message_id"]);
+    }
+    let received = peer.received();
+    assert_eq!(received.len(), 3, "{received:#?}");
+    let mut hashes: Vec<String> = received
+        .iter()
+        .map(|r| s(r, "payload_sha256").to_string())
+        .collect();
+    hashes.sort();
+    let mut sent: Vec<String> = payloads.iter().map(|p| sha256_hex(p)).collect();
+    sent.sort();
+    assert_eq!(hashes, sent);
+    let executions = site.wait_for_executions(3);
+    assert!(
+        executions.iter().all(|e| s(e, "status") == "COMPLETE_WARN"),
+        "{executions:#?}"
+    );
+}
+
+#[test]
+fn a_negative_mdn_and_a_mic_mismatch_end_the_execution_error_with_the_reason() {
+    let site = site_with("  - as2: { partner: strict }\n");
+    // pyas2lib requires encryption from us: an unencrypted message gets
+    // its negative receipt.
+    let peer = Peer::start(&site, 0, &["--require-encryption", OUR_ID]);
+    profile(
+        &site,
+        "strict",
+        &peer.url(),
+        "sign: { key: keystore:ours }\nmdn: { mode: sync, signed: true, partner_certificates: [keystore:pyas2] }\n",
+    );
+    let running = site.start();
+    trigger(&running, &invoice(), "INV-9.x12");
+    let executions = site.wait_for_executions(1);
+    assert_eq!(s(&executions[0], "status"), "ERROR");
+    let error = s(&executions[0], "error");
+    assert!(
+        error.contains("negative MDN") && error.contains("insufficient-message-security"),
+        "{error}"
+    );
+    let rows = outbox(&site);
+    assert_eq!(s(&rows[0], "status"), "failed");
+    assert_eq!(rows[0]["attempts"], 1, "permanent: not retried");
+    assert!(s(&rows[0], "last_error").contains("negative MDN"));
+    // The document and the reason stay; cancel marks it handled.
+    let id = rows[0]["id"].to_string();
+    let payload = site.atom(&["outbox", "download", &id, "payload"]);
+    assert_eq!(payload.stdout, invoice());
+    site.atom_ok(&["outbox", "cancel", &id]);
+    assert_eq!(s(&outbox(&site)[0], "status"), "cancelled");
+    drop(running);
+    drop(peer);
+
+    // A receipt whose MIC is not ours.
+    let site = site_with("  - as2: { partner: tampered }\n");
+    let peer = Peer::start(&site, 0, &["--tamper-mic", OUR_ID]);
+    profile(&site, "tampered", &peer.url(), SIGNED_ENCRYPTED);
+    let running = site.start();
+    trigger(&running, &invoice(), "INV-10.x12");
+    let executions = site.wait_for_executions(1);
+    assert_eq!(s(&executions[0], "status"), "ERROR");
+    assert!(
+        s(&executions[0], "error").contains("MIC mismatch"),
+        "{}",
+        s(&executions[0], "error")
+    );
+    let rows = outbox(&site);
+    assert_eq!(s(&rows[0], "status"), "failed");
+    drop(running);
+}
+
+#[test]
+fn an_operator_retries_a_failed_document_with_its_message_id() {
+    let site = site_with("  - as2: { partner: pyas2 }\n");
+    let port = common::free_port();
+    profile(
+        &site,
+        "pyas2",
+        &format!("http://127.0.0.1:{port}/as2"),
+        // Gives up at once: the first transient failure is final.
+        "sign: { key: keystore:ours }\nencrypt: { certificate: keystore:pyas2 }\n\
+         retry: { first_delay_seconds: 3600, max_delay_seconds: 3600, give_up_after_hours: 1 }\n",
+    );
+    let running = site.start();
+    trigger(&running, &invoice(), "INV-2.x12");
+    let executions = site.wait_for_executions(1);
+    assert_eq!(s(&executions[0], "status"), "ERROR");
+    assert!(
+        s(&executions[0], "error").contains("gave up after 1 attempts"),
+        "{}",
+        s(&executions[0], "error")
+    );
+    let row = &outbox(&site)[0];
+    let id = row["id"].to_string();
+    let message_id = s(row, "message_id").to_string();
+    // An acknowledged or running row is not retried without --new-id.
+    let refused = site.atom(&["outbox", "cancel", "999999"]);
+    assert!(!refused.status.success());
+
+    let peer = Peer::start(&site, port, &[]);
+    site.atom_ok(&["outbox", "retry", &id]);
+    let rows = wait_outbox(&site, "acknowledged", |rows| {
+        s(&rows[0], "status") == "acknowledged"
+    });
+    assert_eq!(s(&rows[0], "message_id"), message_id);
+    assert_eq!(rows[0]["attempts"], 2);
+    assert_eq!(peer.received().len(), 1);
+    let again = site.atom(&["outbox", "retry", &id]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--new-id"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    site.atom_ok(&["outbox", "retry", &id, "--new-id"]);
+    let rows = wait_outbox(&site, "acknowledged again", |rows| {
+        s(&rows[0], "status") == "acknowledged" && s(&rows[0], "message_id") != message_id
+    });
+    assert_eq!(rows[0]["attempts"], 3);
+    let received = peer.received();
+    assert_eq!(received.len(), 2);
+    assert_ne!(received[0]["message_id"], received[1]["message_id"]);
+    drop(running);
+}

@@ -882,6 +882,101 @@ mod contract {
     }
 }
 
+mod outbox_contract {
+    use super::*;
+    use atom::store::outbox::{state, NewOutbound, OutboundBytes, OutboxFilter};
+
+    fn new<'a>(execution: &'a str, document: u32, bytes: OutboundBytes<'a>) -> NewOutbound<'a> {
+        NewOutbound {
+            execution_id: execution,
+            step: 2,
+            document,
+            process: "invoices",
+            partner: "acme",
+            as2_from: "US",
+            as2_to: "ACME",
+            message_id: if document == 0 { "<a@US>" } else { "<b@US>" },
+            subject: "Invoice",
+            file_name: Some("INV-1.x12"),
+            bytes,
+            size: 5,
+            created_at: "2026-11-28T12:00:00Z",
+        }
+    }
+
+    /// A row is written once per (execution, step, document); a second
+    /// enqueue (a retry, a rerun, a recovery) gets the first one, with its
+    /// Message-ID and bytes; updates can be made conditional; it survives a
+    /// reopen.
+    pub fn outbox_rows_are_written_once_and_updated_durably(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let first = store
+            .outbox_enqueue(&new("execution-1", 0, OutboundBytes::Inline(b"hello")))
+            .expect("enqueue");
+        assert_eq!(first.status, state::QUEUED);
+        assert_eq!(first.attempts, 0);
+        assert_eq!(first.payload_ref, None);
+        let mut again = new("execution-1", 0, OutboundBytes::Inline(b"other"));
+        again.message_id = "<c@US>";
+        let second = store.outbox_enqueue(&again).expect("enqueue again");
+        assert_eq!(second.id, first.id);
+        assert_eq!(second.message_id, "<a@US>");
+        assert_eq!(
+            store.outbox_payload(first.id).expect("payload"),
+            Some(b"hello".to_vec())
+        );
+        let stored = store
+            .outbox_enqueue(&new("execution-1", 1, OutboundBytes::Stored("db:7")))
+            .expect("enqueue by reference");
+        assert_eq!(stored.payload_ref.as_deref(), Some("db:7"));
+        assert_eq!(store.outbox_payload(stored.id).expect("payload"), None);
+
+        let mut sending = first.clone();
+        sending.status = state::SENDING.into();
+        sending.attempts = 1;
+        sending.first_attempt_at_us = Some(42);
+        sending.mdn = Some(b"receipt".to_vec());
+        assert!(store
+            .outbox_update(&sending.update(), Some(state::QUEUED), None)
+            .expect("update"));
+        assert!(
+            !store
+                .outbox_update(&sending.update(), Some(state::QUEUED), None)
+                .expect("conditional update"),
+            "no longer queued"
+        );
+        assert!(store
+            .outbox_update(&sending.update(), None, Some("<new@US>"))
+            .expect("new Message-ID"));
+        drop(store);
+
+        let store = open(dir.path()).store;
+        let row = store
+            .outbox_row(first.id)
+            .expect("read")
+            .expect("still there");
+        assert_eq!(row.status, state::SENDING);
+        assert_eq!(row.attempts, 1);
+        assert_eq!(row.first_attempt_at_us, Some(42));
+        assert_eq!(row.message_id, "<new@US>");
+        assert_eq!(row.mdn.as_deref(), Some(&b"receipt"[..]));
+        assert_eq!(row.file_name.as_deref(), Some("INV-1.x12"));
+        let filter = |status: Option<&str>| OutboxFilter {
+            status: status.map(str::to_string),
+            limit: 10,
+            ..OutboxFilter::default()
+        };
+        assert_eq!(store.outbox_list(&filter(None)).expect("list").len(), 2);
+        let queued = store
+            .outbox_list(&filter(Some(state::QUEUED)))
+            .expect("list");
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].id, stored.id);
+        assert!(store.outbox_row(999_999).expect("read").is_none());
+    }
+}
+
 /// Tests of one backend: each runs when `available()` says so.
 macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
@@ -929,6 +1024,13 @@ macro_rules! store_contract {
                 two_handles_commit_copies_of_one_message_concurrently,
                 a_64_mib_document_round_trip,
             );
+
+            #[test]
+            fn outbox_rows_are_written_once_and_updated_durably() {
+                if available() {
+                    outbox_contract::outbox_rows_are_written_once_and_updated_durably(&open);
+                }
+            }
         }
     };
 }

@@ -180,14 +180,16 @@ impl As2Step {
                     warned: false,
                 });
             }
-            state::FAILED => return Err(StepFailure::permanent(format!(
+            state::FAILED => {
+                return Err(StepFailure::permanent(format!(
                 "outbox {}: {} to {} failed earlier: {} (`atom outbox retry {}` sends it again)",
                 row.id,
                 row.message_id,
                 profile.name,
                 row.last_error.as_deref().unwrap_or("no reason recorded"),
                 row.id
-            ))),
+            )))
+            }
             state::CANCELLED => {
                 return Err(StepFailure::permanent(format!(
                     "outbox {}: {} to {} was cancelled by an operator",

@@ -515,3 +515,127 @@ fn an_operator_retries_a_failed_document_with_its_message_id() {
     assert_ne!(received[0]["message_id"], received[1]["message_id"]);
     drop(running);
 }
+
+/// The README's round trip: pyas2lib sends an X12 850 (signed, encrypted,
+/// asking for a signed receipt) to Atom; the process's WebAssembly step
+/// (examples/x12-997) answers it with a 997, and an `as2` step sends the
+/// 997 back to pyas2lib, whose signed MDN closes the loop.
+#[test]
+fn an_850_from_pyas2lib_comes_back_as_a_997_whose_mdn_closes_the_loop() {
+    let Some(guest) = common::guests::build("x12-997", "orders") else {
+        return;
+    };
+    let site = Site::new("");
+    let peer_dir = site.path().join("peer");
+    let start = common::pyas2lib::share_keys(std::slice::from_ref(&site), &peer_dir);
+    let wasm = std::fs::read(guest.path.join("x12-997.wasm")).expect("module");
+    site.deploy_file("orders", "x12-997.wasm", &wasm);
+    site.deploy(
+        "orders",
+        &format!("{start}steps:\n  - wasm: x12-997.wasm\n  - as2: {{ partner: pyas2lib, subject: \"997 for {{message_id}}\" }}\n"),
+    );
+    // pyas2lib receives as PYAS2LIB, with its own key, and knows us as ATOM.
+    let out = site.path().join("received");
+    let mut receiver = Command::new(peer_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pyas2_server.py"))
+        .args(["--org-id", "PYAS2LIB", "--org-pem"])
+        .arg(peer_dir.join("pyas2lib.pem"))
+        .args(["--partner", "ATOM"])
+        .arg(peer_dir.join("atom.cert.pem"))
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("pyas2_server.py starts");
+    let mut line = String::new();
+    BufReader::new(receiver.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let peer = Peer {
+        child: receiver,
+        port: line.trim().parse().expect("port number"),
+        out,
+    };
+    std::fs::create_dir_all(site.path().join("partners")).expect("partners dir");
+    std::fs::write(
+        site.path().join("partners/pyas2lib.yaml"),
+        format!(
+            "url: {}\nas2_from: ATOM\nas2_to: PYAS2LIB\ncontent_type: application/edi-x12\n\
+             sign: {{ key: keystore:atom-as2, digest: sha256 }}\n\
+             encrypt: {{ certificate: keystore:pyas2lib-partner, cipher: aes256-cbc }}\n\
+             mdn: {{ mode: sync, signed: true }}\n",
+            peer.url()
+        ),
+    )
+    .expect("profile");
+    let running = site.start();
+
+    let order = std::fs::read(common::guests::repo().join("examples/demo/order-850.x12"))
+        .expect("the demo 850");
+    let order_file = site.path().join("order-850.x12");
+    std::fs::write(&order_file, &order).expect("write 850");
+    let built = common::pyas2lib::pyas2lib_messages_with(
+        &peer_dir,
+        "po",
+        1,
+        &common::pyas2lib::Options {
+            payload_file: Some(&order_file),
+            compress: false,
+        },
+    );
+    let response = post(running.http(), "/as2", &built[0].headers, &built[0].body);
+    assert_eq!(response.status, 200);
+    let mdn = response.text();
+    assert!(
+        mdn.contains("processed") && !mdn.contains("processed/error"),
+        "{mdn}"
+    );
+    assert!(
+        mdn.contains(&built[0].mic),
+        "the receipt carries pyas2lib's MIC: {mdn}"
+    );
+
+    let executions = site.wait_for_executions(1);
+    assert_eq!(
+        s(&executions[0], "status"),
+        "COMPLETE",
+        "{}",
+        s(&executions[0], "log")
+    );
+    let rows = outbox(&site);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(s(&rows[0], "status"), "acknowledged", "{rows:#?}");
+    assert_eq!(s(&rows[0], "mdn_disposition"), "processed");
+    assert_eq!(
+        s(&rows[0], "subject"),
+        format!("997 for {}", built[0].message_id)
+    );
+    let received = peer.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(s(&received[0], "status"), "processed");
+    assert_eq!(received[0]["signed"], true);
+    assert_eq!(received[0]["encrypted"], true);
+    let ack = std::fs::read_to_string(s(&received[0], "payload_file")).expect("the 997");
+    // The 997 answers the 850: its envelope goes the other way, and it
+    // accepts group 1 and transaction set 0001.
+    assert!(
+        ack.starts_with("ISA*00*          *00*          *ZZ*ATOMLOCAL      *ZZ*DEMOPARTNER    *"),
+        "{ack}"
+    );
+    for segment in [
+        "ST*997*0001~",
+        "AK1*PO*1~",
+        "AK2*850*0001~",
+        "AK5*A~",
+        "AK9*A*1*1*1~",
+        "IEA*1*000000001~",
+    ] {
+        assert!(ack.contains(segment), "{segment} missing from\n{ack}");
+    }
+    // What pyas2lib computed is the MIC we checked in its receipt.
+    let ours = s(&rows[0], "mic").split(',').next().unwrap_or("").trim();
+    assert_eq!(ours, s(&received[0], "mic"));
+    drop(running);
+}

@@ -123,7 +123,10 @@ impl As2Step {
         };
         Ok(Headers {
             subject: render(&self.subject)?.unwrap_or_else(|| self.partner.subject.clone()),
-            file_name: render(&self.file_name)?.or_else(|| lookup("file_name").map(str::to_string)),
+            // A message without a file name tracks an empty one.
+            file_name: render(&self.file_name)?
+                .or_else(|| lookup("file_name").map(str::to_string))
+                .filter(|name| !name.is_empty()),
         })
     }
 

@@ -2,6 +2,7 @@
 //! ports in a temporary directory, talk raw HTTP to it, run CLI commands.
 #![allow(dead_code)]
 
+pub mod guests;
 pub mod haproxy;
 pub mod postgres;
 pub mod pyas2lib;

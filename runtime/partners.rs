@@ -19,7 +19,9 @@
 //!   oaep: false
 //! compress: none                   # none | before_signing | after_signing
 //! mdn:
-//!   mode: sync                     # sync | none
+//!   mode: sync                     # sync | async | none
+//!   url: https://as2.ourco.example/as2/mdn   # async: Receipt-Delivery-Option, our shared web server
+//!   wait_hours: 24                 # async: a receipt not here by then fails the document
 //!   signed: true                   # ask for a signed receipt (default: when we sign)
 //!   mic_algorithm: sha256          # default: the signing digest
 //!   partner_certificates: [keystore:acme]   # verify the receipt (default: the encrypt certificate)
@@ -35,8 +37,9 @@
 //!   give_up_after_hours: 48        # then the document fails
 //! ```
 //!
-//! Asynchronous MDNs for what we send are not supported yet: `mode: async`
-//! is refused with that reason.
+//! Asynchronous receipts arrive on the shared web server at `/as2/mdn` (or
+//! as `multipart/report` on `/as2`) and are matched to the outbox by their
+//! Original-Message-ID (`server/outbound_mdn.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,6 +94,8 @@ struct RawMdn {
     signed: Option<bool>,
     mic_algorithm: Option<String>,
     partner_certificates: Option<Vec<String>>,
+    url: Option<String>,
+    wait_hours: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +145,8 @@ pub struct Encryption {
 pub enum MdnMode {
     None,
     Sync,
+    /// POSTed to us later, at `MdnSettings::async_url`.
+    Async,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +156,10 @@ pub struct MdnSettings {
     pub signed: Option<MicAlg>,
     /// Certificates that may sign the partner's receipts.
     pub partner_certificates: Vec<X509>,
+    /// Where the partner POSTs an asynchronous receipt.
+    pub async_url: Option<String>,
+    /// How long an asynchronous receipt is waited for.
+    pub async_wait: Duration,
 }
 
 /// The HTTP side of sending.
@@ -324,22 +335,38 @@ pub fn load(
         }
     };
     let raw_mdn = raw.mdn.unwrap_or_default();
-    let mode =
-        match raw_mdn.mode.as_deref().unwrap_or("sync") {
-            "sync" => MdnMode::Sync,
-            "none" => MdnMode::None,
-            "async" => return Err(fail(
+    let mode = match raw_mdn.mode.as_deref().unwrap_or("sync") {
+        "sync" => MdnMode::Sync,
+        "none" => MdnMode::None,
+        "async" => MdnMode::Async,
+        other => {
+            return Err(fail(
                 "mdn.mode",
-                "asynchronous MDNs for documents we send are not supported yet; use sync or none"
-                    .into(),
-            )),
-            other => {
-                return Err(fail(
-                    "mdn.mode",
-                    format!("{other:?} is not one of sync, none"),
-                ))
+                format!("{other:?} is not one of sync, async, none"),
+            ))
+        }
+    };
+    let async_url = match (mode, raw_mdn.url) {
+        (MdnMode::Async, Some(url)) => {
+            let parsed = reqwest::Url::parse(&url).map_err(|e| fail("mdn.url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(fail("mdn.url", "only http:// and https:// are supported".into()));
             }
-        };
+            Some(url)
+        }
+        (MdnMode::Async, None) => {
+            return Err(fail(
+                "mdn.url",
+                "an asynchronous receipt needs the URL the partner posts it to: our shared web server's /as2/mdn, as the partner reaches it".into(),
+            ))
+        }
+        (_, Some(_)) => return Err(fail("mdn.url", "only for mode: async".into())),
+        (_, None) => None,
+    };
+    let async_wait = Duration::from_secs(raw_mdn.wait_hours.unwrap_or(24).saturating_mul(3600));
+    if async_wait.is_zero() {
+        return Err(fail("mdn.wait_hours", "must be at least 1".into()));
+    }
     let signed = match (mode, raw_mdn.signed) {
         (MdnMode::None, Some(true)) => {
             return Err(fail(
@@ -504,6 +531,8 @@ pub fn load(
             mode,
             signed,
             partner_certificates,
+            async_url,
+            async_wait,
         },
         http: HttpSettings {
             timeout: Duration::from_secs(timeout),
@@ -549,6 +578,10 @@ impl PartnerProfile {
             mdn: match self.mdn.mode {
                 MdnMode::None => MdnRequest::None,
                 MdnMode::Sync => MdnRequest::Sync { signed },
+                MdnMode::Async => MdnRequest::Async {
+                    url: self.mdn.async_url.clone().unwrap_or_default(),
+                    signed,
+                },
             },
             notification_to: &self.as2_from,
         }
@@ -639,6 +672,10 @@ mod tests {
             ("url: ftp://x/\nas2_from: A\nas2_to: B\n", "url"),
             (
                 "url: http://x/\nas2_from: A\nas2_to: B\nmdn: {mode: async}\n",
+                "mdn.url",
+            ),
+            (
+                "url: http://x/\nas2_from: A\nas2_to: B\nmdn: {mode: fax}\n",
                 "mdn.mode",
             ),
             (

@@ -639,3 +639,156 @@ fn an_850_from_pyas2lib_comes_back_as_a_997_whose_mdn_closes_the_loop() {
     assert_eq!(ours, s(&received[0], "mic"));
     drop(running);
 }
+
+/// Moves the site's plain HTTP listener to a fixed free port (profiles
+/// publish it as their receipt URL before Atom starts); returns the port.
+fn fix_http_port(site: &Site) -> u16 {
+    let port = common::free_port();
+    let config = std::fs::read_to_string(site.config()).expect("atom.yaml");
+    std::fs::write(
+        site.config(),
+        config.replace("  http_port: 0\n", &format!("  http_port: {port}\n")),
+    )
+    .expect("write atom.yaml");
+    port
+}
+
+#[test]
+fn asynchronous_receipts_come_back_to_as2_mdn_and_are_matched_to_the_outbox() {
+    let site = site_with("  - as2: { partner: signed }\n  - as2: { partner: plain }\n");
+    let port = fix_http_port(&site);
+    let peer = Peer::start(&site, 0, &[]);
+    let receipt_url = format!("http://127.0.0.1:{port}/as2/mdn");
+    profile(
+        &site,
+        "signed",
+        &peer.url(),
+        &format!(
+            "sign: {{ key: keystore:ours, digest: sha384 }}\n\
+             encrypt: {{ certificate: keystore:pyas2, cipher: aes128-cbc }}\n\
+             compress: after_signing\n\
+             mdn: {{ mode: async, signed: true, url: \"{receipt_url}\" }}\n"
+        ),
+    );
+    // An unsigned receipt, POSTed to /as2 (multipart/report is recognised there).
+    profile(
+        &site,
+        "plain",
+        &peer.url(),
+        &format!("mdn: {{ mode: async, url: \"http://127.0.0.1:{port}/as2\" }}\n"),
+    );
+    let running = site.start();
+    let payload = invoice();
+    trigger(&running, &payload, "INV-5.x12");
+    let executions = site.wait_for_executions(1);
+    assert_eq!(
+        s(&executions[0], "status"),
+        "COMPLETE",
+        "{}",
+        s(&executions[0], "log")
+    );
+    assert!(
+        s(&executions[0], "log").contains("waiting for its asynchronous MDN"),
+        "{}",
+        s(&executions[0], "log")
+    );
+    let rows = outbox(&site);
+    assert_eq!(rows.len(), 2);
+    let received = peer.received();
+    for row in &rows {
+        assert_eq!(s(row, "status"), "acknowledged", "{row:#}");
+        assert_eq!(s(row, "mdn_disposition"), "processed", "{row:#}");
+        assert_eq!(row["attempts"], 1);
+        let got = received
+            .iter()
+            .find(|r| s(r, "message_id") == s(row, "message_id").trim_matches(['<', '>']))
+            .expect("pyas2lib got it");
+        assert_eq!(s(got, "mdn_mode"), "ASYNC");
+        assert_eq!(s(got, "payload_sha256"), sha256_hex(&payload));
+        if s(row, "partner") == "signed" {
+            assert_eq!(s(got, "digest_alg"), "sha384");
+            let ours = s(row, "mic").split(',').next().unwrap_or("").trim();
+            assert_eq!(ours, s(got, "mic"));
+        }
+        // The receipt as it came is kept with the row.
+        let id = row["id"].to_string();
+        let mdn = site.atom(&["outbox", "download", &id, "mdn"]);
+        assert!(mdn.status.success());
+        assert!(
+            String::from_utf8_lossy(&mdn.stdout).contains(s(row, "message_id")),
+            "the kept receipt names the message"
+        );
+    }
+
+    // A receipt for a Message-ID never sent is refused, not taken for a message.
+    let stranger = atom_connectors::as2::mdn::build(&atom_connectors::as2::mdn::MdnInput {
+        reporting_ua: "someone",
+        our_id: PARTNER_ID,
+        partner_id: OUR_ID,
+        original_message_id: "<never-sent@ATOM-OUT>",
+        disposition: atom_connectors::as2::mdn::Disposition::Processed,
+        mic: None,
+        text: "hello",
+        sign: None,
+        micalg_spelling: None,
+    })
+    .expect("an MDN");
+    let headers: Vec<(String, String)> = stranger
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    for path in ["/as2/mdn", "/as2"] {
+        let response = post(running.http(), path, &headers, &stranger.body);
+        assert_eq!(response.status, 400, "{path}: {}", response.text());
+        assert!(
+            response
+                .text()
+                .contains("no message with Message-ID <never-sent@ATOM-OUT> was sent from here"),
+            "{}",
+            response.text()
+        );
+    }
+    assert_eq!(
+        site.messages().len(),
+        1,
+        "only the trigger was logged as a message"
+    );
+}
+
+#[test]
+fn an_asynchronous_receipt_that_never_comes_fails_the_document_at_the_deadline() {
+    let site = site_with("  - as2: { partner: silent }\n");
+    // Answers 200 and never sends a receipt.
+    let (peer_port, _requests) = common::http_receiver(0);
+    profile(
+        &site,
+        "silent",
+        &format!("http://127.0.0.1:{peer_port}/as2"),
+        "mdn: { mode: async, url: \"http://127.0.0.1:1/as2/mdn\", wait_hours: 24 }\n",
+    );
+    let running = site.start();
+    trigger(&running, &invoice(), "INV-6.x12");
+    let rows = wait_outbox(&site, "awaiting its receipt", |rows| {
+        rows.len() == 1 && s(&rows[0], "status") == "awaiting_mdn"
+    });
+    let deadline = s(&rows[0], "next_attempt_at");
+    assert!(deadline > s(&rows[0], "last_attempt_at"), "{rows:#?}");
+    // A day passes (the deadline is moved, not waited for).
+    let db = rusqlite::Connection::open(site.path().join("data/atom.db")).expect("atom.db");
+    db.busy_timeout(Duration::from_secs(10)).expect("timeout");
+    db.execute(
+        "UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00Z' WHERE id = ?1",
+        [rows[0]["id"].as_i64().expect("id")],
+    )
+    .expect("move the deadline");
+    let executions = site.wait_for_executions(1);
+    assert_eq!(s(&executions[0], "status"), "ERROR");
+    assert!(
+        s(&executions[0], "error").contains("no asynchronous MDN came within 24 h"),
+        "{}",
+        s(&executions[0], "error")
+    );
+    assert_eq!(s(&outbox(&site)[0], "status"), "failed");
+    drop(running);
+}

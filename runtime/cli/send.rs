@@ -333,7 +333,12 @@ fn apply_profile(args: &mut SendArgs, profile: &PartnerProfile) {
     args.receipt.mdn = Some(match profile.mdn.mode {
         crate::partners::MdnMode::None => MdnMode::None,
         crate::partners::MdnMode::Sync => MdnMode::Sync,
+        crate::partners::MdnMode::Async => MdnMode::Async,
     });
+    if profile.mdn.mode == crate::partners::MdnMode::Async && args.receipt.listen.is_none() {
+        // Unless awaited here (--listen), the receipt goes to the profile's URL.
+        args.receipt.receipt_url = profile.mdn.async_url.clone();
+    }
     args.receipt.signed_mdn = profile.mdn.signed.map(|alg| alg.compact_name().to_string());
     args.receipt.unsigned_mdn = profile.mdn.signed.is_none();
     args.http.timeout = profile.http.timeout.as_secs();

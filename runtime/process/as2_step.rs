@@ -5,6 +5,7 @@
 //! document ─▶ outbox row (durable, Message-ID fixed) ─▶ sending (attempt counted, durable)
 //!          ─▶ build (compress, sign, encrypt) ─▶ POST ─▶ sync MDN verified
 //!          ─▶ acknowledged | sent (no MDN asked) | retrying (transient) | failed (permanent)
+//!             | awaiting_mdn (async: the receipt comes to `/as2/mdn`, the execution looks again)
 //! ```
 //!
 //! A transient failure (no connection, timeout, HTTP 408, 429 or 5xx)
@@ -34,6 +35,8 @@ use crate::store::Store;
 
 /// The largest document an `as2` step sends (it is built in memory).
 pub const MAX_OUTBOUND_BYTES: u64 = 256 * 1024 * 1024;
+/// The longest pause between two looks at a row awaiting its receipt.
+const MAX_MDN_POLL: Duration = Duration::from_secs(300);
 /// The largest response read (an MDN is a few KiB; error pages are cut).
 const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -164,6 +167,7 @@ impl As2Step {
                 reason: format!("as2 step: the document could not be put in the outbox: {e}"),
                 transient: true,
                 retry_in: None,
+                waiting: false,
             })?;
         let fresh = row.message_id == message_id;
         let mut notes = Vec::new();
@@ -201,6 +205,9 @@ impl As2Step {
             }
             _ => {}
         }
+        if row.status == state::AWAITING_MDN {
+            return Err(self.await_mdn(cx, &row));
+        }
         // Respect the back-off even when the execution runs early (a
         // restart recovers it at once).
         if row.status == state::RETRYING {
@@ -214,6 +221,7 @@ impl As2Step {
                     ),
                     transient: true,
                     retry_in: Some(wait),
+                    waiting: false,
                 });
             }
         }
@@ -262,6 +270,11 @@ impl As2Step {
                 done.mic = Some(mic);
                 done.mdn_disposition = disposition;
                 done.mdn = mdn;
+                if status == state::AWAITING_MDN {
+                    done.next_attempt_at = Some(rfc3339_in(profile.mdn.async_wait));
+                    self.record(cx, &done.update())?;
+                    return Err(self.await_mdn(cx, &done));
+                }
                 self.record(cx, &done.update())?;
                 self.count(cx, &done.status);
                 let warned = done.attempts > 1 || !warnings.is_empty();
@@ -319,6 +332,7 @@ impl As2Step {
                     ),
                     transient: true,
                     retry_in: Some(delay),
+                    waiting: false,
                 })
             }
         }
@@ -356,7 +370,42 @@ impl As2Step {
                 reason: format!("as2 step: recording the outbox state failed: {e}"),
                 transient: true,
                 retry_in: None,
+                waiting: false,
             })
+    }
+
+    /// A delivered document whose asynchronous receipt has not come: the
+    /// execution looks again later (sooner at first), until the wait ends.
+    fn await_mdn(&self, cx: &Sending<'_>, row: &OutboxRow) -> StepFailure {
+        let deadline = row.next_attempt_at.as_deref().unwrap_or("");
+        let Some(left) = until(deadline) else {
+            return self.fail(
+                cx,
+                row,
+                &format!(
+                    "no asynchronous MDN came within {} h (mdn.wait_hours of partner {})",
+                    self.partner.mdn.async_wait.as_secs() / 3600,
+                    self.partner.name
+                ),
+            );
+        };
+        let since_sent = row
+            .last_attempt_at
+            .as_deref()
+            .and_then(since)
+            .unwrap_or_default();
+        let poll = since_sent
+            .clamp(Duration::from_secs(1), MAX_MDN_POLL)
+            .min(left);
+        StepFailure {
+            reason: format!(
+                "outbox {}: {} delivered to {}; waiting for its asynchronous MDN until {deadline}",
+                row.id, row.message_id, self.partner.name
+            ),
+            transient: true,
+            retry_in: Some(poll),
+            waiting: true,
+        }
     }
 
     fn count(&self, cx: &Sending<'_>, result: &str) {
@@ -459,8 +508,11 @@ impl As2Step {
             });
         }
         let mic = built.expected_mic.render();
-        if profile.mdn.mode == MdnMode::None {
-            return Ok((state::SENT, mic, None, None, Vec::new()));
+        match profile.mdn.mode {
+            MdnMode::None => return Ok((state::SENT, mic, None, None, Vec::new())),
+            // The receipt comes to the shared web server (`outbound_mdn.rs`).
+            MdnMode::Async => return Ok((state::AWAITING_MDN, mic, None, None, Vec::new())),
+            MdnMode::Sync => {}
         }
         if body.is_empty() {
             return Err(Attempt::Permanent(format!(
@@ -524,6 +576,14 @@ fn rfc3339_in(delay: Duration) -> String {
     let at = time::OffsetDateTime::now_utc() + delay;
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// How long since an RFC 3339 time; `None` when it is to come (or unreadable).
+fn since(at: &str) -> Option<Duration> {
+    let at =
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    let gone = time::OffsetDateTime::now_utc() - at;
+    (!gone.is_negative()).then(|| gone.unsigned_abs())
 }
 
 /// How long until an RFC 3339 time; `None` when it has passed (or is unreadable).

@@ -105,6 +105,9 @@ pub struct StepFailure {
     /// The step decides when to try again (an `as2` step's back-off and
     /// give-up time), whatever the process's `limits.retries`.
     pub retry_in: Option<Duration>,
+    /// Not a failure: the step waits for something outside (an
+    /// asynchronous receipt) and looks again after `retry_in`.
+    pub waiting: bool,
 }
 
 impl StepFailure {
@@ -113,6 +116,7 @@ impl StepFailure {
             reason,
             transient: false,
             retry_in: None,
+            waiting: false,
         }
     }
 
@@ -129,6 +133,7 @@ impl StepFailure {
             reason: format!("{place}: {error}"),
             transient: error.is_transient(),
             retry_in: None,
+            waiting: false,
         }
     }
 
@@ -139,6 +144,7 @@ impl StepFailure {
             reason: format!("{place}: {error}"),
             transient: error.is_transient(),
             retry_in: None,
+            waiting: false,
         }
     }
 
@@ -149,6 +155,7 @@ impl StepFailure {
             reason: format!("reading the received document: {}", error.message),
             transient: error.kind != StoreErrorKind::Other,
             retry_in: None,
+            waiting: false,
         }
     }
 }
@@ -440,16 +447,21 @@ impl Runner {
                 if let (true, Some(delay)) = (failure.transient, failure.retry_in) {
                     // The step keeps its own count and give-up time.
                     log.line(
-                        "WARN",
+                        if failure.waiting { "INFO" } else { "WARN" },
                         format_args!(
                             "{}; execution queued again in {} s",
                             failure.reason,
                             delay.as_secs()
                         ),
                     );
-                    tracing::warn!(execution = %record.id, process = %record.process, retry_in_s = delay.as_secs(), error = %failure.reason, "step asked to be tried again later; execution queued again");
+                    if failure.waiting {
+                        tracing::debug!(execution = %record.id, process = %record.process, retry_in_s = delay.as_secs(), reason = %failure.reason, "step waits; execution queued again");
+                        record.error = None;
+                    } else {
+                        tracing::warn!(execution = %record.id, process = %record.process, retry_in_s = delay.as_secs(), error = %failure.reason, "step asked to be tried again later; execution queued again");
+                        record.error = Some(failure.reason);
+                    }
                     record.status = status::STARTED.into();
-                    record.error = Some(failure.reason);
                     record.finished_at = None;
                     record.finished_at_us = None;
                     record.log = log.text;
@@ -747,6 +759,7 @@ impl Runner {
                 reason: format!("the attempt could not be recorded before delivering: {e}"),
                 transient: true,
                 retry_in: None,
+                waiting: false,
             })
     }
 

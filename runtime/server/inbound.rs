@@ -57,7 +57,11 @@ pub(super) struct Outcome {
 }
 
 /// 503 with Retry-After: nothing was stored, the sender should resend.
-fn retry_later(label: &'static str, seconds: &'static str, text: impl Into<String>) -> Outcome {
+pub(super) fn retry_later(
+    label: &'static str,
+    seconds: &'static str,
+    text: impl Into<String>,
+) -> Outcome {
     let mut out = plain(StatusCode::SERVICE_UNAVAILABLE, label, text);
     out.response.headers_mut().insert(
         actix_web::http::header::RETRY_AFTER,
@@ -66,7 +70,7 @@ fn retry_later(label: &'static str, seconds: &'static str, text: impl Into<Strin
     out
 }
 
-fn plain(status: StatusCode, label: &'static str, text: impl Into<String>) -> Outcome {
+pub(super) fn plain(status: StatusCode, label: &'static str, text: impl Into<String>) -> Outcome {
     let text = text.into();
     Outcome {
         response: HttpResponse::build(status)
@@ -82,6 +86,9 @@ pub async fn receive(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    if super::outbound_mdn::is_receipt(&req) {
+        return super::outbound_mdn::receive(req, payload, state).await;
+    }
     let started = Instant::now();
     let _receiving = super::Receiving::enter(&state.receiving);
     let outcome = match req.match_info().get("target") {
@@ -140,7 +147,7 @@ fn client_of(req: &HttpRequest, state: &AppState) -> Result<Option<ClientAddress
         .transpose()
 }
 
-fn collect_headers(req: &HttpRequest) -> Headers {
+pub(super) fn collect_headers(req: &HttpRequest) -> Headers {
     req.headers()
         .iter()
         .map(|(n, v)| {
@@ -1043,7 +1050,7 @@ fn header_pairs(headers: &Headers) -> Vec<(String, String)> {
         .collect()
 }
 
-fn render_headers(headers: &Headers) -> String {
+pub(super) fn render_headers(headers: &Headers) -> String {
     let mut out = String::new();
     for (name, value) in headers.iter() {
         out.push_str(name);

@@ -1,4 +1,4 @@
-//! The shared web server: `POST /as2`, `/as2/<AccountID>` and
+//! The shared web server: `POST /as2`, `/as2/<AccountID>`, `/as2/mdn` (receipts for what we sent) and
 //! `/as2/<AccountID>.<suffix>` on HTTP and HTTPS, and `GET /health`.
 //!
 //! - [`inbound`]: the AS2 receive path (the only module knowing HTTP and AS2).
@@ -20,6 +20,7 @@ pub mod inbound;
 pub mod listen;
 pub mod mdn_delivery;
 pub mod mdn_target;
+pub mod outbound_mdn;
 pub mod per_address;
 pub mod tls;
 
@@ -100,6 +101,8 @@ impl AppState {
 /// The routes of the shared web server.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/as2", web::post().to(inbound::receive))
+        // Before `/as2/{target}`: receipts for what we sent.
+        .route("/as2/mdn", web::post().to(outbound_mdn::receive))
         .route("/as2/{target}", web::post().to(inbound::receive))
         .route("/health", web::get().to(health));
 }

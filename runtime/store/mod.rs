@@ -503,6 +503,8 @@ pub trait Store: Send + Sync {
     /// Newest first.
     fn outbox_list(&self, filter: &outbox::OutboxFilter) -> Result<Vec<outbox::OutboxRow>>;
     fn outbox_row(&self, id: i64) -> Result<Option<outbox::OutboxRow>>;
+    /// The row that sent this Message-ID (with angle brackets), if any.
+    fn outbox_by_message_id(&self, message_id: &str) -> Result<Option<outbox::OutboxRow>>;
     /// The bytes kept in a row (`None`: no such row, or stored by reference).
     fn outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>>;
 }

@@ -14,6 +14,9 @@ pub mod state {
     pub const SENDING: &str = "sending";
     /// A transient failure; the next attempt is at `next_attempt_at`.
     pub const RETRYING: &str = "retrying";
+    /// Delivered (HTTP 2xx); the asynchronous MDN has not come yet
+    /// (`next_attempt_at` is when it is given up).
+    pub const AWAITING_MDN: &str = "awaiting_mdn";
     /// A positive MDN came back and passed every check.
     pub const ACKNOWLEDGED: &str = "acknowledged";
     /// Delivered (HTTP 2xx) to a partner that was asked for no MDN.
@@ -22,10 +25,11 @@ pub mod state {
     pub const FAILED: &str = "failed";
     /// Cancelled by an operator.
     pub const CANCELLED: &str = "cancelled";
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         QUEUED,
         SENDING,
         RETRYING,
+        AWAITING_MDN,
         ACKNOWLEDGED,
         SENT,
         FAILED,

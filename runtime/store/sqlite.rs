@@ -1229,6 +1229,10 @@ impl Store for SqliteStore {
         self.sqlite_outbox_row(id)
     }
 
+    fn outbox_by_message_id(&self, message_id: &str) -> Result<Option<OutboxRow>> {
+        self.sqlite_outbox_by_message_id(message_id)
+    }
+
     fn outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         self.sqlite_outbox_payload(id)
     }

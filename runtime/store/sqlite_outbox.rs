@@ -154,6 +154,23 @@ impl SqliteStore {
             .map_err(err("reading an outbox row"))
     }
 
+    pub(super) fn sqlite_outbox_by_message_id(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<OutboxRow>> {
+        self.lock()
+            .query_row(
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE message_id = ?1
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![message_id],
+                row_to_outbox,
+            )
+            .optional()
+            .map_err(err("finding an outbox row by Message-ID"))
+    }
+
     pub(super) fn sqlite_outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         self.lock()
             .query_row(

@@ -190,6 +190,28 @@ impl PgStore {
         })
     }
 
+    pub(in crate::store) fn pg_outbox_by_message_id(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<OutboxRow>> {
+        let message_id = message_id.to_string();
+        let context = "finding an outbox row by Message-ID";
+        self.shared.run(context, |c| async move {
+            let client = c.get().await?;
+            let row = client
+                .query_opt(
+                    &format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE message_id = $1
+                         ORDER BY id DESC LIMIT 1"
+                    ),
+                    &[&message_id],
+                )
+                .await
+                .map_err(err(context))?;
+            Ok(row.as_ref().map(row_to_outbox))
+        })
+    }
+
     pub(in crate::store) fn pg_outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         let context = "reading an outbound document";
         self.shared.run(context, |c| async move {

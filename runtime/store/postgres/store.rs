@@ -1166,6 +1166,10 @@ impl Store for PgStore {
         self.pg_outbox_row(id)
     }
 
+    fn outbox_by_message_id(&self, message_id: &str) -> Result<Option<OutboxRow>> {
+        self.pg_outbox_by_message_id(message_id)
+    }
+
     fn outbox_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         self.pg_outbox_payload(id)
     }

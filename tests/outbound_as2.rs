@@ -720,6 +720,26 @@ fn asynchronous_receipts_come_back_to_as2_mdn_and_are_matched_to_the_outbox() {
         );
     }
 
+    // `atom messages` shows both directions; JSON with a direction says which.
+    let table = site.atom_ok(&["messages"]);
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("out ")).count(),
+        2,
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("in ")).count(),
+        1,
+        "{table}"
+    );
+    let out: Vec<Value> =
+        serde_json::from_str(&site.atom_ok(&["messages", "--direction", "out", "--json"]))
+            .expect("JSON");
+    assert_eq!(out.len(), 2);
+    assert!(out
+        .iter()
+        .all(|r| r["direction"] == "out" && r["status"] == "acknowledged"));
+
     // A receipt for a Message-ID never sent is refused, not taken for a message.
     let stranger = atom_connectors::as2::mdn::build(&atom_connectors::as2::mdn::MdnInput {
         reporting_ua: "someone",

@@ -143,25 +143,96 @@ pub(super) fn download_to(
     Ok(())
 }
 
-pub fn run(client: &AdminClient, limit: u32, json: bool) -> Result<(), CliError> {
+/// Which messages `atom messages` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Direction {
+    /// Received (the message log).
+    In,
+    /// Sent by `as2` steps (the outbox).
+    Out,
+    /// Both, newest first.
+    All,
+}
+
+/// An outbound row as `atom messages` shows it.
+#[derive(Debug, Deserialize)]
+struct OutRow {
+    id: i64,
+    partner: String,
+    as2_to: String,
+    message_id: String,
+    file_name: Option<String>,
+    size: u64,
+    status: String,
+    attempts: u32,
+    created_at: String,
+    last_error: Option<String>,
+    mdn_disposition: Option<String>,
+}
+
+/// `atom messages`: received messages and what `as2` steps sent, newest
+/// first. JSON keeps its shape (received messages only) unless a
+/// direction is given; then every row has a `direction` field.
+pub fn run(
+    client: &AdminClient,
+    limit: u32,
+    json: bool,
+    direction: Option<Direction>,
+) -> Result<(), CliError> {
+    let wanted = direction.unwrap_or(if json { Direction::In } else { Direction::All });
+    let (with_in, with_out) = (wanted != Direction::Out, wanted != Direction::In);
     if json {
-        let rows: serde_json::Value = client.get(&format!("/api/messages?limit={limit}"))?;
+        let mut rows = Vec::new();
+        for (include, path, name) in [
+            (with_in, format!("/api/messages?limit={limit}"), "in"),
+            (with_out, format!("/api/outbox?limit={limit}"), "out"),
+        ] {
+            if !include {
+                continue;
+            }
+            let got: Vec<serde_json::Value> = client.get(&path)?;
+            for mut row in got {
+                if direction.is_some() {
+                    row["direction"] = name.into();
+                }
+                rows.push(row);
+            }
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
         return Ok(());
     }
-    let rows: Vec<Row> = client.get(&format!("/api/messages?limit={limit}"))?;
-    if rows.is_empty() {
+    let received: Vec<Row> = if with_in {
+        client.get(&format!("/api/messages?limit={limit}"))?
+    } else {
+        Vec::new()
+    };
+    let sent: Vec<OutRow> = if with_out {
+        client.get(&format!("/api/outbox?limit={limit}"))?
+    } else {
+        Vec::new()
+    };
+    if received.is_empty() && sent.is_empty() {
         println!("no messages yet");
         return Ok(());
     }
     println!(
-        "{:>6} {:<20} {:<16} {:<14} {:<28} {:>9} {:<22} {:<13} DISPOSITION",
-        "ID", "RECEIVED", "LISTENER", "FROM", "FILE", "BYTES", "SECURITY", "MDN"
+        "{:<3} {:>6} {:<20} {:<16} {:<14} {:<28} {:>9} {:<22} {:<13} DISPOSITION",
+        "DIR",
+        "ID",
+        "TIME",
+        "LISTENER/PARTNER",
+        "FROM/TO",
+        "FILE",
+        "BYTES",
+        "SECURITY",
+        "MDN/STATUS"
     );
-    for r in rows {
+    // Newest first across both (RFC 3339 UTC times sort as text).
+    let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+    for r in received {
         let security = [
             r.encryption,
             r.signature.map(|s| format!("signed/{s}")),
@@ -171,8 +242,9 @@ pub fn run(client: &AdminClient, limit: u32, json: bool) -> Result<(), CliError>
         .flatten()
         .collect::<Vec<_>>()
         .join(",");
-        println!(
-            "{:>6} {:<20} {:<16} {:<14} {:<28} {:>9} {:<22} {:<13} {}",
+        let mut out = vec![format!(
+            "{:<3} {:>6} {:<20} {:<16} {:<14} {:<28} {:>9} {:<22} {:<13} {}",
+            "in",
             r.id,
             r.received_at.get(..19).unwrap_or(&r.received_at),
             r.listener.unwrap_or_else(|| "-".into()),
@@ -188,10 +260,40 @@ pub fn run(client: &AdminClient, limit: u32, json: bool) -> Result<(), CliError>
             },
             format!("{}/{}", r.mdn_mode, r.mdn_status),
             r.disposition
-        );
-        println!("       message-id {}", r.message_id);
+        )];
+        out.push(format!("           message-id {}", r.message_id));
         if let Some(e) = r.error {
-            println!("       error: {e}");
+            out.push(format!("           error: {e}"));
+        }
+        lines.push((r.received_at, out));
+    }
+    for r in sent {
+        let mut out = vec![format!(
+            "{:<3} {:>6} {:<20} {:<16} {:<14} {:<28} {:>9} {:<22} {:<13} {}",
+            "out",
+            r.id,
+            r.created_at.get(..19).unwrap_or(&r.created_at),
+            r.partner,
+            r.as2_to,
+            r.file_name.unwrap_or_else(|| "-".into()),
+            r.size,
+            "(profile)",
+            format!("{} x{}", r.status, r.attempts),
+            r.mdn_disposition.unwrap_or_else(|| "-".into())
+        )];
+        out.push(format!(
+            "           message-id {} (atom outbox show {})",
+            r.message_id, r.id
+        ));
+        if let Some(e) = r.last_error {
+            out.push(format!("           last error: {e}"));
+        }
+        lines.push((r.created_at, out));
+    }
+    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, out) in lines.into_iter().take(limit as usize) {
+        for line in out {
+            println!("{line}");
         }
     }
     Ok(())

@@ -48,13 +48,16 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<listeners::ListenersCommand>,
     },
-    /// The AS2 message log with MDN status, newest first; `show ID` for one message, `download ID raw|payload|mdn` for its documents.
+    /// AS2 messages received (in, with MDN status) and sent by `as2` steps (out, with outbox status), newest first; `show ID` and `download ID raw|payload|mdn` for a received one.
     Messages {
         #[command(subcommand)]
         action: Option<messages::MessagesCommand>,
         /// How many messages.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Received (in), sent by `as2` steps (out) or both (all; the default, except with --json: in).
+        #[arg(long, value_enum)]
+        direction: Option<messages::Direction>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -206,6 +209,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Messages {
             action,
             limit,
+            direction,
             json,
         } => {
             let client = admin_client::AdminClient::connect(config.admin_address, &data_dir)?;
@@ -216,7 +220,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Some(messages::MessagesCommand::Download { id, part, out }) => {
                     messages::download(&client, id, part, out.as_deref())
                 }
-                None => messages::run(&client, limit, json),
+                None => messages::run(&client, limit, json, direction),
             }
         }
         Command::Molecule { json } => molecule::run(

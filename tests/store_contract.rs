@@ -901,6 +901,7 @@ mod outbox_contract {
             bytes,
             size: 5,
             created_at: "2026-11-28T12:00:00Z",
+            first_attempt: None,
         }
     }
 
@@ -930,6 +931,33 @@ mod outbox_contract {
             .outbox_enqueue(&new("execution-1", 1, OutboundBytes::Stored("db:7")))
             .expect("enqueue by reference");
         assert_eq!(stored.payload_ref.as_deref(), Some("db:7"));
+        // A new row may start with its first attempt counted.
+        let mut started = new("execution-2", 0, OutboundBytes::Inline(b"hello"));
+        started.first_attempt = Some(("2026-11-28T12:00:01Z", 7));
+        let started = store.outbox_enqueue(&started).expect("enqueue started");
+        assert_eq!(started.status, state::SENDING);
+        assert_eq!(started.attempts, 1);
+        assert_eq!(started.first_attempt_at_us, Some(7));
+        assert_eq!(
+            started.last_attempt_at.as_deref(),
+            Some("2026-11-28T12:00:01Z")
+        );
+        // An outcome written lazily reads back at once.
+        let mut done = started.clone();
+        done.status = state::ACKNOWLEDGED.into();
+        let lazy = atom::store::outbox::OutboxUpdate {
+            lazy: true,
+            ..done.update()
+        };
+        assert!(store.outbox_update(&lazy, None, None).expect("lazy update"));
+        assert_eq!(
+            store
+                .outbox_row(started.id)
+                .expect("read")
+                .expect("row")
+                .status,
+            state::ACKNOWLEDGED
+        );
         assert_eq!(store.outbox_payload(stored.id).expect("payload"), None);
 
         let mut sending = first.clone();
@@ -967,7 +995,7 @@ mod outbox_contract {
             limit: 10,
             ..OutboxFilter::default()
         };
-        assert_eq!(store.outbox_list(&filter(None)).expect("list").len(), 2);
+        assert_eq!(store.outbox_list(&filter(None)).expect("list").len(), 3);
         let queued = store
             .outbox_list(&filter(Some(state::QUEUED)))
             .expect("list");

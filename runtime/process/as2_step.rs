@@ -146,6 +146,9 @@ impl As2Step {
         }
         let message_id = profile.new_message_id();
         let created_at = now_rfc3339();
+        // A new row is written with its first attempt counted (one durable
+        // write): after a crash, `attempts` says a partner may have it.
+        let created_us = now_micros();
         let row = cx
             .store
             .outbox_enqueue(&NewOutbound {
@@ -162,6 +165,7 @@ impl As2Step {
                 bytes: cx.bytes,
                 size: cx.size,
                 created_at: &created_at,
+                first_attempt: Some((&created_at, created_us)),
             })
             .map_err(|e| StepFailure {
                 reason: format!("as2 step: the document could not be put in the outbox: {e}"),
@@ -252,15 +256,16 @@ impl As2Step {
         };
 
         // Counted before anything leaves: after a crash, `attempts` says a
-        // partner may have it.
-        let attempt_at = now_rfc3339();
+        // partner may have it (a new row was written so).
         let mut sending = row.clone();
-        sending.status = state::SENDING.into();
-        sending.attempts += 1;
-        sending.first_attempt_at_us = Some(row.first_attempt_at_us.unwrap_or(now_us));
-        sending.last_attempt_at = Some(attempt_at);
-        sending.next_attempt_at = None;
-        self.record(cx, &sending.update())?;
+        if !fresh {
+            sending.status = state::SENDING.into();
+            sending.attempts += 1;
+            sending.first_attempt_at_us = Some(row.first_attempt_at_us.unwrap_or(now_us));
+            sending.last_attempt_at = Some(now_rfc3339());
+            sending.next_attempt_at = None;
+            self.record(cx, &sending.update())?;
+        }
 
         match self.attempt(&sending, &payload) {
             Ok((status, mic, disposition, mdn, warnings)) => {
@@ -272,10 +277,10 @@ impl As2Step {
                 done.mdn = mdn;
                 if status == state::AWAITING_MDN {
                     done.next_attempt_at = Some(rfc3339_in(profile.mdn.async_wait));
-                    self.record(cx, &done.update())?;
+                    self.record_outcome(cx, &done)?;
                     return Err(self.await_mdn(cx, &done));
                 }
-                self.record(cx, &done.update())?;
+                self.record_outcome(cx, &done)?;
                 self.count(cx, &done.status);
                 let warned = done.attempts > 1 || !warnings.is_empty();
                 for warning in warnings {
@@ -323,7 +328,7 @@ impl As2Step {
                 retrying.status = state::RETRYING.into();
                 retrying.last_error = Some(reason.clone());
                 retrying.next_attempt_at = Some(next.clone());
-                self.record(cx, &retrying.update())?;
+                self.record_outcome(cx, &retrying)?;
                 self.count(cx, "retried");
                 Err(StepFailure {
                     reason: format!(
@@ -415,13 +420,26 @@ impl As2Step {
             .inc();
     }
 
+    /// Records what an attempt ended in, durable with the execution's
+    /// next state (a crash before that leaves the row `sending`: sent
+    /// again, and the partner's duplicate check absorbs it).
+    fn record_outcome(&self, cx: &Sending<'_>, row: &OutboxRow) -> Result<(), StepFailure> {
+        self.record(
+            cx,
+            &OutboxUpdate {
+                lazy: true,
+                ..row.update()
+            },
+        )
+    }
+
     /// Ends a row `failed` with `reason`; the execution's failure.
     fn fail(&self, cx: &Sending<'_>, row: &OutboxRow, reason: &str) -> StepFailure {
         let mut failed = row.clone();
         failed.status = state::FAILED.into();
         failed.last_error = Some(reason.to_string());
         failed.next_attempt_at = None;
-        if let Err(e) = self.record(cx, &failed.update()) {
+        if let Err(e) = self.record_outcome(cx, &failed) {
             return e;
         }
         self.count(cx, state::FAILED);

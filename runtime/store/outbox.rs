@@ -76,6 +76,10 @@ pub struct NewOutbound<'a> {
     pub size: u64,
     /// RFC 3339.
     pub created_at: &'a str,
+    /// The first attempt starts now (RFC 3339, µs since the epoch): the
+    /// row is written `sending` with one attempt, in the same durable
+    /// write. Ignored when the row exists already.
+    pub first_attempt: Option<(&'a str, i64)>,
 }
 
 /// One outbound document and how its sending went.
@@ -128,6 +132,12 @@ pub struct OutboxUpdate<'a> {
     pub mic: Option<&'a str>,
     pub mdn_disposition: Option<&'a str>,
     pub mdn: Option<&'a [u8]>,
+    /// Durable with the store's next durable commit rather than before
+    /// this call returns (an outcome a crash may lose: the row then stays
+    /// `sending` and is sent again, which the partner's duplicate check
+    /// absorbs; the execution's final state, committed durably after it,
+    /// carries it to disk).
+    pub lazy: bool,
 }
 
 impl OutboxRow {
@@ -144,6 +154,7 @@ impl OutboxRow {
             mic: self.mic.as_deref(),
             mdn_disposition: self.mdn_disposition.as_deref(),
             mdn: self.mdn.as_deref(),
+            lazy: false,
         }
     }
 }

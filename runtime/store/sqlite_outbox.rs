@@ -50,12 +50,17 @@ impl SqliteStore {
             OutboundBytes::Inline(bytes) => (Some(bytes), None),
             OutboundBytes::Stored(reference) => (None, Some(reference)),
         };
+        let (status, attempts, attempt_at, attempt_at_us) = match new.first_attempt {
+            Some((at, at_us)) => (super::outbox::state::SENDING, 1, Some(at), Some(at_us)),
+            None => (super::outbox::state::QUEUED, 0, None, None),
+        };
         let conn = self.lock();
         conn.execute(
             "INSERT INTO outbox (execution_id, step, document, process, partner, as2_from,
                 as2_to, message_id, subject, file_name, payload, payload_ref, size, status,
-                attempts, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'queued', 0, ?14)
+                attempts, created_at, last_attempt_at, first_attempt_at_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?15, ?16, ?14,
+                ?17, ?18)
              ON CONFLICT (execution_id, step, document) DO NOTHING",
             params![
                 new.execution_id,
@@ -72,6 +77,10 @@ impl SqliteStore {
                 reference,
                 new.size as i64,
                 new.created_at,
+                status,
+                attempts,
+                attempt_at,
+                attempt_at_us,
             ],
         )
         .map_err(err(context))?;
@@ -92,8 +101,14 @@ impl SqliteStore {
         expect: Option<&str>,
         message_id: Option<&str>,
     ) -> Result<bool> {
-        let changed = self
-            .lock()
+        let conn = self.lock();
+        if u.lazy {
+            // WAL frames of this commit reach the disk with the next
+            // synchronous=FULL commit's fsync.
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err("recording an outbound document's state"))?;
+        }
+        let changed = conn
             .execute(
                 "UPDATE outbox SET status = ?2, attempts = ?3, first_attempt_at_us = ?4,
                     last_attempt_at = ?5, next_attempt_at = ?6, last_error = ?7, mic = ?8,
@@ -114,8 +129,12 @@ impl SqliteStore {
                     message_id,
                 ],
             )
-            .map_err(err("recording an outbound document's state"))?;
-        Ok(changed == 1)
+            .map_err(err("recording an outbound document's state"));
+        if u.lazy {
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(err("restoring synchronous commits"))?;
+        }
+        Ok(changed? == 1)
     }
 
     pub(super) fn sqlite_outbox_list(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>> {

@@ -62,6 +62,15 @@ impl PgStore {
         .map(str::to_string);
         let file_name = new.file_name.map(str::to_string);
         let size = new.size as i64;
+        let (status, attempts, attempt_at, attempt_at_us) = match new.first_attempt {
+            Some((at, at_us)) => (
+                super::super::outbox::state::SENDING,
+                1i64,
+                Some(at.to_string()),
+                Some(at_us),
+            ),
+            None => (super::super::outbox::state::QUEUED, 0i64, None, None),
+        };
         let context = "writing a document into the outbox";
         self.shared.run(context, |c| async move {
             let client = c.get().await?;
@@ -70,13 +79,29 @@ impl PgStore {
                 .execute(
                     "INSERT INTO outbox (execution_id, step, document, process, partner,
                         as2_from, as2_to, message_id, subject, file_name, payload, payload_ref,
-                        size, status, attempts, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued',
-                        0, $14)
+                        size, status, attempts, created_at, last_attempt_at, first_attempt_at_us)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $16,
+                        $14, $17, $18)
                      ON CONFLICT (execution_id, step, document) DO NOTHING",
                     &[
-                        &key.0, &key.1, &key.2, process, partner, from, to, message_id, subject,
-                        &file_name, &inline, &reference, &size, created_at,
+                        &key.0,
+                        &key.1,
+                        &key.2,
+                        process,
+                        partner,
+                        from,
+                        to,
+                        message_id,
+                        subject,
+                        &file_name,
+                        &inline,
+                        &reference,
+                        &size,
+                        created_at,
+                        &status,
+                        &attempts,
+                        &attempt_at,
+                        &attempt_at_us,
                     ],
                 )
                 .await
@@ -116,11 +141,19 @@ impl PgStore {
             owned(message_id),
         ];
         let mdn = u.mdn.map(<[u8]>::to_vec);
+        let lazy = u.lazy;
         let context = "recording an outbound document's state";
         self.shared.run(context, |c| async move {
-            let client = c.get().await?;
+            let mut client = c.get().await?;
             let [last, next, error, mic, disposition, expect, message_id] = &texts;
-            let changed = client
+            let tx = client.transaction().await.map_err(err(context))?;
+            if lazy {
+                // Flushed with the WAL of the next synchronous commit.
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+                    .map_err(err(context))?;
+            }
+            let changed = tx
                 .execute(
                     "UPDATE outbox SET status = $2, attempts = $3, first_attempt_at_us = $4,
                         last_attempt_at = $5, next_attempt_at = $6, last_error = $7, mic = $8,
@@ -144,6 +177,7 @@ impl PgStore {
                 )
                 .await
                 .map_err(err(context))?;
+            tx.commit().await.map_err(err(context))?;
             Ok(changed == 1)
         })
     }

@@ -41,7 +41,7 @@ use sha2::Digest;
 
 use crate::config::WorkerMode;
 use crate::engine::{GuestLimits, PreparedModule, ProcessEngine};
-use crate::process::as2_step::As2Step;
+use crate::process::steps::as2::As2Step;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -379,11 +379,10 @@ fn bundle_version(text: &str, process: &ProcessDefinition) -> String {
     let mut digest = Sha256::new();
     digest.update(text.as_bytes());
     for step in &process.steps {
-        match step {
-            definition::Step::Wasm { sha256, .. } => digest.update(sha256),
-            // A changed partner profile is a new version of the bundle.
-            definition::Step::As2(step) => digest.update(step.partner.sha256.as_bytes()),
-            _ => {}
+        // A module's digest; a partner profile's (a changed profile is a
+        // new version of the bundle).
+        if let Some(bytes) = step.version() {
+            digest.update(bytes);
         }
     }
     digest.finalize()[..6]

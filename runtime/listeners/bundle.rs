@@ -379,11 +379,10 @@ fn bundle_version(text: &str, process: &ProcessDefinition) -> String {
     let mut digest = Sha256::new();
     digest.update(text.as_bytes());
     for step in &process.steps {
-        match step {
-            definition::Step::Wasm { sha256, .. } => digest.update(sha256),
-            // A changed partner profile is a new version of the bundle.
-            definition::Step::As2(step) => digest.update(step.partner.sha256.as_bytes()),
-            _ => {}
+        // A module's digest; a partner profile's (a changed profile is a
+        // new version of the bundle).
+        if let Some(bytes) = step.version() {
+            digest.update(bytes);
         }
     }
     digest.finalize()[..6]
@@ -416,6 +415,124 @@ pub(crate) fn resolve_key_pair(
         Some(name) => keystore.key_pair(name).map_err(|e| e.to_string()),
         None => {
             keys::load_key_pair(&bundle_dir.join(reference), None, None).map_err(|e| e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::wasmtime_engine::{EngineSettings, WasmtimeEngine};
+
+    const PROCESS_YAML: &str = "start:\n  as2:\n    as2_from:\n      id: ACME\n    as2_to:\n      id: OURCO\n\
+        steps:\n  - wasm: guest.wat\n  - disk:\n      directory: out/orders\n      file_name: \"{as2_from}/{file_name}\"\n\
+        \x20 - http:\n      url: http://erp.invalid/orders\n  - as2:\n      partner: acme\n";
+    const GUEST: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+    const PARTNER: &str =
+        "url: http://acme.invalid/as2\nas2_from: OURCO\nas2_to: ACME\nmdn: {mode: none}\n";
+
+    /// Loads `processes/orders` with `yaml` as its process.yaml.
+    fn load_with(dir: &Path, yaml: &str) -> Result<ListenerSpec, BundleError> {
+        let bundle_dir = dir.join("processes/orders");
+        std::fs::create_dir_all(&bundle_dir).expect("bundle dir");
+        std::fs::create_dir_all(dir.join("partners")).expect("partners dir");
+        std::fs::write(bundle_dir.join("guest.wat"), GUEST).expect("guest");
+        std::fs::write(bundle_dir.join(PROCESS_FILE), yaml).expect("process.yaml");
+        std::fs::write(dir.join("partners/acme.yaml"), PARTNER).expect("partner");
+        let engine = WasmtimeEngine::new(EngineSettings {
+            max_instances: 1,
+            max_memory: 64 << 20,
+            cache_dir: None,
+        })
+        .expect("engine");
+        let data = dir.join("data");
+        let keystore = Keystore::open(&data);
+        load(
+            &bundle_dir,
+            BundleContext {
+                keystore: &keystore,
+                engine: engine.as_ref(),
+                data_dir: &data,
+                allowed_directories: &[],
+                partners_dir: &dir.join("partners"),
+            },
+        )
+    }
+
+    /// The version is the first 12 hex digits of SHA-256 over process.yaml,
+    /// each module's SHA-256 and each partner profile's (hex); the value
+    /// below was computed outside Atom (Python's hashlib).
+    #[test]
+    fn the_version_hashes_process_yaml_modules_and_partner_profiles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = load_with(dir.path(), PROCESS_YAML).expect("bundle loads");
+        assert_eq!(spec.version, "860528b2260a");
+        let data = std::path::absolute(dir.path().join("data")).expect("absolute");
+        let described: Vec<String> = spec.process.steps.iter().map(|s| s.describe()).collect();
+        assert_eq!(
+            described,
+            [
+                "wasm guest.wat".to_string(),
+                format!(
+                    "disk {}/{{as2_from}}/{{file_name}}",
+                    data.join("out/orders").display()
+                ),
+                "http http://erp.invalid/orders".to_string(),
+                "as2 acme".to_string(),
+            ]
+        );
+        assert_eq!(
+            format!("{:?}", spec.process.steps[0]),
+            "wasm guest.wat",
+            "a step's Debug is its description"
+        );
+    }
+
+    #[test]
+    fn a_step_gives_exactly_one_key_and_nothing_else_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "start:\n  as2:\n    as2_from:\n      id: ACME\n    as2_to:\n      id: OURCO\nsteps:\n  - wasm: guest.wat\n";
+        for (step, key, reason) in [
+            // Two keys: neither is loaded (the missing module is not looked at).
+            (
+                "  - wasm: missing.wat\n    http:\n      url: http://erp.invalid/\n",
+                "steps[1]",
+                "give exactly one of wasm, disk, http, as2",
+            ),
+            (
+                "  - {}\n",
+                "steps[1]",
+                "give exactly one of wasm, disk, http, as2",
+            ),
+            (
+                "  - wasm: missing.wat\n",
+                "steps[1].wasm",
+                "\"missing.wat\": ",
+            ),
+            (
+                "  - disk:\n      directory: out\n      file_name: x\n      if_exists: keep\n",
+                "steps[1].disk.if_exists",
+                "\"keep\" is not one of overwrite, unique, error",
+            ),
+            (
+                "  - http:\n      url: http://erp.invalid/\n      retries: 21\n",
+                "steps[1].http.retries",
+                "21 is above 20",
+            ),
+            (
+                "  - http:\n      url: http://erp.invalid/\n      headers: {\"a b\": x}\n",
+                "steps[1].http.headers",
+                "\"a b\" is not a header name",
+            ),
+            (
+                "  - as2:\n      partner: nobody\n",
+                "steps[1].as2.partner",
+                "",
+            ),
+        ] {
+            let err = load_with(dir.path(), &format!("{base}{step}")).expect_err(step);
+            assert_eq!(err.key, key, "{step}: {err}");
+            assert!(err.reason.starts_with(reason), "{step}: {err}");
         }
     }
 }

@@ -21,19 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atom_connectors::delivery::disk::DiskError;
-use atom_connectors::delivery::http::HttpError;
-use atom_connectors::delivery::Content as Delivered;
-
 use crate::config::WorkerMode;
-use crate::engine::{GuestDocument, GuestFailure, GuestInput, GuestLimits, Properties};
+use crate::engine::{GuestLimits, Properties};
 use crate::listeners::bundle::ListenerSpec;
-use crate::process::as2_step::Sending;
-use crate::process::definition::Step;
 use crate::process::history::HistoryWriter;
+use crate::process::steps::{self, Content, Document, StepContext, StepFailure};
 use crate::store::documents::Documents;
-use crate::store::outbox::OutboundBytes;
-use crate::store::{status, ExecutionRecord, KeptDocument, Store, StoreError, StoreErrorKind};
+use crate::store::{status, ExecutionRecord, KeptDocument, Store};
 
 /// How long an attempt waits for its INPROCESS state to be durable before
 /// its first delivery step.
@@ -69,18 +63,6 @@ impl Job {
     }
 }
 
-/// A guest log line whose first word is `warn` or `warning` (any case,
-/// colon optional) marks the execution COMPLETE_WARN.
-pub fn is_warning(line: &str) -> bool {
-    let first = line
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .trim_end_matches(':')
-        .to_ascii_lowercase();
-    first == "warn" || first == "warning"
-}
-
 /// How one attempt of an execution ended.
 pub enum Ran {
     /// A final state (COMPLETE, COMPLETE_WARN or ERROR), handed to the
@@ -96,70 +78,6 @@ pub enum Ran {
     },
 }
 
-/// Why a step failed, and whether running the execution again later may
-/// succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepFailure {
-    pub reason: String,
-    pub transient: bool,
-    /// The step decides when to try again (an `as2` step's back-off and
-    /// give-up time), whatever the process's `limits.retries`.
-    pub retry_in: Option<Duration>,
-    /// Not a failure: the step waits for something outside (an
-    /// asynchronous receipt) and looks again after `retry_in`.
-    pub waiting: bool,
-}
-
-impl StepFailure {
-    pub fn permanent(reason: String) -> StepFailure {
-        StepFailure {
-            reason,
-            transient: false,
-            retry_in: None,
-            waiting: false,
-        }
-    }
-
-    /// A guest that trapped, exited non-zero or hit a limit does the same
-    /// on the same document: permanent.
-    pub fn guest(place: &str, failure: &GuestFailure) -> StepFailure {
-        StepFailure::permanent(format!("{place}: {failure}"))
-    }
-
-    /// Full disk, quota, EIO, read-only file system: transient; a bad
-    /// file name or an escape: permanent.
-    pub fn disk(place: &str, error: &DiskError) -> StepFailure {
-        StepFailure {
-            reason: format!("{place}: {error}"),
-            transient: error.is_transient(),
-            retry_in: None,
-            waiting: false,
-        }
-    }
-
-    /// Unreachable, timed out, 408, 429, 5xx (after the step's own
-    /// retries): transient; other statuses and templates: permanent.
-    pub fn http(place: &str, error: &HttpError) -> StepFailure {
-        StepFailure {
-            reason: format!("{place}: {error}"),
-            transient: error.is_transient(),
-            retry_in: None,
-            waiting: false,
-        }
-    }
-
-    /// The received document could not be read: missing (purged) is
-    /// permanent, an I/O error of the disk is transient.
-    pub fn payload(error: &StoreError) -> StepFailure {
-        StepFailure {
-            reason: format!("reading the received document: {}", error.message),
-            transient: error.kind != StoreErrorKind::Other,
-            retry_in: None,
-            waiting: false,
-        }
-    }
-}
-
 /// Test-only fault switches, read from the environment once at start.
 /// Unset (as in production) they do nothing. They let end-to-end tests
 /// provoke what is hard to provoke for real without root:
@@ -169,7 +87,7 @@ impl StepFailure {
 /// - `ATOM_TEST_TRANSIENT_FAILURES=<n>`: the first n disk-step writes of
 ///   this Atom process fail with an injected ENOSPC.
 #[derive(Debug, Default)]
-struct TestFaults {
+pub struct TestFaults {
     panic_subject: Option<String>,
     disk_failures_left: AtomicU64,
 }
@@ -193,7 +111,7 @@ impl TestFaults {
     }
 
     /// The injected ENOSPC, while some are left.
-    fn disk_failure(&self) -> Option<std::io::Error> {
+    pub fn disk_failure(&self) -> Option<std::io::Error> {
         self.disk_failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .ok()
@@ -210,60 +128,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
-/// A document between steps.
-struct Document {
-    content: Content,
-    properties: Properties,
-    delivered: Vec<String>,
-}
-
-/// A document's bytes: produced by a guest (in memory), or the stored
-/// payload, streamed to a guest's stdin and to disk and HTTP steps.
-enum Content {
-    Memory(Vec<u8>),
-    Stored { reference: String, size: u64 },
-}
-
-impl Document {
-    fn size(&self) -> u64 {
-        match &self.content {
-            Content::Memory(bytes) => bytes.len() as u64,
-            Content::Stored { size, .. } => *size,
-        }
-    }
-}
-
-/// Hands `send` the document's bytes to deliver: in memory, or a way to
-/// open the stored ones, once per attempt.
-fn with_delivered<T>(
-    content: &Content,
-    documents: &Arc<dyn Documents>,
-    send: impl FnOnce(Delivered<'_>) -> T,
-) -> T {
-    match content {
-        Content::Memory(bytes) => send(Delivered::Bytes(bytes)),
-        Content::Stored { reference, size } => {
-            let open = || {
-                documents
-                    .reader(reference)
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            };
-            send(Delivered::Stream {
-                open: &open,
-                len: *size,
-            })
-        }
-    }
-}
-
 /// Runs executions; shared by all workers.
 pub struct Runner {
     store: Arc<dyn Store>,
     documents: Arc<dyn Documents>,
     metrics: Arc<crate::admin::metrics::Metrics>,
-    /// Built on first use, on a worker thread (the blocking client may not
-    /// be created inside the async runtime).
-    http: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
+    http: steps::http::SharedClient,
     history: HistoryWriter,
     faults: TestFaults,
 }
@@ -279,7 +149,7 @@ impl Runner {
             store,
             documents,
             metrics,
-            http: std::sync::OnceLock::new(),
+            http: steps::http::SharedClient::default(),
             history,
             faults: TestFaults::from_env(),
         }
@@ -296,18 +166,6 @@ impl Runner {
             },
             ..self
         }
-    }
-
-    fn http_client(&self) -> Result<&reqwest::blocking::Client, String> {
-        self.http
-            .get_or_init(|| {
-                reqwest::blocking::Client::builder()
-                    .user_agent(concat!("atom/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| format!("building the HTTP client of http steps: {e}"))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
     }
 
     /// Where received and kept documents are.
@@ -575,14 +433,14 @@ impl Runner {
         let mut attempt_recorded = false;
         for (index, step) in process.steps.iter().enumerate() {
             let name = format!("step {} ({})", index + 1, step.describe());
-            if !attempt_recorded && matches!(step, Step::Disk(_) | Step::Http(_) | Step::As2(_)) {
+            if !attempt_recorded && step.has_effects() {
                 self.record_attempt_durably()?;
                 attempt_recorded = true;
             }
             let started = Instant::now();
             let count_in = documents.len();
             let mut next = Vec::with_capacity(documents.len());
-            for (doc_index, mut document) in documents.into_iter().enumerate() {
+            for (doc_index, document) in documents.into_iter().enumerate() {
                 let where_ = format!("{name}, document {}", doc_index + 1);
                 if let Some(subject) = &self.faults.panic_subject {
                     if tracked.get("subject") == Some(subject) {
@@ -591,147 +449,28 @@ impl Runner {
                         );
                     }
                 }
-                let index_text = (doc_index + 1).to_string();
-                let lookup = |key: &str| -> Option<&str> {
-                    match key {
-                        "process" => Some(job.spec.id.as_str()),
-                        "execution_id" => Some(record.id.as_str()),
-                        "date" => Some(date_text.as_str()),
-                        "document_index" => Some(index_text.as_str()),
-                        _ => tracked
-                            .get(key)
-                            .or_else(|| document.properties.get(key))
-                            .map(String::as_str),
-                    }
+                let mut cx = StepContext {
+                    documents: self.documents.as_ref(),
+                    store: self.store.as_ref(),
+                    metrics: &self.metrics,
+                    http: &self.http,
+                    faults: &self.faults,
+                    job,
+                    record,
+                    tracked,
+                    date: &date_text,
+                    log: &mut *log,
+                    debug,
+                    limits,
+                    engine: &mut *engine,
+                    instantiate: &mut *instantiate,
+                    warned: &mut *warned,
+                    step: index,
+                    document: doc_index,
+                    document_number: (doc_index + 1).to_string(),
+                    where_: &where_,
                 };
-                match step {
-                    Step::Wasm { module, .. } => {
-                        let env = environment(job, record, tracked, &process.settings, &document);
-                        let input = match &document.content {
-                            Content::Memory(bytes) => GuestDocument::Bytes(bytes),
-                            Content::Stored { reference, .. } => GuestDocument::Stream(
-                                self.documents
-                                    .reader(reference)
-                                    .map_err(|e| StepFailure::payload(&e))?,
-                            ),
-                        };
-                        let run = module.run(GuestInput {
-                            document: input,
-                            env: &env,
-                            properties: &document.properties,
-                            limits,
-                        });
-                        *engine += run.total;
-                        *instantiate += run.instantiate;
-                        for line in String::from_utf8_lossy(&run.stderr).lines() {
-                            if is_warning(line) {
-                                *warned = true;
-                            }
-                            log.line("GUEST", format_args!("{line}"));
-                        }
-                        if debug {
-                            log.line(
-                                "DEBUG",
-                                format_args!(
-                                    "{where_}: instantiate {} µs, total {} µs",
-                                    run.instantiate.as_micros(),
-                                    run.total.as_micros()
-                                ),
-                            );
-                        }
-                        let produced = run.outcome.map_err(|e| match e {
-                            // Name the process: the limit is its own setting.
-                            GuestFailure::OutputLimit(_) => StepFailure::permanent(format!(
-                                "{where_}: {e} in process {}; none of it is delivered or kept",
-                                job.spec.id
-                            )),
-                            e => StepFailure::guest(&where_, &e),
-                        })?;
-                        next.extend(produced.into_iter().map(|d| Document {
-                            content: Content::Memory(d.bytes),
-                            properties: d.properties,
-                            delivered: Vec::new(),
-                        }));
-                    }
-                    Step::Disk(target) => {
-                        let written = match self.faults.disk_failure() {
-                            Some(source) => Err(DiskError::Io {
-                                path: target.directory.clone(),
-                                source,
-                            }),
-                            None => with_delivered(&document.content, &self.documents, |c| {
-                                target.write(c, lookup)
-                            }),
-                        };
-                        let path = written.map_err(|e| StepFailure::disk(&where_, &e))?;
-                        log.line("INFO", format_args!("{where_}: wrote {}", path.display()));
-                        document.delivered.push(path.display().to_string());
-                        next.push(document);
-                    }
-                    Step::As2(target) => {
-                        let headers = target.headers(lookup)?;
-                        let (bytes, size) = match &document.content {
-                            Content::Memory(bytes) => {
-                                (OutboundBytes::Inline(bytes), bytes.len() as u64)
-                            }
-                            Content::Stored { reference, size } => {
-                                (OutboundBytes::Stored(reference), *size)
-                            }
-                        };
-                        let sent = target
-                            .send(&Sending {
-                                store: self.store.as_ref(),
-                                documents: self.documents.as_ref(),
-                                execution_id: &record.id,
-                                process: &job.spec.id,
-                                step: index as u32,
-                                document: doc_index as u32,
-                                bytes,
-                                size,
-                                headers,
-                                metrics: &self.metrics,
-                            })
-                            .map_err(|mut failure| {
-                                failure.reason = format!("{where_}: {}", failure.reason);
-                                failure
-                            })?;
-                        for (level, note) in &sent.notes {
-                            log.line(level, format_args!("{where_}: {note}"));
-                        }
-                        *warned |= sent.warned;
-                        document.delivered.push(format!(
-                            "as2 {} {} (outbox {})",
-                            target.partner.name, sent.row.message_id, sent.row.id
-                        ));
-                        next.push(document);
-                    }
-                    Step::Http(target) => {
-                        let client = self.http_client().map_err(StepFailure::permanent)?;
-                        let delivered = with_delivered(&document.content, &self.documents, |c| {
-                            target.post(client, c, lookup)
-                        })
-                        .map_err(|e| StepFailure::http(&where_, &e))?;
-                        if delivered.attempts > 1 {
-                            *warned = true;
-                            log.line(
-                                "WARN",
-                                format_args!(
-                                    "{where_}: delivered after {} attempts",
-                                    delivered.attempts
-                                ),
-                            );
-                        }
-                        log.line(
-                            "INFO",
-                            format_args!(
-                                "{where_}: POST {} -> HTTP {}",
-                                delivered.url, delivered.status
-                            ),
-                        );
-                        document.delivered.push(delivered.url);
-                        next.push(document);
-                    }
-                }
+                next.extend(step.run(document, &mut cx)?);
             }
             documents = next;
             let level = if debug { "DEBUG" } else { "INFO" };
@@ -797,35 +536,9 @@ impl Runner {
     }
 }
 
-/// The guest's environment: tracked properties, runtime names, the
-/// process settings, and the dynamic properties as `DDP_<name>`.
-fn environment(
-    job: &Job,
-    record: &ExecutionRecord,
-    tracked: &TrackedProperties,
-    settings: &[(String, String)],
-    document: &Document,
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = TRACKED
-        .iter()
-        .filter_map(|(key, var)| tracked.get(*key).map(|v| (var.to_string(), v.clone())))
-        .collect();
-    env.push(("ATOM_PROCESS".into(), job.spec.id.clone()));
-    env.push(("ATOM_PROCESS_VERSION".into(), job.spec.version.clone()));
-    env.push(("ATOM_EXECUTION_ID".into(), record.id.clone()));
-    env.extend(settings.iter().cloned());
-    env.extend(
-        document
-            .properties
-            .iter()
-            .map(|(k, v)| (format!("DDP_{k}"), v.clone())),
-    );
-    env
-}
-
 /// The process log, with a size cap.
 #[derive(Default)]
-struct Log {
+pub struct Log {
     text: String,
     cut: bool,
 }
@@ -839,7 +552,7 @@ impl Log {
         }
     }
 
-    fn line(&mut self, level: &str, message: std::fmt::Arguments<'_>) {
+    pub fn line(&mut self, level: &str, message: std::fmt::Arguments<'_>) {
         if self.text.len() >= MAX_LOG {
             if !self.cut {
                 self.cut = true;
@@ -870,53 +583,6 @@ pub fn new_execution_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn guest_failures_and_missing_documents_are_permanent_full_disks_transient() {
-        for failure in [
-            GuestFailure::Trap("unreachable".into()),
-            GuestFailure::Exit(3),
-            GuestFailure::TimeLimit(Duration::from_secs(1)),
-            GuestFailure::MemoryLimit {
-                limit: 1,
-                requested: 2,
-            },
-            GuestFailure::OutputLimit(1),
-        ] {
-            let classified = StepFailure::guest("step 1 (wasm g.wat), document 1", &failure);
-            assert!(!classified.transient, "{failure}");
-            assert!(classified
-                .reason
-                .starts_with("step 1 (wasm g.wat), document 1: "));
-        }
-        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
-        let gone = StoreError::io("reading document", &gone, "/data/messages/x/payload");
-        assert!(!StepFailure::payload(&gone).transient);
-        let busy = StoreError::of_kind(StoreErrorKind::Busy, "reading document", "locked");
-        assert!(StepFailure::payload(&busy).transient);
-        let full = DiskError::Io {
-            path: std::path::PathBuf::from("/out"),
-            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
-        };
-        let disk = StepFailure::disk("step 2 (disk out/{x}), document 1", &full);
-        assert!(disk.transient, "{}", disk.reason);
-        assert!(!StepFailure::disk("s", &DiskError::Unsafe("..".into())).transient);
-        let refused = HttpError::Status {
-            url: "http://erp/".into(),
-            status: 400,
-            attempts: 1,
-            body: String::new(),
-        };
-        assert!(!StepFailure::http("s", &refused).transient);
-        let down = HttpError::Status {
-            url: "http://erp/".into(),
-            status: 503,
-            attempts: 4,
-            body: String::new(),
-        };
-        assert!(StepFailure::http("s", &down).transient);
-    }
 
     #[test]
     fn test_faults_are_inert_unless_set_and_panic_messages_are_kept() {

@@ -12,7 +12,7 @@
 //! never taken for a new document. A receipt that fails a check is kept
 //! with the row, which fails with the reason; the partner still gets 200,
 //! as its receipt was delivered. The execution waiting on the row sees the
-//! outcome at its next look (see `process/as2_step.rs`).
+//! outcome at its next look (see `process/steps/as2.rs`).
 
 use std::time::Instant;
 

@@ -1,6 +1,13 @@
 //! The `as2` step: sends each document it receives to a trading partner
 //! through the durable outbox ([`crate::store::outbox`]).
 //!
+//! ```yaml
+//! - as2:
+//!     partner: acme                # partners/acme.yaml (see `partners.rs`)
+//!     file_name: "{file_name}"     # optional; Content-Disposition file name
+//!     subject: "Invoice {file_name}"   # optional; else the profile's subject
+//! ```
+//!
 //! ```text
 //! document ─▶ outbox row (durable, Message-ID fixed) ─▶ sending (attempt counted, durable)
 //!          ─▶ build (compress, sign, encrypt) ─▶ POST ─▶ sync MDN verified
@@ -24,10 +31,11 @@ use std::time::Duration;
 
 use atom_connectors::as2::build;
 use atom_connectors::delivery::template::Template;
+use serde::Deserialize;
 
+use super::{Content, Document, LoadContext, ProcessStep, StepContext, StepFailure};
 use crate::client::{verify_mdn, MdnExpectation};
 use crate::partners::{MdnMode, PartnerProfile};
-use crate::process::execution::StepFailure;
 use crate::server::inbound::now_rfc3339;
 use crate::store::documents::Documents;
 use crate::store::outbox::{state, NewOutbound, OutboundBytes, OutboxRow, OutboxUpdate};
@@ -88,6 +96,84 @@ pub struct Sent {
 enum Attempt {
     Transient(String),
     Permanent(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAs2 {
+    partner: String,
+    file_name: Option<String>,
+    subject: Option<String>,
+}
+
+/// Loads the partner profile and parses the templates.
+pub fn load(raw: RawAs2, cx: &LoadContext<'_>) -> Result<As2Step, (String, String)> {
+    let partner = crate::partners::load(cx.partners.dir, &raw.partner, cx.partners.keystore)
+        .map_err(|e| (cx.key("as2.partner"), e.to_string()))?;
+    let template = |field: &str, value: Option<String>| {
+        value
+            .map(|v| Template::parse(&v).map_err(|e| (cx.key(field), e.to_string())))
+            .transpose()
+    };
+    Ok(As2Step::new(
+        partner,
+        template("as2.file_name", raw.file_name)?,
+        template("as2.subject", raw.subject)?,
+    ))
+}
+
+impl ProcessStep for As2Step {
+    fn describe(&self) -> String {
+        format!("as2 {}", self.partner.name)
+    }
+
+    /// A changed partner profile is a new version of the bundle.
+    fn version(&self) -> Option<&[u8]> {
+        Some(self.partner.sha256.as_bytes())
+    }
+
+    fn has_effects(&self) -> bool {
+        true
+    }
+
+    fn run(
+        &self,
+        mut document: Document,
+        cx: &mut StepContext<'_>,
+    ) -> Result<Vec<Document>, StepFailure> {
+        let where_ = cx.where_;
+        let headers = self.headers(cx.lookup(&document.properties))?;
+        let (bytes, size) = match &document.content {
+            Content::Memory(bytes) => (OutboundBytes::Inline(bytes), bytes.len() as u64),
+            Content::Stored { reference, size } => (OutboundBytes::Stored(reference), *size),
+        };
+        let sent = self
+            .send(&Sending {
+                store: cx.store,
+                documents: cx.documents,
+                execution_id: &cx.record.id,
+                process: &cx.job.spec.id,
+                step: cx.step as u32,
+                document: cx.document as u32,
+                bytes,
+                size,
+                headers,
+                metrics: cx.metrics,
+            })
+            .map_err(|mut failure| {
+                failure.reason = format!("{where_}: {}", failure.reason);
+                failure
+            })?;
+        for (level, note) in &sent.notes {
+            cx.log.line(level, format_args!("{where_}: {note}"));
+        }
+        *cx.warned |= sent.warned;
+        document.delivered.push(format!(
+            "as2 {} {} (outbox {})",
+            self.partner.name, sent.row.message_id, sent.row.id
+        ));
+        Ok(vec![document])
+    }
 }
 
 impl As2Step {

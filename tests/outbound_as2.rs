@@ -131,8 +131,13 @@ fn profile(site: &Site, name: &str, url: &str, security: &str) {
 
 /// Posts one plain message to Atom: it starts one execution.
 fn trigger(running: &common::Running, body: &[u8], file_name: &str) {
+    trigger_from(running, TRIGGER_ID, body, file_name);
+}
+
+/// Like [`trigger`], from another sender (another bundle).
+fn trigger_from(running: &common::Running, from: &str, body: &[u8], file_name: &str) {
     let mut headers = plain_headers(
-        TRIGGER_ID,
+        from,
         OUR_ID,
         &format!("<{}@erp.example>", common::free_port()),
     );
@@ -189,22 +194,42 @@ fn every_digest_cipher_and_compression_reaches_pyas2lib_and_its_receipts_verify(
     // provider, which its oscrypto does not load (openssl covers both).
     let ciphers = ["3des", "aes128-cbc", "aes192-cbc", "aes256-cbc"];
     let compressions = ["none", "before_signing", "after_signing"];
+    // Every combination with a sync receipt (bundle `trigger`) and with an
+    // async one (bundle `trigger-async`, started by another sender).
     let mut names = Vec::new();
-    let mut steps = String::new();
-    for (d, digest) in digests.iter().enumerate() {
-        for (c, cipher) in ciphers.iter().enumerate() {
-            for (z, compress) in compressions.iter().enumerate() {
-                let name = format!("p-{d}-{c}-{z}");
-                steps.push_str(&format!("  - as2: {{ partner: {name} }}\n"));
-                names.push((name, *digest, *cipher, *compress));
+    let (mut sync_steps, mut async_steps) = (String::new(), String::new());
+    for mode in ["sync", "async"] {
+        for (d, digest) in digests.iter().enumerate() {
+            for (c, cipher) in ciphers.iter().enumerate() {
+                for (z, compress) in compressions.iter().enumerate() {
+                    let name = format!("{mode}-{d}-{c}-{z}");
+                    let steps = if mode == "sync" {
+                        &mut sync_steps
+                    } else {
+                        &mut async_steps
+                    };
+                    steps.push_str(&format!("  - as2: {{ partner: {name} }}\n"));
+                    names.push((name, *digest, *cipher, *compress, mode));
+                }
             }
         }
     }
     // Two more: unsigned and unencrypted with an unsigned receipt, and no receipt at all.
-    steps.push_str("  - as2: { partner: plain }\n  - as2: { partner: no-mdn }\n");
-    let site = site_with(&steps);
+    sync_steps.push_str("  - as2: { partner: plain }\n  - as2: { partner: no-mdn }\n");
+    let site = site_with(&sync_steps);
+    site.deploy(
+        "trigger-async",
+        &format!("{}steps:\n{async_steps}", plain_start("ERP-ASYNC", OUR_ID)),
+    );
+    let port = fix_http_port(&site);
     let peer = Peer::start(&site, 0, &[]);
-    for (name, digest, cipher, compress) in &names {
+    for (name, digest, cipher, compress, mode) in &names {
+        let mdn = match *mode {
+            "sync" => "mdn: { mode: sync, signed: true }\n".to_string(),
+            _ => format!(
+                "mdn: {{ mode: async, signed: true, url: \"http://127.0.0.1:{port}/as2/mdn\" }}\n"
+            ),
+        };
         profile(
             &site,
             name,
@@ -212,7 +237,7 @@ fn every_digest_cipher_and_compression_reaches_pyas2lib_and_its_receipts_verify(
             &format!(
                 "sign: {{ key: keystore:ours, digest: {digest} }}\n\
                  encrypt: {{ certificate: keystore:pyas2, cipher: {cipher} }}\n\
-                 compress: {compress}\nmdn: {{ mode: sync, signed: true }}\n"
+                 compress: {compress}\n{mdn}"
             ),
         );
     }
@@ -221,14 +246,17 @@ fn every_digest_cipher_and_compression_reaches_pyas2lib_and_its_receipts_verify(
     let running = site.start();
     let payload = invoice();
     trigger(&running, &payload, "INV-4711.x12");
+    trigger_from(&running, "ERP-ASYNC", &payload, "INV-4711.x12");
 
-    let executions = site.wait_for_executions(1);
-    assert_eq!(
-        s(&executions[0], "status"),
-        "COMPLETE",
-        "{}",
-        s(&executions[0], "log")
-    );
+    let executions = site.wait_for_executions(2);
+    for execution in &executions {
+        assert_eq!(
+            s(execution, "status"),
+            "COMPLETE",
+            "{}",
+            s(execution, "log")
+        );
+    }
     let rows = outbox(&site);
     assert_eq!(rows.len(), names.len() + 2);
     let received = peer.received();
@@ -250,7 +278,9 @@ fn every_digest_cipher_and_compression_reaches_pyas2lib_and_its_receipts_verify(
         assert_eq!(s(got, "status"), "processed", "{got:#}");
         assert_eq!(s(got, "payload_sha256"), sha256_hex(&payload), "{got:#}");
         assert_eq!(s(got, "filename"), "INV-4711.x12");
-        if let Some((_, digest, cipher, compress)) = names.iter().find(|n| n.0 == partner) {
+        if let Some((_, digest, cipher, compress, mode)) = names.iter().find(|n| n.0 == partner) {
+            let expected_mode = if *mode == "sync" { "SYNC" } else { "ASYNC" };
+            assert_eq!(s(got, "mdn_mode"), expected_mode, "{partner}");
             assert_eq!(row["mdn_disposition"], "processed", "{row:#}");
             assert_eq!(s(got, "digest_alg"), *digest, "{partner}");
             assert_eq!(got["encrypted"], true, "{partner}");
@@ -268,11 +298,18 @@ fn every_digest_cipher_and_compression_reaches_pyas2lib_and_its_receipts_verify(
             assert_eq!(got["encrypted"], false);
         }
     }
-    // The execution links each document to its outbox row.
-    let log = s(&executions[0], "log");
-    assert!(log.contains("acknowledged, processed"), "{log}");
-    let kept = &executions[0]["documents"][0]["delivered"];
-    assert_eq!(kept.as_array().map(Vec::len), Some(names.len() + 2));
+    // The executions link each document to its outbox row.
+    let sync = executions
+        .iter()
+        .find(|e| e["process"] == "trigger")
+        .expect("the sync execution");
+    assert!(
+        s(sync, "log").contains("acknowledged, processed"),
+        "{}",
+        s(sync, "log")
+    );
+    let kept = &sync["documents"][0]["delivered"];
+    assert_eq!(kept.as_array().map(Vec::len), Some(names.len() / 2 + 2));
     let metrics = common::get(running.admin, "/metrics", &[admin_auth(&site)]).text();
     assert!(
         metrics.contains("atom_as2_outbound_total{partner=\"plain\",result=\"acknowledged\"} 1"),
@@ -810,5 +847,129 @@ fn an_asynchronous_receipt_that_never_comes_fails_the_document_at_the_deadline()
         s(&executions[0], "error")
     );
     assert_eq!(s(&outbox(&site)[0], "status"), "failed");
+    drop(running);
+}
+
+/// Sending over HTTPS to another Atom: the partner's server certificate
+/// (not from a public CA) trusted through the profile's `ca_certificates`,
+/// and our TLS client certificate (`client_certificate`) presented to a
+/// server that checks it against its `client_ca` and pins it in the
+/// listener. Without the trust, the attempt fails on the certificate.
+#[test]
+fn https_with_the_partners_certificate_trusted_and_our_client_certificate() {
+    let site = site_with("  - as2: { partner: tls }\n  - as2: { partner: untrusted }\n");
+    let path = |name: &str| site.path().join(name).to_str().expect("utf-8").to_string();
+    // The partner's server certificate, for 127.0.0.1, and our client key.
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for (name, cn, extra) in [
+        (
+            "server",
+            "partner AS2 server",
+            "subjectAltName=IP:127.0.0.1",
+        ),
+        (
+            "client",
+            "ATOM-OUT TLS client",
+            "extendedKeyUsage=clientAuth",
+        ),
+    ] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            extra,
+            "-keyout",
+            &path(&format!("{name}.key")),
+            "-out",
+            &path(&format!("{name}.crt")),
+        ]);
+        let pem = [
+            std::fs::read(path(&format!("{name}.key"))).expect("key"),
+            std::fs::read(path(&format!("{name}.crt"))).expect("cert"),
+        ]
+        .concat();
+        std::fs::write(path(&format!("{name}.pem")), pem).expect("pem");
+    }
+    site.atom_ok(&["certs", "import", "tls-client", &path("client.pem")]);
+
+    // The partner: an Atom on HTTPS with that certificate, client
+    // certificates checked against ours and pinned in its listener.
+    let partner = Site::new(&format!(
+        "    client_auth: optional\n    client_ca: {}\n",
+        path("client.crt")
+    ));
+    partner.atom_ok(&["certs", "import", "atom-https", &path("server.pem")]);
+    partner.atom_ok(&["certs", "import", "sender", &path("ours.cert.pem")]);
+    partner.atom_ok(&["certs", "import", "receiver", &path("pyas2.pem")]);
+    partner.atom_ok(&["certs", "import", "client-pin", &path("client.crt")]);
+    partner.deploy(
+        "from-atom",
+        &format!(
+            "start:\n  as2:\n    as2_from:\n      id: {OUR_ID}\n      signing_certificate: keystore:sender\n      \
+             client_certificate: keystore:client-pin\n    as2_to:\n      id: {PARTNER_ID}\n      \
+             decryption_key: keystore:receiver\n      mdn_signing_key: keystore:receiver\n    \
+             security: {{ require_signed: true, require_encrypted: true }}\n"
+        ),
+    );
+    let partner_atom = partner.start();
+    let url = format!("https://{}/as2", partner_atom.https.expect("https"));
+    let security = format!(
+        "sign: {{ key: keystore:ours }}\nencrypt: {{ certificate: keystore:pyas2 }}\n\
+         mdn: {{ mode: sync, signed: true }}\n\
+         retry: {{ first_delay_seconds: 3600, max_delay_seconds: 3600, give_up_after_hours: 1 }}\n\
+         http:\n  client_certificate: keystore:tls-client\n"
+    );
+    profile(
+        &site,
+        "tls",
+        &url,
+        &format!("{security}  ca_certificates: {}\n", path("server.crt")),
+    );
+    profile(&site, "untrusted", &url, &security);
+    let running = site.start();
+    trigger(&running, &invoice(), "INV-7.x12");
+    let executions = site.wait_for_executions(1);
+    // The first step got through, the second gave up on the certificate.
+    let rows = outbox(&site);
+    let tls = rows
+        .iter()
+        .find(|r| r["partner"] == "tls")
+        .expect("tls row");
+    assert_eq!(s(tls, "status"), "acknowledged", "{rows:#?}");
+    let untrusted = rows
+        .iter()
+        .find(|r| r["partner"] == "untrusted")
+        .expect("row");
+    assert_eq!(s(untrusted, "status"), "failed", "{rows:#?}");
+    assert!(
+        s(untrusted, "last_error")
+            .to_lowercase()
+            .contains("certificate"),
+        "{}",
+        s(untrusted, "last_error")
+    );
+    assert_eq!(s(&executions[0], "status"), "ERROR");
+    let received = partner.messages();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(received[0]["disposition"], "processed");
+    assert_eq!(received[0]["message_id"], tls["message_id"]);
     drop(running);
 }

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -161,6 +161,8 @@ pub struct Executor {
     reruns: Mutex<()>,
     /// The executions queued or running here, under this node's leases.
     leases: Arc<Leases>,
+    /// The retry timer, to wake an execution waiting there.
+    timer: Sender<Timer>,
 }
 
 /// General mode per-listener accounting: running count and the jobs
@@ -200,6 +202,13 @@ impl Slots {
 }
 
 impl Executor {
+    /// Runs an execution waiting in the retry timer now (what it waits for
+    /// has happened); one not held here yet runs as soon as it is, and one
+    /// held by another node of a Molecule finds out at its next look.
+    pub fn wake(&self, execution_id: &str) {
+        let _ = self.timer.send(Timer::Wake(execution_id.to_string()));
+    }
+
     /// Starts the general pool, the Low_Latency_Debug workers and the
     /// retry timer.
     pub fn start(
@@ -208,7 +217,7 @@ impl Executor {
         leases: Arc<Leases>,
     ) -> std::io::Result<Arc<Executor>> {
         let (general, general_jobs) = crossbeam_channel::unbounded::<Queued>();
-        let (retry, retries) = crossbeam_channel::unbounded::<(Instant, Queued)>();
+        let (retry, retries) = crossbeam_channel::unbounded::<Timer>();
         let gate = Arc::new(Gate::default());
         {
             let general = general.clone();
@@ -267,6 +276,7 @@ impl Executor {
             gate,
             reruns: Mutex::new(()),
             leases,
+            timer: retry,
         }))
     }
 
@@ -587,7 +597,7 @@ impl Executor {
 /// After a run: a finished execution's lease is let go (its final state
 /// is with the history writer); a transiently failed one goes to the retry
 /// timer, still held.
-fn settle(ran: Ran, retry: &Sender<(Instant, Queued)>, leases: &Leases) {
+fn settle(ran: Ran, retry: &Sender<Timer>, leases: &Leases) {
     if let Ran::Finished(record) = &ran {
         leases.release(&record.id);
     }
@@ -599,7 +609,10 @@ fn settle(ran: Ran, retry: &Sender<(Instant, Queued)>, leases: &Leases) {
     {
         let id = job.record.id.clone();
         if retry
-            .send((Instant::now() + delay, Queued { job, retries_done }))
+            .send(Timer::Hold(
+                Instant::now() + delay,
+                Queued { job, retries_done },
+            ))
             .is_err()
         {
             tracing::error!(execution = %id, "retry timer stopped; execution left STARTED for recovery");
@@ -607,13 +620,28 @@ fn settle(ran: Ran, retry: &Sender<(Instant, Queued)>, leases: &Leases) {
     }
 }
 
+/// What the retry timer is told.
+enum Timer {
+    /// Run this execution again at that instant.
+    Hold(Instant, Queued),
+    /// What this execution waits for has happened (an asynchronous
+    /// receipt was filed): run it now, or as soon as it is held.
+    Wake(String),
+}
+
+/// A wake for an execution not held yet counts this long: its run may
+/// still be settling.
+const WAKE_MEMORY: Duration = Duration::from_secs(10);
+
 /// Holds executions until their retry is due, then queues them on the
 /// general workers. One thread for all of them; while draining, due ones
 /// are kept (they are STARTED in the store, recovered at the next start).
-fn retry_timer(incoming: Receiver<(Instant, Queued)>, general: Sender<Queued>, gate: Arc<Gate>) {
+fn retry_timer(incoming: Receiver<Timer>, general: Sender<Queued>, gate: Arc<Gate>) {
     // Keyed by (due, arrival) so that equal instants do not collide.
     let mut waiting: BTreeMap<(Instant, u64), Queued> = BTreeMap::new();
     let mut arrivals = 0u64;
+    // Wakes that found nothing held yet, by execution.
+    let mut woken: HashMap<String, Instant> = HashMap::new();
     loop {
         // While draining nothing is due: block until the process exits
         // rather than spin on instants already past.
@@ -627,9 +655,32 @@ fn retry_timer(incoming: Receiver<(Instant, Queued)>, general: Sender<Queued>, g
             None => incoming.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok((due, queued)) => {
+            Ok(Timer::Hold(due, queued)) => {
                 arrivals += 1;
+                let now = Instant::now();
+                woken.retain(|_, at| now.duration_since(*at) < WAKE_MEMORY);
+                let due = match woken.remove(&queued.job.record.id) {
+                    Some(_) => now,
+                    None => due,
+                };
                 waiting.insert((due, arrivals), queued);
+            }
+            Ok(Timer::Wake(id)) => {
+                let held = waiting
+                    .iter()
+                    .find(|(_, q)| q.job.record.id == id)
+                    .map(|(key, _)| *key);
+                match held {
+                    Some(key) => {
+                        if let Some(queued) = waiting.remove(&key) {
+                            arrivals += 1;
+                            waiting.insert((Instant::now(), arrivals), queued);
+                        }
+                    }
+                    None => {
+                        woken.insert(id, Instant::now());
+                    }
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -657,7 +708,7 @@ struct GeneralWorker {
     runner: Arc<Runner>,
     slots: Arc<Slots>,
     gate: Arc<Gate>,
-    retry: Sender<(Instant, Queued)>,
+    retry: Sender<Timer>,
     leases: Arc<Leases>,
 }
 

@@ -11,8 +11,9 @@
 //! A receipt for a Message-ID we never sent is refused (400) and logged,
 //! never taken for a new document. A receipt that fails a check is kept
 //! with the row, which fails with the reason; the partner still gets 200,
-//! as its receipt was delivered. The execution waiting on the row sees the
-//! outcome at its next look (see `process/steps/as2.rs`).
+//! as its receipt was delivered. The execution waiting on the row is woken
+//! (on this node; on another node of a Molecule it sees the outcome at its
+//! next look, see `process/steps/as2.rs`).
 
 use std::time::Instant;
 
@@ -192,7 +193,8 @@ fn file(state: &AppState, headers: &Headers, body: &[u8]) -> Answer {
             );
         }
     }
-    if row.status != state::AWAITING_MDN {
+    // `sending`: the receipt came back before our POST returned.
+    if row.status != state::AWAITING_MDN && row.status != state::SENDING {
         tracing::info!(outbox = row.id, original_message_id = %original, status = %row.status, "MDN for a message not waiting for one; ignored");
         return Answer::Plain(
             StatusCode::OK,
@@ -216,13 +218,12 @@ fn file(state: &AppState, headers: &Headers, body: &[u8]) -> Answer {
         }
     };
     let Some(mic) = row.mic.as_deref().and_then(Mic::parse) else {
+        // Written before the POST; missing only for a message sent while
+        // asking for no asynchronous receipt.
         return Answer::Plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!(
-                "outbox row {} has no MIC to check the receipt against",
-                row.id
-            ),
+            StatusCode::CONFLICT,
+            "mdn_ignored",
+            format!("message {original} did not ask for an asynchronous receipt"),
         );
     };
     let expectation = MdnExpectation {
@@ -255,31 +256,58 @@ fn file(state: &AppState, headers: &Headers, body: &[u8]) -> Answer {
             state::FAILED
         }
     };
-    match state
-        .store
-        .outbox_update(&filed.update(), Some(state::AWAITING_MDN), None)
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return Answer::Plain(
-                StatusCode::OK,
-                "mdn_ignored",
-                format!("message {original} got its receipt meanwhile"),
-            )
-        }
-        Err(e) => {
-            return Answer::Retry(
+    // Conditional on the state read: the step may move the row from
+    // `sending` to `awaiting_mdn` meanwhile (then file it again), and
+    // nothing else may have filed a receipt.
+    let mut seen = row.status.clone();
+    for _ in 0..3 {
+        let store_busy = |e: crate::store::StoreError| {
+            Answer::Retry(
                 "store_unavailable",
                 e.kind.retry_after_seconds(),
                 format!("the MDN cannot be filed now ({e}); retry later"),
             )
+        };
+        match state
+            .store
+            .outbox_update(&filed.update(), Some(&seen), None)
+        {
+            Ok(true) => {
+                seen.clear();
+                break;
+            }
+            Ok(false) => match state.store.outbox_row(row.id) {
+                Ok(Some(now))
+                    if now.status == state::SENDING || now.status == state::AWAITING_MDN =>
+                {
+                    seen = now.status;
+                }
+                Ok(_) => {
+                    return Answer::Plain(
+                        StatusCode::OK,
+                        "mdn_ignored",
+                        format!("message {original} got its receipt meanwhile"),
+                    )
+                }
+                Err(e) => return store_busy(e),
+            },
+            Err(e) => return store_busy(e),
         }
+    }
+    if !seen.is_empty() {
+        return Answer::Retry(
+            "busy",
+            "5",
+            format!("message {original} is changing state; retry the receipt"),
+        );
     }
     state
         .metrics
         .outbound
         .with_label_values(&[&row.partner, result])
         .inc();
+    // The execution waiting for it need not wait for its next look.
+    state.executor.wake(&row.execution_id);
     match verdict {
         Ok(_) => {
             tracing::info!(outbox = row.id, partner = %row.partner, original_message_id = %original, disposition = ?filed.mdn_disposition, "asynchronous MDN filed: acknowledged");

@@ -55,6 +55,22 @@ impl SqliteStore {
             None => (super::outbox::state::QUEUED, 0, None, None),
         };
         let conn = self.lock();
+        // A row written before (a retry, a rerun, a recovery) is read, not
+        // written again: no write transaction, no sync.
+        let existing = conn
+            .query_row(
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox
+                     WHERE execution_id = ?1 AND step = ?2 AND document = ?3"
+                ),
+                params![new.execution_id, new.step, new.document],
+                row_to_outbox,
+            )
+            .optional()
+            .map_err(err(context))?;
+        if let Some(row) = existing {
+            return Ok(row);
+        }
         conn.execute(
             "INSERT INTO outbox (execution_id, step, document, process, partner, as2_from,
                 as2_to, message_id, subject, file_name, payload, payload_ref, size, status,

@@ -353,7 +353,18 @@ impl As2Step {
             self.record(cx, &sending.update())?;
         }
 
-        match self.attempt(&sending, &payload) {
+        // An asynchronous receipt may come back before the POST returns:
+        // the MIC it is checked against is on the row before the POST.
+        let with_mic = |mic: &str| {
+            if profile.mdn.mode != MdnMode::Async {
+                return Ok(());
+            }
+            let mut row = sending.clone();
+            row.mic = Some(mic.to_string());
+            self.record_outcome(cx, &row)
+                .map_err(|e| Attempt::Transient(e.reason))
+        };
+        match self.attempt(&sending, &payload, &with_mic) {
             Ok((status, mic, disposition, mdn, warnings)) => {
                 let mut done = sending.clone();
                 done.status = status.into();
@@ -363,7 +374,31 @@ impl As2Step {
                 done.mdn = mdn;
                 if status == state::AWAITING_MDN {
                     done.next_attempt_at = Some(rfc3339_in(profile.mdn.async_wait));
-                    self.record_outcome(cx, &done)?;
+                    let update = OutboxUpdate {
+                        lazy: true,
+                        ..done.update()
+                    };
+                    let waiting = cx
+                        .store
+                        .outbox_update(&update, Some(state::SENDING), None)
+                        .map_err(|e| StepFailure {
+                            reason: format!("as2 step: recording the outbox state failed: {e}"),
+                            transient: true,
+                            retry_in: None,
+                            waiting: false,
+                        })?;
+                    if !waiting {
+                        // The receipt was filed first: look at the row again now.
+                        return Err(StepFailure {
+                            reason: format!(
+                                "outbox {}: {}: the asynchronous MDN came before the POST returned",
+                                done.id, done.message_id
+                            ),
+                            transient: true,
+                            retry_in: Some(Duration::ZERO),
+                            waiting: true,
+                        });
+                    }
                     return Err(self.await_mdn(cx, &done));
                 }
                 self.record_outcome(cx, &done)?;
@@ -542,6 +577,7 @@ impl As2Step {
         &self,
         row: &OutboxRow,
         payload: &[u8],
+        before_post: &dyn Fn(&str) -> Result<(), Attempt>,
     ) -> Result<
         (
             &'static str,
@@ -560,6 +596,7 @@ impl As2Step {
             &row.message_id,
         ))
         .map_err(|e| Attempt::Permanent(format!("building the message failed: {e}")))?;
+        before_post(&built.expected_mic.render())?;
         let client = self.client().map_err(Attempt::Permanent)?;
         let mut request = client.post(&profile.url);
         for (name, value) in built.headers.iter() {

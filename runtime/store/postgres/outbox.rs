@@ -75,6 +75,19 @@ impl PgStore {
         self.shared.run(context, |c| async move {
             let client = c.get().await?;
             let [process, partner, from, to, message_id, subject, created_at] = &texts;
+            let select = format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox
+                 WHERE execution_id = $1 AND step = $2 AND document = $3"
+            );
+            // A row written before (a retry, a rerun, a recovery) is read,
+            // not written again.
+            if let Some(row) = client
+                .query_opt(&select, &[&key.0, &key.1, &key.2])
+                .await
+                .map_err(err(context))?
+            {
+                return Ok(row_to_outbox(&row));
+            }
             client
                 .execute(
                     "INSERT INTO outbox (execution_id, step, document, process, partner,
@@ -107,13 +120,7 @@ impl PgStore {
                 .await
                 .map_err(err(context))?;
             let row = client
-                .query_one(
-                    &format!(
-                        "SELECT {OUTBOX_COLUMNS} FROM outbox
-                         WHERE execution_id = $1 AND step = $2 AND document = $3"
-                    ),
-                    &[&key.0, &key.1, &key.2],
-                )
+                .query_one(&select, &[&key.0, &key.1, &key.2])
                 .await
                 .map_err(err(context))?;
             Ok(row_to_outbox(&row))

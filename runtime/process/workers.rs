@@ -611,7 +611,7 @@ fn settle(ran: Ran, retry: &Sender<Timer>, leases: &Leases) {
         if retry
             .send(Timer::Hold(
                 Instant::now() + delay,
-                Queued { job, retries_done },
+                Box::new(Queued { job, retries_done }),
             ))
             .is_err()
         {
@@ -622,8 +622,8 @@ fn settle(ran: Ran, retry: &Sender<Timer>, leases: &Leases) {
 
 /// What the retry timer is told.
 enum Timer {
-    /// Run this execution again at that instant.
-    Hold(Instant, Queued),
+    /// Run this execution again at that instant (boxed: a job is large).
+    Hold(Instant, Box<Queued>),
     /// What this execution waits for has happened (an asynchronous
     /// receipt was filed): run it now, or as soon as it is held.
     Wake(String),
@@ -663,7 +663,7 @@ fn retry_timer(incoming: Receiver<Timer>, general: Sender<Queued>, gate: Arc<Gat
                     Some(_) => now,
                     None => due,
                 };
-                waiting.insert((due, arrivals), queued);
+                waiting.insert((due, arrivals), *queued);
             }
             Ok(Timer::Wake(id)) => {
                 let held = waiting

@@ -931,19 +931,17 @@ fn https_with_the_partners_certificate_trusted_and_our_client_certificate() {
     );
     let partner_atom = partner.start();
     let url = format!("https://{}/as2", partner_atom.https.expect("https"));
-    let security = format!(
-        "sign: {{ key: keystore:ours }}\nencrypt: {{ certificate: keystore:pyas2 }}\n\
-         mdn: {{ mode: sync, signed: true }}\n\
-         retry: {{ first_delay_seconds: 3600, max_delay_seconds: 3600, give_up_after_hours: 1 }}\n\
-         http:\n  client_certificate: keystore:tls-client\n"
-    );
+    let security = "sign: { key: keystore:ours }\nencrypt: { certificate: keystore:pyas2 }\n\
+         mdn: { mode: sync, signed: true }\n\
+         retry: { first_delay_seconds: 3600, max_delay_seconds: 3600, give_up_after_hours: 1 }\n\
+         http:\n  client_certificate: keystore:tls-client\n";
     profile(
         &site,
         "tls",
         &url,
         &format!("{security}  ca_certificates: {}\n", path("server.crt")),
     );
-    profile(&site, "untrusted", &url, &security);
+    profile(&site, "untrusted", &url, security);
     let running = site.start();
     trigger(&running, &invoice(), "INV-7.x12");
     let executions = site.wait_for_executions(1);

@@ -971,3 +971,46 @@ fn https_with_the_partners_certificate_trusted_and_our_client_certificate() {
     assert_eq!(received[0]["message_id"], tls["message_id"]);
     drop(running);
 }
+
+/// Found by the async matrix: pyas2lib's receipt came back before our POST
+/// returned, found the row still `sending` and was ignored, so the
+/// document waited for a receipt that had come. Here the receiver always
+/// posts the receipt before it answers the POST.
+#[test]
+fn async_receipt_before_the_post_returns_regression() {
+    let site = site_with("  - as2: { partner: eager }\n");
+    let port = fix_http_port(&site);
+    let peer = Peer::start(&site, 0, &["--mdn-before-response"]);
+    profile(
+        &site,
+        "eager",
+        &peer.url(),
+        &format!(
+            "sign: {{ key: keystore:ours }}\nencrypt: {{ certificate: keystore:pyas2 }}\n\
+             mdn: {{ mode: async, signed: true, url: \"http://127.0.0.1:{port}/as2/mdn\" }}\n"
+        ),
+    );
+    let running = site.start();
+    for i in 0..3 {
+        trigger(&running, &invoice(), &format!("INV-8{i}.x12"));
+    }
+    let executions = site.wait_for_executions(3);
+    assert!(
+        executions.iter().all(|e| s(e, "status") == "COMPLETE"),
+        "{executions:#?}"
+    );
+    let rows = outbox(&site);
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(s(row, "status"), "acknowledged", "{row:#}");
+        assert_eq!(s(row, "mdn_disposition"), "processed");
+        assert_eq!(row["attempts"], 1);
+    }
+    assert_eq!(peer.received().len(), 3);
+    assert!(
+        !site.log().contains("not waiting for one; ignored"),
+        "{}",
+        site.log()
+    );
+    drop(running);
+}

@@ -7,7 +7,7 @@ tests/send_client.rs (`atom send` end to end). Run it with the venv made by
                     --partner ID CERT [--partner ID CERT ...]
                     [--require-encryption ID ...] [--require-signature ID ...]
                     [--tamper-mic ID ...] [--port PORT] [--detect-duplicates]
-                    [--lose-first-responses N]
+                    [--lose-first-responses N] [--mdn-before-response]
 
 - Listens on 127.0.0.1, port chosen by the system; prints the port on
   stdout (one line) once it is ready. AS2 messages are POSTed to /as2;
@@ -27,6 +27,8 @@ tests/send_client.rs (`atom send` end to end). Run it with the venv made by
 - --lose-first-responses N: the first N messages are processed and stored,
   then the connection is closed without an answer (a receipt lost on the
   way back, for testing the sender's resend).
+- --mdn-before-response: an asynchronous MDN is POSTed (and answered)
+  before the message's own HTTP response is sent.
 - Every message is parsed by pyas2lib's Message.parse and answered with
   pyas2lib's own MDN: in the response (sync), or HTTP 200 with an empty body
   followed by a POST of the MDN to Receipt-Delivery-Option (async).
@@ -79,6 +81,7 @@ class Receiver:
         self.detect_duplicates = args.detect_duplicates
         self.seen = set()
         self.responses_to_lose = args.lose_first_responses
+        self.mdn_before_response = args.mdn_before_response
         self.out = args.out
         self.lock = threading.Lock()
         self.count = 0
@@ -212,6 +215,9 @@ def make_handler(receiver):
                 return
             if mdn is None:
                 self.reply(200, {}, b"")
+            elif mdn.mdn_mode == "ASYNC" and receiver.mdn_before_response:
+                post_async_mdn(mdn)
+                self.reply(200, {}, b"")
             elif mdn.mdn_mode == "ASYNC":
                 self.reply(200, {}, b"")
                 threading.Thread(target=post_async_mdn, args=(mdn,), daemon=True).start()
@@ -236,6 +242,7 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--detect-duplicates", action="store_true")
     parser.add_argument("--lose-first-responses", type=int, default=0, metavar="N")
+    parser.add_argument("--mdn-before-response", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 

@@ -49,8 +49,8 @@ pub struct HttpOptions {
     pub basic_auth: Option<(String, String)>,
     /// Keep at most this many idle connections to the partner.
     pub max_idle: usize,
-    /// Our TLS client certificate and private key, PEM.
-    pub identity_pem: Option<Vec<u8>>,
+    /// Our TLS client certificate and private key.
+    pub identity: Option<reqwest::Identity>,
 }
 
 /// What came back from the partner's server.
@@ -127,12 +127,8 @@ impl As2Client {
             }
             builder = builder.tls_certs_merge(certs);
         }
-        if let Some(pem) = &options.identity_pem {
-            let (certs, key) = crate::partners::split_pem(pem);
-            let identity = reqwest::Identity::from_pkcs8_pem(&certs, &key).map_err(|e| {
-                ClientError::Tls(format!("the TLS client certificate is not usable: {e}"))
-            })?;
-            builder = builder.identity(identity);
+        if let Some(identity) = &options.identity {
+            builder = builder.identity(identity.clone());
         }
         let http = builder.build().map_err(|e| {
             ClientError::Tls(format!(
@@ -285,7 +281,8 @@ impl Failure {
     }
 }
 
-fn bare_id(id: &str) -> &str {
+/// A Message-ID without its angle brackets (and surrounding spaces).
+pub fn bare_id(id: &str) -> &str {
     id.trim()
         .trim_start_matches('<')
         .trim_end_matches('>')

@@ -170,8 +170,8 @@ pub struct HttpSettings {
     pub basic_auth: Option<(String, String)>,
     /// PEM certificates trusted for https besides the system's.
     pub ca_pem: Option<Vec<u8>>,
-    /// Our TLS client certificate and key, PEM.
-    pub client_identity_pem: Option<Vec<u8>>,
+    /// Our TLS client certificate and key.
+    pub client_identity: Option<reqwest::Identity>,
 }
 
 /// When a document that failed transiently is tried again, and when not.
@@ -473,14 +473,18 @@ pub fn load(
         }
         None => None,
     };
-    let client_identity_pem = match raw_http.client_certificate {
+    let client_identity = match raw_http.client_certificate {
         Some(reference) => {
             let pair = resolve_key_pair(&reference, partners_dir, keystore)
                 .map_err(|r| fail("http.client_certificate", r))?;
-            Some(
-                atom_connectors::keys::to_pem(&pair)
-                    .map_err(|e| fail("http.client_certificate", e.to_string()))?,
-            )
+            let unusable =
+                |e: &dyn std::fmt::Display| fail("http.client_certificate", e.to_string());
+            let key = pair
+                .key
+                .private_key_to_pem_pkcs8()
+                .map_err(|e| unusable(&e))?;
+            let cert = pair.cert.to_pem().map_err(|e| unusable(&e))?;
+            Some(reqwest::Identity::from_pkcs8_pem(&cert, &key).map_err(|e| unusable(&e))?)
         }
         None => None,
     };
@@ -539,7 +543,7 @@ pub fn load(
             headers,
             basic_auth,
             ca_pem,
-            client_identity_pem,
+            client_identity,
         },
         retry,
         sha256,
@@ -610,40 +614,13 @@ impl PartnerProfile {
                 .map_err(|e| format!("http.ca_certificates: {e}"))?;
             builder = builder.tls_certs_merge(certs);
         }
-        if let Some(pem) = &self.http.client_identity_pem {
-            let (certs, key) = split_pem(pem);
-            let identity = reqwest::Identity::from_pkcs8_pem(&certs, &key)
-                .map_err(|e| format!("http.client_certificate: {e}"))?;
-            builder = builder.identity(identity);
+        if let Some(identity) = &self.http.client_identity {
+            builder = builder.identity(identity.clone());
         }
         builder
             .build()
             .map_err(|e| format!("setting up the HTTP client for partner {}: {e}", self.name))
     }
-}
-
-/// The certificate blocks and the private key block of a PEM holding both.
-pub fn split_pem(pem: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let text = String::from_utf8_lossy(pem);
-    let (mut certs, mut key) = (String::new(), String::new());
-    let mut current: Option<&mut String> = None;
-    for line in text.lines() {
-        if line.starts_with("-----BEGIN ") {
-            current = Some(if line.contains("CERTIFICATE") {
-                &mut certs
-            } else {
-                &mut key
-            });
-        }
-        if let Some(target) = current.as_deref_mut() {
-            target.push_str(line);
-            target.push('\n');
-        }
-        if line.starts_with("-----END ") {
-            current = None;
-        }
-    }
-    (certs.into_bytes(), key.into_bytes())
 }
 
 #[cfg(test)]

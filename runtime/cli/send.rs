@@ -480,9 +480,9 @@ pub fn run(data_dir: &Path, partners_dir: &Path, mut args: SendArgs) -> Result<(
         ca_pem,
         basic_auth: args.http.user.clone().zip(args.http.password.clone()),
         max_idle: args.load.concurrency,
-        identity_pem: profile
+        identity: profile
             .as_ref()
-            .and_then(|p| p.http.client_identity_pem.clone()),
+            .and_then(|p| p.http.client_identity.clone()),
     };
     let client = As2Client::new(&url, &http_options).map_err(|e| CliError::Usage(e.to_string()))?;
     if args.http.insecure {

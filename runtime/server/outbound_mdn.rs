@@ -26,7 +26,7 @@ use atom_connectors::as2::mic::Mic;
 use super::body::{self, BodyError};
 use super::inbound::{collect_headers, plain, render_headers, retry_later, unavailable, Outcome};
 use super::AppState;
-use crate::client::{verify_mdn, MdnExpectation};
+use crate::client::{bare_id, verify_mdn, MdnExpectation};
 use crate::store::outbox::{state, OutboxRow};
 
 /// The largest asynchronous receipt taken (a receipt is a few KiB).
@@ -130,15 +130,6 @@ enum Answer {
     Retry(&'static str, &'static str, String),
 }
 
-fn bracketed(id: &str) -> String {
-    let bare = id
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim();
-    format!("<{bare}>")
-}
-
 /// Matches a receipt to the outbox, checks it, and records the outcome.
 fn file(state: &AppState, headers: &Headers, body: &[u8]) -> Answer {
     let content_type = headers.get("content-type").unwrap_or_default();
@@ -161,7 +152,7 @@ fn file(state: &AppState, headers: &Headers, body: &[u8]) -> Answer {
             "the MDN has no Original-Message-ID".into(),
         );
     };
-    let original = bracketed(&original);
+    let original = format!("<{}>", bare_id(&original));
     let row = match state.store.outbox_by_message_id(&original) {
         Ok(Some(row)) => row,
         Ok(None) => {

@@ -34,8 +34,9 @@ use atom_connectors::delivery::template::Template;
 use serde::Deserialize;
 
 use super::{Content, Document, LoadContext, ProcessStep, StepContext, StepFailure};
-use crate::client::{verify_mdn, MdnExpectation};
+use crate::client::{describe_reqwest, verify_mdn, MdnExpectation};
 use crate::partners::{MdnMode, PartnerProfile};
+use crate::process::leases;
 use crate::server::inbound::now_rfc3339;
 use crate::store::documents::Documents;
 use crate::store::outbox::{state, NewOutbound, OutboundBytes, OutboxRow, OutboxUpdate};
@@ -234,7 +235,7 @@ impl As2Step {
         let created_at = now_rfc3339();
         // A new row is written with its first attempt counted (one durable
         // write): after a crash, `attempts` says a partner may have it.
-        let created_us = now_micros();
+        let created_us = leases::now_us();
         let row = cx
             .store
             .outbox_enqueue(&NewOutbound {
@@ -315,7 +316,7 @@ impl As2Step {
                 });
             }
         }
-        let now_us = now_micros();
+        let now_us = leases::now_us();
         if let Some(first) = row.first_attempt_at_us {
             let elapsed = Duration::from_micros(now_us.saturating_sub(first).max(0) as u64);
             if elapsed >= profile.retry.give_up_after {
@@ -435,7 +436,7 @@ impl As2Step {
                 let delay = profile.retry.delay_after(sending.attempts);
                 let first = sending.first_attempt_at_us.unwrap_or(now_us);
                 let deadline = Duration::from_micros(
-                    (now_micros() - first).max(0) as u64 + delay.as_micros() as u64,
+                    (leases::now_us() - first).max(0) as u64 + delay.as_micros() as u64,
                 );
                 if deadline > profile.retry.give_up_after {
                     let reason = format!(
@@ -611,7 +612,7 @@ impl As2Step {
         let response = request
             .body(built.body)
             .send()
-            .map_err(|e| Attempt::Transient(describe(&e)))?;
+            .map_err(|e| Attempt::Transient(describe_reqwest(&e)))?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -682,34 +683,6 @@ impl As2Step {
             Err(failure) => Err(Attempt::Permanent(failure.reason)),
         }
     }
-}
-
-/// A reqwest error as one line, with its root cause.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        "cannot connect".to_string()
-    } else {
-        "HTTP exchange failed".to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    let mut root = None;
-    while let Some(cause) = source {
-        root = Some(cause.to_string());
-        source = cause.source();
-    }
-    if let Some(url) = e.url() {
-        text.push_str(&format!(" to {url}"));
-    }
-    if let Some(root) = root {
-        text.push_str(&format!(": {root}"));
-    }
-    text
-}
-
-fn now_micros() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
 }
 
 /// RFC 3339 time `delay` from now.

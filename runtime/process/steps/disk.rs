@@ -69,10 +69,6 @@ impl ProcessStep for DiskStep {
         )
     }
 
-    fn version(&self) -> Option<&[u8]> {
-        None
-    }
-
     fn has_effects(&self) -> bool {
         true
     }

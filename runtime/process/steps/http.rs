@@ -95,10 +95,6 @@ impl ProcessStep for HttpStep {
         format!("http {}", self.target.url)
     }
 
-    fn version(&self) -> Option<&[u8]> {
-        None
-    }
-
     fn has_effects(&self) -> bool {
         true
     }

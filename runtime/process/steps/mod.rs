@@ -40,7 +40,9 @@ pub trait ProcessStep: Send + Sync {
 
     /// What the bundle's version hashes for it besides process.yaml (a
     /// module's SHA-256, a partner profile's), if anything.
-    fn version(&self) -> Option<&[u8]>;
+    fn version(&self) -> Option<&[u8]> {
+        None
+    }
 
     /// Whether it acts outside Atom (writes a file, sends): the runner
     /// makes the attempt durable before the first such step.

@@ -121,3 +121,25 @@ impl AdminClient {
         Ok(response)
     }
 }
+
+/// `path?limit=N&key=value...` with the filters that are set, each value
+/// percent-encoded.
+pub fn query_path(path: &str, limit: u32, filters: &[(&str, Option<&str>)]) -> String {
+    let mut query = format!("{path}?limit={limit}");
+    for (key, value) in filters {
+        if let Some(v) = value {
+            let encoded: String = v
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            query.push_str(&format!("&{key}={encoded}"));
+        }
+    }
+    query
+}

@@ -92,26 +92,6 @@ impl Row {
     }
 }
 
-fn query_path(process: Option<&str>, status: Option<&str>, limit: u32) -> String {
-    let mut path = format!("/api/executions?limit={limit}");
-    for (key, value) in [("process", process), ("status", status)] {
-        if let Some(v) = value {
-            let encoded: String = v
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            path.push_str(&format!("&{key}={encoded}"));
-        }
-    }
-    path
-}
-
 /// `atom executions`.
 pub fn list(
     client: &AdminClient,
@@ -120,7 +100,11 @@ pub fn list(
     limit: u32,
     json: bool,
 ) -> Result<(), CliError> {
-    let path = query_path(process, status, limit);
+    let path = super::admin_client::query_path(
+        "/api/executions",
+        limit,
+        &[("process", process), ("status", status)],
+    );
     if json {
         let rows: serde_json::Value = client.get(&path)?;
         println!(

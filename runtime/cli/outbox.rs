@@ -63,19 +63,6 @@ struct Row {
     mdn_disposition: Option<String>,
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `atom outbox [--partner P] [--status S]`.
 pub fn list(
     client: &AdminClient,
@@ -84,12 +71,11 @@ pub fn list(
     limit: u32,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut path = format!("/api/outbox?limit={limit}");
-    for (key, value) in [("partner", partner), ("status", status)] {
-        if let Some(v) = value {
-            path.push_str(&format!("&{key}={}", encode(v)));
-        }
-    }
+    let path = super::admin_client::query_path(
+        "/api/outbox",
+        limit,
+        &[("partner", partner), ("status", status)],
+    );
     if json {
         let rows: serde_json::Value = client.get(&path)?;
         println!(

@@ -41,21 +41,42 @@ struct Peer {
     out: PathBuf,
 }
 
+/// Who the receiver is and whom it receives from.
+struct Identity<'a> {
+    org_id: &'a str,
+    /// Its key and certificate (PEM).
+    org_pem: PathBuf,
+    partner_id: &'a str,
+    /// The sender's certificate (PEM).
+    partner_cert: PathBuf,
+}
+
 impl Peer {
     /// Starts the receiver on `port` (0: any) with our certificate as
     /// the partner `OUR_ID` (and `extra` options).
     fn start(site: &Site, port: u16, extra: &[&str]) -> Peer {
+        let identity = Identity {
+            org_id: PARTNER_ID,
+            org_pem: site.path().join("pyas2.pem"),
+            partner_id: OUR_ID,
+            partner_cert: site.path().join("ours.cert.pem"),
+        };
         let out = site
             .path()
             .join(format!("received-{}", common::free_port()));
+        Peer::start_as(&identity, &out, port, extra)
+    }
+
+    /// Starts the receiver as `identity.org_id`, writing into `out`.
+    fn start_as(identity: &Identity<'_>, out: &Path, port: u16, extra: &[&str]) -> Peer {
         let mut child = Command::new(peer_python())
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pyas2_server.py"))
-            .args(["--org-id", PARTNER_ID, "--org-pem"])
-            .arg(site.path().join("pyas2.pem"))
-            .args(["--partner", OUR_ID])
-            .arg(site.path().join("ours.cert.pem"))
+            .args(["--org-id", identity.org_id, "--org-pem"])
+            .arg(&identity.org_pem)
+            .args(["--partner", identity.partner_id])
+            .arg(&identity.partner_cert)
             .args(["--port", &port.to_string(), "--out"])
-            .arg(&out)
+            .arg(out)
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -70,7 +91,11 @@ impl Peer {
             let _ = child.kill();
             panic!("pyas2_server.py printed no port ({line:?}); rerun `.ci/setup-peers`")
         });
-        Peer { child, port, out }
+        Peer {
+            child,
+            port,
+            out: out.to_path_buf(),
+        }
     }
 
     fn url(&self) -> String {
@@ -325,6 +350,20 @@ fn admin_auth(site: &Site) -> (String, String) {
     )
 }
 
+/// A site whose one `as2` step sends to profile `pyas2` with `security`, at
+/// a loopback port where nothing listens yet; returns the port.
+fn site_sending_to_a_closed_port(security: &str) -> (Site, u16) {
+    let site = site_with("  - as2: { partner: pyas2 }\n");
+    let port = common::free_port();
+    profile(
+        &site,
+        "pyas2",
+        &format!("http://127.0.0.1:{port}/as2"),
+        security,
+    );
+    (site, port)
+}
+
 const SIGNED_ENCRYPTED: &str = "sign: { key: keystore:ours, digest: sha256 }\n\
     encrypt: { certificate: keystore:pyas2, cipher: aes256-cbc }\n\
     compress: before_signing\nmdn: { mode: sync, signed: true }\n\
@@ -332,15 +371,8 @@ const SIGNED_ENCRYPTED: &str = "sign: { key: keystore:ours, digest: sha256 }\n\
 
 #[test]
 fn a_partner_down_then_a_lost_receipt_get_the_document_once_with_one_message_id() {
-    let site = site_with("  - as2: { partner: pyas2 }\n");
     // Nothing listens there yet.
-    let port = common::free_port();
-    profile(
-        &site,
-        "pyas2",
-        &format!("http://127.0.0.1:{port}/as2"),
-        SIGNED_ENCRYPTED,
-    );
+    let (site, port) = site_sending_to_a_closed_port(SIGNED_ENCRYPTED);
     let running = site.start();
     let payload = invoice();
     trigger(&running, &payload, "INV-1.x12");
@@ -394,14 +426,7 @@ fn a_partner_down_then_a_lost_receipt_get_the_document_once_with_one_message_id(
 
 #[test]
 fn documents_waiting_in_the_outbox_survive_a_restart() {
-    let site = site_with("  - as2: { partner: pyas2 }\n");
-    let port = common::free_port();
-    profile(
-        &site,
-        "pyas2",
-        &format!("http://127.0.0.1:{port}/as2"),
-        SIGNED_ENCRYPTED,
-    );
+    let (site, port) = site_sending_to_a_closed_port(SIGNED_ENCRYPTED);
     let running = site.start();
     let payloads: Vec<Vec<u8>> = (0..3)
         .map(|i| {
@@ -501,13 +526,8 @@ fn a_negative_mdn_and_a_mic_mismatch_end_the_execution_error_with_the_reason() {
 
 #[test]
 fn an_operator_retries_a_failed_document_with_its_message_id() {
-    let site = site_with("  - as2: { partner: pyas2 }\n");
-    let port = common::free_port();
-    profile(
-        &site,
-        "pyas2",
-        &format!("http://127.0.0.1:{port}/as2"),
-        // Gives up at once: the first transient failure is final.
+    // Gives up at once: the first transient failure is final.
+    let (site, port) = site_sending_to_a_closed_port(
         "sign: { key: keystore:ours }\nencrypt: { certificate: keystore:pyas2 }\n\
          retry: { first_delay_seconds: 3600, max_delay_seconds: 3600, give_up_after_hours: 1 }\n",
     );
@@ -572,29 +592,17 @@ fn an_850_from_pyas2lib_comes_back_as_a_997_whose_mdn_closes_the_loop() {
         &format!("{start}steps:\n  - wasm: x12-997.wasm\n  - as2: {{ partner: pyas2lib, subject: \"997 for {{message_id}}\" }}\n"),
     );
     // pyas2lib receives as PYAS2LIB, with its own key, and knows us as ATOM.
-    let out = site.path().join("received");
-    let mut receiver = Command::new(peer_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pyas2_server.py"))
-        .args(["--org-id", "PYAS2LIB", "--org-pem"])
-        .arg(peer_dir.join("pyas2lib.pem"))
-        .args(["--partner", "ATOM"])
-        .arg(peer_dir.join("atom.cert.pem"))
-        .arg("--out")
-        .arg(&out)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("pyas2_server.py starts");
-    let mut line = String::new();
-    BufReader::new(receiver.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port");
-    let peer = Peer {
-        child: receiver,
-        port: line.trim().parse().expect("port number"),
-        out,
-    };
+    let peer = Peer::start_as(
+        &Identity {
+            org_id: "PYAS2LIB",
+            org_pem: peer_dir.join("pyas2lib.pem"),
+            partner_id: "ATOM",
+            partner_cert: peer_dir.join("atom.cert.pem"),
+        },
+        &site.path().join("received"),
+        0,
+        &[],
+    );
     std::fs::create_dir_all(site.path().join("partners")).expect("partners dir");
     std::fs::write(
         site.path().join("partners/pyas2lib.yaml"),

@@ -18,16 +18,15 @@
 use std::io::{self, Read};
 use std::process;
 
+// The X12 reader of the x12-to-csv example.
+#[path = "../../rust-guest/src/x12.rs"]
+mod x12;
+use x12::Interchange;
+
 /// Exit code for input that is not what this guest handles (the runtime
 /// reports "exited with code 2"); 1 is left for I/O and host failures.
 const EXIT_BAD_INPUT: i32 = 2;
 const EXIT_HOST: i32 = 1;
-
-/// The ISA segment has fixed-width elements: it is always 106 characters,
-/// terminator included, which is how a reader learns the delimiters.
-const ISA_LENGTH: usize = 106;
-const ISA_ELEMENT_SEPARATOR: usize = 3;
-const ISA_SEGMENT_TERMINATOR: usize = 105;
 
 /// The host functions of the runtime (see the README, "Writing a process").
 mod atom {
@@ -106,7 +105,7 @@ fn run() -> Result<(), Failure> {
         .read_to_end(&mut input)
         .map_err(|e| Failure::host(format!("reading the document from stdin: {e}")))?;
 
-    let interchange = Interchange::parse(&input)?;
+    let interchange = Interchange::parse(&input).map_err(Failure::bad_input)?;
     let sets = split_transaction_sets(&interchange)?;
 
     // A log line starting with "warn" marks the execution COMPLETE_WARN:
@@ -224,93 +223,4 @@ fn trim_spaces(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
-}
-
-/// An X12 document and the delimiters its ISA segment declares.
-struct Interchange<'a> {
-    data: &'a [u8],
-    element_separator: u8,
-    segment_terminator: u8,
-}
-
-impl<'a> Interchange<'a> {
-    fn parse(input: &'a [u8]) -> Result<Interchange<'a>, Failure> {
-        // Files saved by editors may start with a byte order mark or blank lines.
-        let data = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
-        let start = data
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(data.len());
-        let data = &data[start..];
-        if !data.starts_with(b"ISA") {
-            return Err(Failure::bad_input(
-                "the input is not X12: it does not start with an ISA segment",
-            ));
-        }
-        if data.len() < ISA_LENGTH {
-            return Err(Failure::bad_input(format!(
-                "the ISA segment is cut short: {} bytes, an ISA segment has {ISA_LENGTH}",
-                data.len()
-            )));
-        }
-        let element_separator = data[ISA_ELEMENT_SEPARATOR];
-        let segment_terminator = data[ISA_SEGMENT_TERMINATOR];
-        if element_separator.is_ascii_alphanumeric()
-            || segment_terminator.is_ascii_alphanumeric()
-            || element_separator == segment_terminator
-        {
-            return Err(Failure::bad_input(format!(
-                "the ISA segment declares unusable delimiters (element {:?}, segment {:?})",
-                char::from(element_separator),
-                char::from(segment_terminator)
-            )));
-        }
-        Ok(Interchange {
-            data,
-            element_separator,
-            segment_terminator,
-        })
-    }
-
-    /// The non-empty segments, without their terminator. Line breaks
-    /// around segments ("~\r\n", common in files made for people to read)
-    /// are not part of them.
-    fn segments(&self) -> impl Iterator<Item = Segment<'a>> + '_ {
-        self.data
-            .split(move |&b| b == self.segment_terminator)
-            .map(trim_line_breaks)
-            .filter(|s| !s.is_empty())
-            .map(move |s| Segment {
-                bytes: s,
-                elements: s.split(|&b| b == self.element_separator).collect(),
-            })
-    }
-}
-
-fn trim_line_breaks(mut s: &[u8]) -> &[u8] {
-    while let [b'\r' | b'\n', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b'\r' | b'\n'] = s {
-        s = rest;
-    }
-    s
-}
-
-/// One segment, as received and split into elements (0 is the segment ID).
-struct Segment<'a> {
-    bytes: &'a [u8],
-    elements: Vec<&'a [u8]>,
-}
-
-impl<'a> Segment<'a> {
-    fn id(&self) -> &'a [u8] {
-        self.element(0)
-    }
-
-    /// Element `n` (X12 numbering: ST01 is `element(1)`); empty when the
-    /// segment is shorter, as X12 drops trailing empty elements.
-    fn element(&self, n: usize) -> &'a [u8] {
-        self.elements.get(n).copied().unwrap_or(b"")
-    }
 }

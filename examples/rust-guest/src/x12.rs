@@ -1,6 +1,7 @@
 //! A small X12 reader for guests: the delimiters from the ISA segment,
 //! then segments and elements as byte slices (X12 is often not UTF-8).
-//! Shared by the x12-to-csv and x12-997 examples (`#[path]` module).
+//! Shared by the x12-to-csv, x12-997 and route-by-sender examples
+//! (`#[path]` module).
 
 /// The ISA segment has fixed-width elements: it is always 106 characters,
 /// terminator included, which is how a reader learns the delimiters.
@@ -61,6 +62,7 @@ impl<'a> Interchange<'a> {
             .map(trim_line_breaks)
             .filter(|s| !s.is_empty())
             .map(move |s| Segment {
+                bytes: s,
                 elements: s.split(|&b| b == self.element_separator).collect(),
             })
     }
@@ -78,6 +80,8 @@ fn trim_line_breaks(mut s: &[u8]) -> &[u8] {
 
 /// One segment split into elements; element 0 is the segment ID.
 pub struct Segment<'a> {
+    /// The segment as received, without its terminator.
+    pub bytes: &'a [u8],
     pub elements: Vec<&'a [u8]>,
 }
 

@@ -1,7 +1,7 @@
 # Shared by the runtime benchmark scripts (sourced, not run): a throw-away
 # Atom installation with one bench listener, on free loopback ports.
 #
-#   bench_init                          # release build; sets ATOM, WORK (removed at exit), PID
+#   bench_init                          # release build (or $ATOM_BIN); sets ATOM, WORK (removed at exit), PID
 #   bench_site "$WORK" "$BUNDLE_YAML"   # writes atom.yaml and processes/bench/; sets HTTP, ADMIN
 #   start_atom "$ATOM" "$WORK"          # starts `atom run`; sets PID; waits for the ready line
 #   bench_messages "$WORK"              # keys in $WORK/keys (sets KEYS), and two messages built by
@@ -11,8 +11,13 @@
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 bench_init() {
-  cargo build --release --quiet
-  ATOM=$ROOT/target/release/atom
+  # ATOM_BIN=path runs an atom built elsewhere (a before/after pair in one session).
+  if [ -n "${ATOM_BIN:-}" ]; then
+    ATOM=$ATOM_BIN
+  else
+    cargo build --release --quiet
+    ATOM=$ROOT/target/release/atom
+  fi
   WORK=$(mktemp -d)
   PID=""
   # At exit: stop the Atom this script started, remove the work folder.

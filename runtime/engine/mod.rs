@@ -14,6 +14,8 @@ pub mod host_abi;
 mod stdin;
 pub mod wasmtime_engine;
 
+pub use wasmtime_engine::finish_thread_work;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, TypedFunc,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -186,6 +186,38 @@ impl WasmtimeEngine {
     }
 }
 
+/// Whether a module has a start function; `None` when the bytes are not
+/// a core module we can read (then nothing is instantiated ahead).
+fn has_start_function(bytes: &[u8]) -> Option<bool> {
+    let binary = if bytes.starts_with(b"\0asm") {
+        std::borrow::Cow::Borrowed(bytes)
+    } else {
+        wat::parse_bytes(bytes).ok()?
+    };
+    let mut rest = binary.strip_prefix(b"\0asm\x01\0\0\0")?;
+    const START_SECTION: u8 = 8;
+    while let Some((&id, after_id)) = rest.split_first() {
+        let (size, after_size) = leb128_u32(after_id)?;
+        if id == START_SECTION {
+            return Some(true);
+        }
+        rest = after_size.get(size as usize..)?;
+    }
+    Some(false)
+}
+
+/// An unsigned LEB128 number of at most 32 bits, and what follows it.
+fn leb128_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value: u32 = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(5) {
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
 fn compile(engine: &Engine, bytes: &[u8]) -> Result<Module, String> {
     Module::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"))
 }
@@ -229,8 +261,10 @@ impl ProcessEngine for WasmtimeEngine {
             .instantiate_pre(&module)
             .map_err(|e| format!("imports something Atom does not provide: {e:#}"))?;
         Ok(Arc::new(WasmtimeModule {
+            id: MODULE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             engine: self.engine.clone(),
             pre,
+            instantiate_ahead: has_start_function(bytes) == Some(false),
         }))
     }
 
@@ -240,13 +274,126 @@ impl ProcessEngine for WasmtimeEngine {
 }
 
 struct WasmtimeModule {
+    /// Tells this module's ready instances from another module's.
+    id: u64,
     engine: Engine,
     pre: InstancePre<GuestState>,
+    /// Whether an instance may be made ahead of its run: not when the
+    /// module has a start function, which would run before the run's
+    /// stdin and environment are bound.
+    instantiate_ahead: bool,
+}
+
+/// Numbers prepared modules for [`Ready`].
+static MODULE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An instance made ahead, after the thread's previous run, and not run yet.
+struct Ready {
+    module: u64,
+    max_memory: usize,
+    store: Store<GuestState>,
+    start: TypedFunc<(), ()>,
+}
+
+/// What a thread does after a run once its result is recorded: drop the
+/// finished store (the pool slot's memory is reset then) and make the next
+/// instance of the same module.
+struct Deferred {
+    finished: Store<GuestState>,
+    next: Option<NextInstance>,
+}
+
+struct NextInstance {
+    module: u64,
+    engine: Engine,
+    pre: InstancePre<GuestState>,
+    max_memory: usize,
+}
+
+thread_local! {
+    /// At most one of each per thread, so a thread holds at most one pool
+    /// slot between runs (the pool is sized with a slot per worker).
+    static READY: std::cell::RefCell<Option<Ready>> = const { std::cell::RefCell::new(None) };
+    static DEFERRED: std::cell::RefCell<Option<Deferred>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Does this thread's deferred work: resets the slot of the last run and
+/// instantiates ahead for the next. Workers call it after recording an
+/// execution's result; a run calls it first when nobody did.
+pub fn finish_thread_work() {
+    let Some(deferred) = DEFERRED.with(|d| d.borrow_mut().take()) else {
+        return;
+    };
+    drop(deferred.finished);
+    let Some(next) = deferred.next else { return };
+    // One ready instance per thread: the one made for another module goes.
+    drop(READY.with(|r| r.borrow_mut().take()));
+    let mut store = new_store(&next.engine, GuestState::idle(next.max_memory));
+    let made = block_on_worker(next.pre.instantiate_async(&mut store)).and_then(|instance| {
+        instance
+            .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start"))
+            .map_err(|e| format!("{e:#}"))
+    });
+    match made {
+        Ok(start) => READY.with(|r| {
+            *r.borrow_mut() = Some(Ready {
+                module: next.module,
+                max_memory: next.max_memory,
+                store,
+                start,
+            })
+        }),
+        // The run will instantiate then, and report why if it fails again.
+        Err(e) => tracing::debug!(error = %e, "could not instantiate ahead"),
+    }
+}
+
+impl GuestState {
+    /// The state of an instance made ahead: replaced before it runs.
+    fn idle(max_memory: usize) -> GuestState {
+        GuestState {
+            wasi: WasiCtxBuilder::new().build_p1(),
+            host: HostState::default(),
+            limiter: MemoryLimiter {
+                max_memory,
+                refused: None,
+            },
+        }
+    }
+}
+
+fn new_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Yield to the run's timeout at every epoch tick.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
+}
+
+impl WasmtimeModule {
+    /// The instance made ahead for this module on this thread, if any.
+    fn take_ready(&self, max_memory: usize) -> Option<(Store<GuestState>, TypedFunc<(), ()>)> {
+        READY.with(|r| {
+            let mut ready = r.borrow_mut();
+            match ready.take() {
+                Some(found) if found.module == self.id && found.max_memory == max_memory => {
+                    Some((found.store, found.start))
+                }
+                // Another module's: its slot is freed before this run takes one.
+                other => {
+                    drop(other);
+                    None
+                }
+            }
+        })
+    }
 }
 
 impl PreparedModule for WasmtimeModule {
     fn run(&self, input: GuestInput<'_>) -> GuestRun {
         let started = Instant::now();
+        finish_thread_work();
         let limits = input.limits;
         let stdout = CappedPipe::new(limits.max_output);
         let stderr = MemoryOutputPipe::new(MAX_STDERR);
@@ -255,14 +402,13 @@ impl PreparedModule for WasmtimeModule {
             GuestDocument::Bytes(bytes) => builder.stdin(MemoryInputPipe::new(bytes.to_vec())),
             GuestDocument::Stream(reader) => builder.stdin(StreamStdin::new(reader)),
         };
-        let wasi = builder
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .envs(input.env)
-            .arg("process")
-            .build_p1();
         let state = GuestState {
-            wasi,
+            wasi: builder
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .envs(input.env)
+                .arg("process")
+                .build_p1(),
             host: HostState {
                 properties: input.properties.clone(),
                 max_output: limits.max_output,
@@ -273,11 +419,14 @@ impl PreparedModule for WasmtimeModule {
                 refused: None,
             },
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        // Yield to the timeout below at every epoch tick.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let (mut store, ready) = match self.take_ready(limits.max_memory) {
+            Some((mut store, start)) => {
+                *store.data_mut() = state;
+                store.set_epoch_deadline(1);
+                (store, Some(start))
+            }
+            None => (new_store(&self.engine, state), None),
+        };
 
         let mut instantiate = Duration::ZERO;
         let called = {
@@ -285,18 +434,24 @@ impl PreparedModule for WasmtimeModule {
             let store = &mut store;
             let instantiate = &mut instantiate;
             let call = async move {
-                let instance = pre.instantiate_async(&mut *store).await?;
+                let start = match ready {
+                    Some(start) => start,
+                    None => {
+                        let instance = pre.instantiate_async(&mut *store).await?;
+                        instance.get_typed_func::<(), ()>(&mut *store, "_start")?
+                    }
+                };
                 *instantiate = started.elapsed();
-                let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
                 start.call_async(&mut *store, ()).await
             };
             block_on_worker(async { tokio::time::timeout(limits.max_time, call).await })
         };
-        let state = store.into_data();
+        let host = std::mem::take(&mut store.data_mut().host);
+        let refused = store.data().limiter.refused;
         // More output than the limit fails the run however the guest
         // ended: a guest that ignored a failed write (or -4 from `emit`)
         // must not end COMPLETE with its output cut short.
-        let overflowed = stdout.overflowed() || state.host.output_limit_hit;
+        let overflowed = stdout.overflowed() || host.output_limit_hit;
         let outcome = match called {
             _ if overflowed => Err(GuestFailure::OutputLimit(limits.max_output)),
             Err(reason) => Err(GuestFailure::Instantiate(reason)),
@@ -304,14 +459,28 @@ impl PreparedModule for WasmtimeModule {
             Ok(Ok(Ok(()))) => Ok(()),
             // proc_exit(0), as Rust's std calls it: a normal end.
             Ok(Ok(Err(e))) if e.downcast_ref::<I32Exit>().is_some_and(|x| x.0 == 0) => Ok(()),
-            Ok(Ok(Err(e))) => Err(classify(e, &state, limits)),
+            Ok(Ok(Err(e))) => Err(classify(e, refused, limits)),
         }
-        .and_then(|()| collect(state.host, &stdout, limits.max_output));
+        .and_then(|()| collect(host, &stdout, limits.max_output));
+        let total = started.elapsed();
+        // An instance runs once: the store is dropped, and the next
+        // instance made, after the caller has recorded this result.
+        DEFERRED.with(|d| {
+            *d.borrow_mut() = Some(Deferred {
+                finished: store,
+                next: self.instantiate_ahead.then(|| NextInstance {
+                    module: self.id,
+                    engine: self.engine.clone(),
+                    pre: self.pre.clone(),
+                    max_memory: limits.max_memory,
+                }),
+            })
+        });
         GuestRun {
             outcome,
             stderr: stderr.contents().to_vec(),
             instantiate,
-            total: started.elapsed(),
+            total,
         }
     }
 }
@@ -335,13 +504,13 @@ fn block_on_worker<F: std::future::Future>(future: F) -> Result<F::Output, Strin
 /// Turns a wasmtime error into the reason a user reads.
 fn classify(
     error: wasmtime::Error,
-    state: &GuestState,
+    memory_refused: Option<usize>,
     limits: super::GuestLimits,
 ) -> GuestFailure {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return GuestFailure::Exit(exit.0);
     }
-    if let Some(requested) = state.limiter.refused {
+    if let Some(requested) = memory_refused {
         return GuestFailure::MemoryLimit {
             limit: limits.max_memory,
             requested,
@@ -643,6 +812,135 @@ mod tests {
             documents[1].properties.get("k").map(String::as_str),
             Some("v")
         );
+    }
+
+    fn small_limits() -> GuestLimits {
+        GuestLimits {
+            max_time: Duration::from_secs(5),
+            max_memory: 1 << 20,
+            max_output: 1 << 20,
+        }
+    }
+
+    fn output(module: &dyn PreparedModule, stdin: &[u8], env: &[(String, String)]) -> Vec<u8> {
+        let run = module.run(GuestInput {
+            document: GuestDocument::Bytes(stdin),
+            env,
+            properties: &Properties::new(),
+            limits: small_limits(),
+        });
+        let mut documents = run.outcome.expect("runs");
+        assert_eq!(documents.len(), 1);
+        documents.remove(0).bytes
+    }
+
+    /// Copies stdin to stdout, then the first environment entry, then
+    /// a global's value as a digit (1 on a fresh instance).
+    const ECHO: &str = r#"(module
+      (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "environ_get" (func $env (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (global $runs (mut i32) (i32.const 0))
+      (func $write (param $at i32) (param $len i32)
+        (i32.store (i32.const 0) (local.get $at))
+        (i32.store (i32.const 4) (local.get $len))
+        (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+      (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 1024))
+        (i32.store (i32.const 4) (i32.const 1024))
+        (drop (call $r (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (call $write (i32.const 1024) (i32.load (i32.const 8)))
+        (drop (call $sizes (i32.const 16) (i32.const 20)))
+        (if (i32.gt_u (i32.load (i32.const 16)) (i32.const 0))
+          (then
+            (drop (call $env (i32.const 32) (i32.const 4096)))
+            (call $write (i32.load (i32.const 32)) (i32.sub (i32.load (i32.const 20)) (i32.const 1)))))
+        (global.set $runs (i32.add (global.get $runs) (i32.const 1)))
+        (i32.store8 (i32.const 64) (i32.add (i32.const 48) (global.get $runs)))
+        (call $write (i32.const 64) (i32.const 1))))"#;
+
+    /// An instance made ahead is bound to its own run's stdin and
+    /// environment, and never runs twice (the global starts at 0 each time).
+    #[test]
+    fn an_instance_made_ahead_gets_its_runs_stdin_and_environment_and_runs_once() {
+        let engine = engine();
+        let module = engine.prepare(ECHO.as_bytes()).expect("prepares");
+        for round in 0..5 {
+            let stdin = format!("doc{round}|");
+            let env = [("K".to_string(), format!("v{round}"))];
+            assert_eq!(
+                output(&*module, stdin.as_bytes(), &env),
+                format!("doc{round}|K=v{round}1").into_bytes(),
+                "round {round}"
+            );
+            // As a worker does once the result is recorded.
+            finish_thread_work();
+            assert!(
+                READY.with(|r| r.borrow().is_some()),
+                "an instance is ready after round {round}"
+            );
+        }
+        let run = module.run(GuestInput {
+            document: GuestDocument::Bytes(b""),
+            env: &[],
+            properties: &Properties::new(),
+            limits: small_limits(),
+        });
+        assert_eq!(run.outcome.expect("runs")[0].bytes, b"1");
+        finish_thread_work();
+    }
+
+    /// A start function runs while instantiating: such a module is not
+    /// instantiated ahead, so the start function writes to its run's stdout.
+    #[test]
+    fn a_module_with_a_start_function_is_not_instantiated_ahead() {
+        let wat = r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "started")
+          (func $init
+            (i32.store (i32.const 0) (i32.const 16))
+            (i32.store (i32.const 4) (i32.const 7))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+          (start $init)
+          (func (export "_start")))"#;
+        assert_eq!(has_start_function(wat.as_bytes()), Some(true));
+        assert_eq!(has_start_function(ECHO.as_bytes()), Some(false));
+        let binary = wat::parse_str(ECHO).expect("assembles");
+        assert_eq!(has_start_function(&binary), Some(false));
+        assert_eq!(has_start_function(b"\0asm\x01\0\0\0\x08\xff"), None);
+        let engine = engine();
+        let module = engine.prepare(wat.as_bytes()).expect("prepares");
+        for round in 0..3 {
+            assert_eq!(output(&*module, b"", &[]), b"started", "round {round}");
+            finish_thread_work();
+            assert!(READY.with(|r| r.borrow().is_none()));
+        }
+    }
+
+    /// The instance a thread made ahead for one module gives its pool slot
+    /// back before the thread runs another module: with a single slot,
+    /// alternating modules still run.
+    #[test]
+    fn a_ready_instance_gives_its_slot_to_another_module() {
+        let engine = WasmtimeEngine::new(EngineSettings {
+            max_instances: 1,
+            max_memory: 64 << 20,
+            cache_dir: None,
+        })
+        .expect("engine");
+        let echo = engine.prepare(ECHO.as_bytes()).expect("prepares");
+        let other = engine
+            .prepare(ECHO.replace("(i32.const 48)", "(i32.const 64)").as_bytes())
+            .expect("prepares");
+        for round in 0..3 {
+            assert_eq!(output(&*echo, b"a", &[]), b"a1", "round {round}");
+            finish_thread_work();
+            assert_eq!(output(&*other, b"b", &[]), b"bA", "round {round}");
+            finish_thread_work();
+        }
     }
 
     /// Pool slots keep their memory resident between guests: what one

@@ -262,6 +262,7 @@ impl Executor {
                         drop(admission);
                         settle(ran, &retry, &leases);
                         drop(running);
+                        crate::engine::finish_thread_work();
                     }
                 })?;
         }
@@ -730,6 +731,9 @@ impl GeneralWorker {
                         );
                         settle(ran, &self.retry, &self.leases);
                         drop(running);
+                        // The result is recorded: now reset the guest's slot
+                        // and instantiate ahead for the next execution.
+                        crate::engine::finish_thread_work();
                     }
                     None => {
                         tracing::info!(execution = %queued.job.record.id, "draining; execution left for recovery at the next start");

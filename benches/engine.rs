@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
 use atom::engine::wasmtime_engine::{EngineSettings, WasmtimeEngine};
-use atom::engine::{GuestDocument, GuestInput, GuestLimits, ProcessEngine, Properties};
+use atom::engine::{finish_thread_work, GuestDocument, GuestInput, GuestLimits, ProcessEngine, Properties};
 
 const OK_GUEST: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write"
@@ -54,6 +54,22 @@ fn trivial_guest(c: &mut Criterion) {
     );
     c.bench_function("engine: trivial guest, one execution", |b| {
         b.iter(|| module.run(input()))
+    });
+    // What a worker waits for: the run alone, with the slot's reset and
+    // the next instantiation done afterwards, as workers do them once the
+    // result is recorded.
+    c.bench_function("engine: trivial guest, the run a worker waits for", |b| {
+        b.iter_custom(|iterations| {
+            let mut waited = Duration::ZERO;
+            for _ in 0..iterations {
+                let started = std::time::Instant::now();
+                let run = module.run(input());
+                waited += started.elapsed();
+                criterion::black_box(run);
+                finish_thread_work();
+            }
+            waited
+        })
     });
 }
 

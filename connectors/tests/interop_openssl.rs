@@ -214,6 +214,18 @@ fn openssl_decrypts_our_messages() {
         } else {
             "pkcs7-envelopedData"
         };
+        // The label says what the CMS structure is (RFC 8551 3.2.2).
+        let label = message
+            .headers
+            .get("content-type")
+            .expect("a Content-Type")
+            .to_string();
+        let smime_type = if authenticated {
+            "smime-type=authEnveloped-data;"
+        } else {
+            "smime-type=enveloped-data;"
+        };
+        assert!(label.contains(smime_type), "{name}: labelled {label}");
         assert!(
             dump.contains(content_type),
             "{name}: not {content_type}:\n{dump}"
@@ -461,6 +473,16 @@ fn enveloped_headers() -> Headers {
     headers
 }
 
+/// HTTP headers for a DER AuthEnvelopedData (AES-GCM) body.
+fn auth_enveloped_headers() -> Headers {
+    let mut headers = Headers::new();
+    headers.push(
+        "Content-Type",
+        "application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m",
+    );
+    headers
+}
+
 /// Messages encrypted by `openssl cms -encrypt` open with our unwrap.
 #[test]
 fn we_open_openssl_encrypted_messages() {
@@ -521,6 +543,12 @@ fn we_open_openssl_encrypted_messages() {
         let body = fx.read(&der);
         let opened = unwrap::unwrap(&enveloped_headers(), &body, &settings, None)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if cipher.ends_with("-gcm") {
+            // Labelled as RFC 8551 says (authEnveloped-data), it opens too.
+            let relabelled = unwrap::unwrap(&auth_enveloped_headers(), &body, &settings, None)
+                .unwrap_or_else(|e| panic!("{name} labelled authEnveloped-data: {e}"));
+            assert!(relabelled.payload == payload, "{name}: payload differs");
+        }
         assert!(opened.payload == payload, "{name}: payload differs");
         assert_eq!(opened.file_name.as_deref(), Some("payload.bin"), "{name}");
         let enc = opened.encryption.as_ref().expect("encrypted");

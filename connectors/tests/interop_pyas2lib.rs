@@ -627,7 +627,8 @@ fn our_messages_open_in_pyas2lib() {
 
 /// Beyond the matrix: RSA-OAEP key transport, RSASSA-PSS signatures and
 /// sign-then-compress (RFC 5402 allows both orders) from us open in pyas2lib;
-/// AES-GCM (AuthEnvelopedData) does not, as pyas2lib only knows EnvelopedData.
+/// AES-GCM (AuthEnvelopedData, labelled authEnveloped-data) does not, as
+/// pyas2lib only knows EnvelopedData.
 #[test]
 fn our_oaep_pss_and_sign_then_compress_open_in_pyas2lib_but_gcm_does_not() {
     struct Variant {
@@ -770,15 +771,21 @@ fn our_oaep_pss_and_sign_then_compress_open_in_pyas2lib_but_gcm_does_not() {
                 );
             }
         } else {
+            // pyas2lib 1.4.4 knows only smime-type=enveloped-data: labelled
+            // authEnveloped-data (RFC 8551), as AES-GCM must be, it takes the
+            // message for an unencrypted document, keeps the CMS blob as the
+            // payload and answers "processed". Pinned so that a change is
+            // noticed; README warns against GCM for pyas2lib partners.
             assert_eq!(
                 str_field(result, "status"),
-                Some("processed/Error"),
+                Some("processed"),
                 "{name}: {result}"
             );
+            assert_eq!(result["encrypted"].as_bool(), Some(false), "{name}");
             assert_eq!(
-                str_field(result, "error"),
-                Some("DecryptionError: Encrypted data not found in ASN.1 "),
-                "{name}: {result}"
+                result["payload_len"].as_u64(),
+                Some(message.body.len() as u64),
+                "{name}: the CMS blob taken for the payload: {result}"
             );
         }
         checked += 1;

@@ -161,7 +161,10 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
             }
             let der = cms::encrypt(&current, enc.cert, enc.cipher, enc.transport)?;
             (
-                "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m".to_string(),
+                format!(
+                    "application/pkcs7-mime; smime-type={}; name=smime.p7m",
+                    enc.cipher.smime_type()
+                ),
                 der,
             )
         }

@@ -118,6 +118,16 @@ impl ContentCipher {
         }
     }
 
+    /// The `smime-type` of a message encrypted with this cipher: AES-GCM
+    /// goes in CMS AuthEnvelopedData, which RFC 8551 (section 3.2.2) labels
+    /// `authEnveloped-data`; every other cipher in EnvelopedData.
+    pub fn smime_type(self) -> &'static str {
+        match self {
+            ContentCipher::Aes128Gcm | ContentCipher::Aes256Gcm => "authEnveloped-data",
+            _ => "enveloped-data",
+        }
+    }
+
     fn cipher(self) -> Cipher {
         match self {
             ContentCipher::Des3 => Cipher::des_ede3_cbc(),

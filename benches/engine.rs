@@ -10,7 +10,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
 use atom::engine::wasmtime_engine::{EngineSettings, WasmtimeEngine};
-use atom::engine::{finish_thread_work, GuestDocument, GuestInput, GuestLimits, ProcessEngine, Properties};
+use atom::engine::{
+    finish_thread_work, GuestDocument, GuestInput, GuestLimits, ProcessEngine, Properties,
+};
 
 const OK_GUEST: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write"

@@ -67,10 +67,26 @@ for c in 1 8 32; do load signed+encrypted "$WORK/se.hdr" "$WORK/se.body" "$c"; d
 load unsigned-1k "$WORK/plain.hdr" "$WORK/plain.body" 64
 
 say "table"
-printf '| load | msgs/s | share of the RSA bound | p50 | p99 | server CPU | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- |\n'
+printf '| load | msgs/s | share of the RSA bound | p50 | p99 | server CPU | wrk CPU | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n'
 awk -v bound="$bound" '
   / c=[0-9]+ / {
     label = $1; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     share = (label == "signed+encrypted" && bound > 0) ? sprintf("%.0f %%", 100 * v["msgs/s"] / bound) : "-"
-    printf "| %s, %s | %s | %s | %s ms | %s ms | %s | %s |\n", label, "c" v["c"], v["msgs/s"], share, v["p50"] + 0, v["p99"] + 0, v["server_cpu"], v["server_peak_rss"]
+    printf "| %s, %s | %s | %s | %s ms | %s ms | %s | %s | %s |\n", label, "c" v["c"], v["msgs/s"], share, v["p50"] + 0, v["p99"] + 0, v["server_cpu"], v["wrk_cpu"], v["server_peak_rss"]
+  }' "$results"
+
+# Where the CPU of one message goes, against what the RSA bound assumes
+# (all cores doing nothing but the two private operations). The load
+# generator shares the cores, so the highest rate this machine allows with
+# it is cores / (RSA + wrk per message), before the server does anything
+# else at all.
+say "CPU per signed+encrypted message (ms)"
+printf '| load | server | of which RSA | wrk | ceiling with wrk on the same cores (share of the bound) |\n| --- | --- | --- | --- | --- |\n'
+awk -v ops="$sign_per_s" -v cores="$CORES" -v bound="$bound" '
+  /^signed\+encrypted c=[0-9]+ / {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    rate = v["msgs/s"] + 0; if (rate <= 0 || ops <= 0) next
+    server = 10 * (v["server_cpu"] + 0) / rate; wrk = 10 * (v["wrk_cpu"] + 0) / rate
+    rsa = 2 * 1000 * cores / ops; ceiling = 1000 * cores / (rsa + wrk)
+    printf "| c%s | %.2f | %.2f | %.2f | %.0f msg/s (%.0f %%) |\n", v["c"], server, rsa, wrk, ceiling, 100 * ceiling / bound
   }' "$results"

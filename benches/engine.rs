@@ -67,7 +67,7 @@ fn trivial_guest(c: &mut Criterion) {
                 let started = std::time::Instant::now();
                 let run = module.run(input());
                 waited += started.elapsed();
-                criterion::black_box(run);
+                std::hint::black_box(run);
                 finish_thread_work();
             }
             waited

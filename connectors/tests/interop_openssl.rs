@@ -465,20 +465,15 @@ fn peer_entity(payload: &[u8]) -> Vec<u8> {
 
 /// HTTP headers for a DER enveloped-data body.
 fn enveloped_headers() -> Headers {
-    let mut headers = Headers::new();
-    headers.push(
-        "Content-Type",
-        "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m",
-    );
-    headers
+    pkcs7_mime_headers("enveloped-data")
 }
 
-/// HTTP headers for a DER AuthEnvelopedData (AES-GCM) body.
-fn auth_enveloped_headers() -> Headers {
+/// HTTP headers for a DER CMS body with this smime-type.
+fn pkcs7_mime_headers(smime_type: &str) -> Headers {
     let mut headers = Headers::new();
     headers.push(
         "Content-Type",
-        "application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m",
+        format!("application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m"),
     );
     headers
 }
@@ -545,8 +540,13 @@ fn we_open_openssl_encrypted_messages() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         if cipher.ends_with("-gcm") {
             // Labelled as RFC 8551 says (authEnveloped-data), it opens too.
-            let relabelled = unwrap::unwrap(&auth_enveloped_headers(), &body, &settings, None)
-                .unwrap_or_else(|e| panic!("{name} labelled authEnveloped-data: {e}"));
+            let relabelled = unwrap::unwrap(
+                &pkcs7_mime_headers("authEnveloped-data"),
+                &body,
+                &settings,
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{name} labelled authEnveloped-data: {e}"));
             assert!(relabelled.payload == payload, "{name}: payload differs");
         }
         assert!(opened.payload == payload, "{name}: payload differs");

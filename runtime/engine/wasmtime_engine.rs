@@ -672,8 +672,12 @@ mod tests {
     use crate::engine::{GuestLimits, Properties};
 
     fn engine() -> Arc<WasmtimeEngine> {
+        engine_with_slots(4)
+    }
+
+    fn engine_with_slots(max_instances: u32) -> Arc<WasmtimeEngine> {
         WasmtimeEngine::new(EngineSettings {
-            max_instances: 4,
+            max_instances,
             max_memory: 64 << 20,
             cache_dir: None,
         })
@@ -882,13 +886,7 @@ mod tests {
                 "an instance is ready after round {round}"
             );
         }
-        let run = module.run(GuestInput {
-            document: GuestDocument::Bytes(b""),
-            env: &[],
-            properties: &Properties::new(),
-            limits: small_limits(),
-        });
-        assert_eq!(run.outcome.expect("runs")[0].bytes, b"1");
+        assert_eq!(output(&*module, b"", &[]), b"1");
         finish_thread_work();
     }
 
@@ -925,12 +923,7 @@ mod tests {
     /// alternating modules still run.
     #[test]
     fn a_ready_instance_gives_its_slot_to_another_module() {
-        let engine = WasmtimeEngine::new(EngineSettings {
-            max_instances: 1,
-            max_memory: 64 << 20,
-            cache_dir: None,
-        })
-        .expect("engine");
+        let engine = engine_with_slots(1);
         let echo = engine.prepare(ECHO.as_bytes()).expect("prepares");
         let other = engine
             .prepare(ECHO.replace("(i32.const 48)", "(i32.const 64)").as_bytes())

@@ -48,6 +48,7 @@ use std::time::Duration;
 use atom_connectors::as2::build::{CompressionOrder, EncryptFor, MdnRequest, Outbound, SignWith};
 use atom_connectors::as2::cms::{ContentCipher, KeyPair, KeyTransport, SignatureScheme};
 use atom_connectors::as2::headers::{parse_as2_id, quote_as2_id, MicAlg};
+use atom_connectors::as2::mic::UnsignedCompressedMic;
 use openssl::x509::X509;
 use serde::Deserialize;
 use sha2::Digest;
@@ -96,6 +97,8 @@ struct RawMdn {
     partner_certificates: Option<Vec<String>>,
     url: Option<String>,
     wait_hours: Option<u64>,
+    /// What the partner's MIC covers for compressed, unsigned messages.
+    unsigned_compressed_mic: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +163,8 @@ pub struct MdnSettings {
     pub async_url: Option<String>,
     /// How long an asynchronous receipt is waited for.
     pub async_wait: Duration,
+    /// What the receipt's MIC covers for a compressed, unsigned message.
+    pub unsigned_compressed_mic: UnsignedCompressedMic,
 }
 
 /// The HTTP side of sending.
@@ -367,6 +372,18 @@ pub fn load(
     if async_wait.is_zero() {
         return Err(fail("mdn.wait_hours", "must be at least 1".into()));
     }
+    let unsigned_compressed_mic = match raw_mdn.unsigned_compressed_mic.as_deref() {
+        None => UnsignedCompressedMic::default(),
+        Some(text) => UnsignedCompressedMic::parse(text).ok_or_else(|| {
+            fail(
+                "mdn.unsigned_compressed_mic",
+                format!(
+                    "{text:?} is not one of {}",
+                    UnsignedCompressedMic::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
     let signed = match (mode, raw_mdn.signed) {
         (MdnMode::None, Some(true)) => {
             return Err(fail(
@@ -537,6 +554,7 @@ pub fn load(
             partner_certificates,
             async_url,
             async_wait,
+            unsigned_compressed_mic,
         },
         http: HttpSettings {
             timeout: Duration::from_secs(timeout),
@@ -588,6 +606,7 @@ impl PartnerProfile {
                 },
             },
             notification_to: &self.as2_from,
+            unsigned_compressed_mic: self.mdn.unsigned_compressed_mic,
         }
     }
 

@@ -161,6 +161,7 @@ fn outbound<'a>(payload: &'a [u8], keys: &'a Keys, layers: Layers) -> Outbound<'
             signed: Some(MicAlg::Sha256),
         },
         notification_to: "bench@example.invalid",
+        unsigned_compressed_mic: Default::default(),
     }
 }
 

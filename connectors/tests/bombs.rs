@@ -356,6 +356,7 @@ fn require_signed_refuses_only_what_cannot_hold_a_signature() {
             encrypt: None,
             mdn: MdnRequest::None,
             notification_to: "x@example.com",
+            unsigned_compressed_mic: Default::default(),
         })
         .expect("builds");
         let opened = unwrap::unwrap(&built.headers, &built.body, &settings, None)
@@ -401,6 +402,7 @@ fn large_sign_then_compress_verifies_from_the_spill() {
         encrypt: None,
         mdn: MdnRequest::None,
         notification_to: "x@example.com",
+        unsigned_compressed_mic: Default::default(),
     })
     .expect("builds");
     drop(payload);

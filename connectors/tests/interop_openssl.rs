@@ -20,7 +20,7 @@ use atom_connectors::as2::build::{
 };
 use atom_connectors::as2::cms::{self, ContentCipher, KeyPair, KeyTransport, SignatureScheme};
 use atom_connectors::as2::headers::{Headers, MicAlg};
-use atom_connectors::as2::mic::Mic;
+use atom_connectors::as2::mic::{Mic, UnsignedCompressedMic};
 use atom_connectors::as2::mime;
 use atom_connectors::as2::unwrap::{self, ReceiveSettings};
 use atom_connectors::keys::{self, KeyKind};
@@ -141,6 +141,7 @@ fn outbound<'a>(
             signed: sign.map(|(d, _)| d),
         },
         notification_to: "atom@example.invalid",
+        unsigned_compressed_mic: Default::default(),
     }
 }
 
@@ -730,4 +731,131 @@ fn we_verify_openssl_signatures() {
         "signed+encrypted: MIC {:?} vs {mic:?}",
         opened.mic
     );
+}
+
+/// Opens with the streaming unwrap (what a spooled large request takes).
+fn open_streamed(headers: &Headers, body: &[u8], settings: &ReceiveSettings) -> String {
+    use std::io::Write;
+    let mut spooled = tempfile::tempfile().expect("temp file");
+    spooled.write_all(body).expect("spool");
+    let source =
+        atom_connectors::as2::stream::Source::whole(std::sync::Arc::new(spooled)).expect("source");
+    let payload = tempfile::tempfile().expect("temp file");
+    atom_connectors::as2::stream::unwrap_file(headers, &source, settings, None, &payload)
+        .expect("opens streamed")
+        .mic
+        .value
+}
+
+fn sha256_mic(bytes: &[u8]) -> String {
+    Mic::compute(MicAlg::Sha256, "sha256", bytes)
+        .expect("mic")
+        .value
+}
+
+/// Found with OpenAS2 (issue 16): for a message compressed but not
+/// signed, Atom's MIC covered the compressed entity, which no other
+/// product computes, so their senders refused our receipts. RFC 5402 4.2
+/// and 4.3: the MIC covers the MIME entity before compression, headers
+/// included (Mendelson, and OpenAS2 for compressed and encrypted
+/// messages); `payload` is OpenAS2's form for compressed-only messages;
+/// `compressed_entity` keeps the old one. Opened in memory and streamed.
+#[test]
+fn unsigned_compressed_mic_covered_the_compressed_entity_regression() {
+    let fx = Fixture::new();
+    let payload = read_vector("payload.binary");
+    let entity = peer_entity(&payload);
+    fx.write("entity.mime", &entity);
+    // Debian's openssl has no zlib (`cms -compress` fails): the
+    // CompressedData layer is ours, the encryption around it openssl's.
+    let compressed = atom_connectors::as2::compress::compress(&entity).expect("compresses");
+    // The compressed layer as a MIME entity, for encrypting.
+    let mut compressed_entity = b"Content-Type: application/pkcs7-mime; smime-type=compressed-data; name=smime.p7z\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_vec();
+    compressed_entity.extend_from_slice(&compressed);
+    fx.write("z.mime", &compressed_entity);
+    fx.openssl([
+        "cms", "-encrypt", "-binary", "-aes256", "-in", "z.mime", "-outform", "DER", "-out",
+        "ez.der", "atom.crt",
+    ]);
+    let encrypted = fx.read("ez.der");
+    let cases: [(&str, Headers, &[u8], &[u8]); 2] = [
+        (
+            "compressed",
+            pkcs7_mime_headers("compressed-data"),
+            &compressed,
+            &compressed,
+        ),
+        (
+            "compressed+encrypted",
+            enveloped_headers(),
+            &encrypted,
+            &compressed_entity,
+        ),
+    ];
+    for (name, headers, body, old_mic_over) in cases {
+        for (policy, covered) in [
+            (UnsignedCompressedMic::UncompressedEntity, entity.as_slice()),
+            (UnsignedCompressedMic::Payload, payload.as_slice()),
+            (UnsignedCompressedMic::CompressedEntity, old_mic_over),
+        ] {
+            let settings = ReceiveSettings {
+                unsigned_compressed_mic: policy,
+                ..fx.receive_settings()
+            };
+            let opened = unwrap::unwrap(&headers, body, &settings, None)
+                .unwrap_or_else(|e| panic!("{name} {policy:?}: {e}"));
+            assert!(opened.payload == payload, "{name}: payload");
+            assert_eq!(
+                opened.mic.value,
+                sha256_mic(covered),
+                "{name} {policy:?}: MIC in memory"
+            );
+            assert_eq!(
+                open_streamed(&headers, body, &settings),
+                opened.mic.value,
+                "{name} {policy:?}: MIC streamed"
+            );
+        }
+    }
+}
+
+/// What we send unsigned and compressed expects back the MIC the partner's
+/// setting says, and a receiver with the same setting returns it.
+#[test]
+fn our_unsigned_compressed_messages_expect_the_partners_mic() {
+    let fx = Fixture::new();
+    let payload = b"ISA*00*unsigned compressed\r\n".repeat(50);
+    for encrypt in [false, true] {
+        for policy in [
+            UnsignedCompressedMic::UncompressedEntity,
+            UnsignedCompressedMic::Payload,
+            UnsignedCompressedMic::CompressedEntity,
+        ] {
+            let mut out = outbound(
+                &fx,
+                &payload,
+                None,
+                encrypt.then_some((ContentCipher::Aes128Cbc, KeyTransport::RsaPkcs1v15)),
+            );
+            out.compression = CompressionOrder::BeforeSigning;
+            out.unsigned_compressed_mic = policy;
+            let built = build::build(&out).expect("builds");
+            if policy == UnsignedCompressedMic::Payload {
+                assert_eq!(built.expected_mic.value, sha256_mic(&payload));
+            }
+            // The peer's key opens what was encrypted for it.
+            let settings = ReceiveSettings {
+                decryption_keys: vec![fx.peer.clone()],
+                unsigned_compressed_mic: policy,
+                ..ReceiveSettings::default()
+            };
+            let opened = unwrap::unwrap(&built.headers, &built.body, &settings, None)
+                .unwrap_or_else(|e| panic!("{policy:?} encrypt {encrypt}: {e}"));
+            assert!(opened.payload == payload);
+            assert_eq!(
+                opened.mic.value, built.expected_mic.value,
+                "{policy:?} encrypt {encrypt}"
+            );
+        }
+    }
 }

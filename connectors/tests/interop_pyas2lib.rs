@@ -507,6 +507,7 @@ fn our_messages_open_in_pyas2lib() {
                     }),
                     mdn: MdnRequest::Sync { signed: *digest },
                     notification_to: "atom@example.invalid",
+                    unsigned_compressed_mic: Default::default(),
                 };
                 let message = build::build(&out).unwrap_or_else(|e| panic!("{name}: build: {e}"));
                 let file = fx.write(
@@ -726,6 +727,7 @@ fn our_oaep_pss_and_sign_then_compress_open_in_pyas2lib_but_gcm_does_not() {
                 signed: variant.sign.map(|(d, _)| d),
             },
             notification_to: "atom@example.invalid",
+            unsigned_compressed_mic: Default::default(),
         };
         let message = build::build(&out).unwrap_or_else(|e| panic!("{name}: build: {e}"));
         let file = fx.write(

@@ -225,6 +225,7 @@ fn built(
             None => MdnRequest::Sync { signed: None },
         },
         notification_to: "edi@example.com",
+        unsigned_compressed_mic: Default::default(),
     })
     .expect("builds")
 }
@@ -276,6 +277,17 @@ fn streaming_agrees_with_memory_on_every_layering_and_algorithm() {
                     assert!(
                         assert_agree(&what, &message.headers, &message.body, &settings),
                         "{what} opens"
+                    );
+                    // The receipt's MIC is the one the sender expects.
+                    let chosen = chosen_of(&message.headers);
+                    let mic =
+                        unwrap::unwrap(&message.headers, &message.body, &settings, chosen.as_ref())
+                            .expect("opens")
+                            .mic;
+                    assert!(
+                        mic.matches(&message.expected_mic),
+                        "{what}: MIC {mic:?} expected {:?}",
+                        message.expected_mic
                     );
                     opened += 1;
                 }

@@ -545,6 +545,7 @@ pub fn run(data_dir: &Path, partners_dir: &Path, mut args: SendArgs) -> Result<(
             }),
             mdn: mdn_request,
             notification_to: &notification_to,
+            unsigned_compressed_mic: Default::default(),
         };
         let build_started = Instant::now();
         let mut built = build::build(&outbound).map_err(|e| CliError::Usage(format!("cannot build the message: {e}")))?;

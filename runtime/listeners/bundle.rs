@@ -23,6 +23,7 @@
 //!       require_signed: true
 //!       require_encrypted: true
 //!       enforce_certificate_validity: false
+//!       unsigned_compressed_mic: uncompressed_entity   # or payload (OpenAS2), compressed_entity
 //!     max_request_size: 104857600
 //!     async_mdn:
 //!       allowed_urls: ["http://10.1.2.3:8080/mdn"]  # internal MDN targets allowed
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use atom_connectors::as2::cms::KeyPair;
 use atom_connectors::as2::headers::parse_as2_id;
+use atom_connectors::as2::mic::UnsignedCompressedMic;
 use atom_connectors::as2::unwrap::ReceiveSettings;
 use atom_connectors::keys;
 use openssl::x509::X509;
@@ -115,6 +117,8 @@ struct RawSecurity {
     require_encrypted: Option<bool>,
     enforce_certificate_validity: Option<bool>,
     max_decompressed_size: Option<u64>,
+    /// What our MIC covers when the partner compresses without signing.
+    unsigned_compressed_mic: Option<String>,
 }
 
 /// Default and bounds of the duplicate window (DESIGN.md).
@@ -329,6 +333,18 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
     )
     .map_err(|e| err("start.as2.async_mdn.allowed_urls", e))?;
     let defaults = ReceiveSettings::default();
+    let unsigned_compressed_mic = match security.unsigned_compressed_mic.as_deref() {
+        None => defaults.unsigned_compressed_mic,
+        Some(text) => UnsignedCompressedMic::parse(text).ok_or_else(|| {
+            err(
+                "start.as2.security.unsigned_compressed_mic",
+                format!(
+                    "{text:?} is not one of {}",
+                    UnsignedCompressedMic::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
     let receive = ReceiveSettings {
         decryption_keys: decryption_key.into_iter().collect(),
         partner_certs: signing_certificate.into_iter().collect(),
@@ -338,6 +354,7 @@ pub fn load(bundle_dir: &Path, context: BundleContext<'_>) -> Result<ListenerSpe
         max_decompressed_size: security
             .max_decompressed_size
             .unwrap_or(defaults.max_decompressed_size),
+        unsigned_compressed_mic,
         // Large decompressed layers spill here, on the data filesystem, not
         // into a /tmp that may be memory.
         spool_dir: Some(context.data_dir.join("spool")),
@@ -485,6 +502,37 @@ mod tests {
             format!("{:?}", spec.process.steps[0]),
             "wasm guest.wat",
             "a step's Debug is its description"
+        );
+    }
+
+    #[test]
+    fn the_unsigned_compressed_mic_is_set_per_partner() {
+        use atom_connectors::as2::mic::UnsignedCompressedMic;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = load_with(dir.path(), PROCESS_YAML).expect("default");
+        assert_eq!(
+            spec.receive.unsigned_compressed_mic,
+            UnsignedCompressedMic::UncompressedEntity
+        );
+        let with = |value: &str| {
+            PROCESS_YAML.replace(
+                "      id: OURCO\n",
+                &format!(
+                    "      id: OURCO\n    security:\n      unsigned_compressed_mic: {value}\n"
+                ),
+            )
+        };
+        let spec = load_with(dir.path(), &with("payload")).expect("payload");
+        assert_eq!(
+            spec.receive.unsigned_compressed_mic,
+            UnsignedCompressedMic::Payload
+        );
+        let err = load_with(dir.path(), &with("headers")).expect_err("unknown value");
+        let text = err.to_string();
+        assert!(
+            text.contains("start.as2.security.unsigned_compressed_mic")
+                && text.contains("uncompressed_entity, payload, compressed_entity"),
+            "{text}"
         );
     }
 

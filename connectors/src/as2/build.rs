@@ -9,7 +9,7 @@ use super::compress;
 use super::error::{As2Error, Result};
 use super::headers::{quote_as2_id, DispositionNotificationOptions, Headers, MicAlg};
 use super::mdn::id_domain;
-use super::mic::Mic;
+use super::mic::{Mic, UnsignedCompressedMic};
 use super::mime;
 use super::signed;
 
@@ -69,6 +69,9 @@ pub struct Outbound<'a> {
     pub mdn: MdnRequest,
     /// Disposition-Notification-To (any address; AS2 only checks presence).
     pub notification_to: &'a str,
+    /// What the partner's MIC covers when the message is compressed but
+    /// not signed.
+    pub unsigned_compressed_mic: UnsignedCompressedMic,
 }
 
 /// A built message: HTTP headers and body, and the MIC to expect back.
@@ -130,14 +133,29 @@ pub fn build(out: &Outbound<'_>) -> Result<Built> {
         ));
     }
     let mut current = entity(&payload_headers, out.payload);
-    if out.compression == CompressionOrder::BeforeSigning {
-        current = compressed_entity(&current)?;
-    }
-    let requested_mic = match &out.mdn {
+    let requested = match &out.mdn {
         MdnRequest::Sync { signed } | MdnRequest::Async { signed, .. } => *signed,
         MdnRequest::None => None,
     };
+    // Unsigned and compressed: the MIC covers what was compressed (RFC
+    // 5402 4.2, 4.3), or what the partner's product covers instead.
     let mut expected_mic = None;
+    if out.sign.is_none() && out.compression != CompressionOrder::None {
+        let alg = requested.unwrap_or(MicAlg::Sha256);
+        expected_mic = match out.unsigned_compressed_mic {
+            UnsignedCompressedMic::UncompressedEntity => {
+                Some(Mic::compute(alg, alg.compact_name(), &current)?)
+            }
+            UnsignedCompressedMic::Payload => {
+                Some(Mic::compute(alg, alg.compact_name(), out.payload)?)
+            }
+            UnsignedCompressedMic::CompressedEntity => None,
+        };
+    }
+    if out.compression == CompressionOrder::BeforeSigning {
+        current = compressed_entity(&current)?;
+    }
+    let requested_mic = requested;
     if let Some(sign) = &out.sign {
         let mic_alg = requested_mic.unwrap_or(sign.digest);
         expected_mic = Some(Mic::compute(mic_alg, mic_alg.compact_name(), &current)?);

@@ -3,13 +3,46 @@
 //!
 //! What it covers depends on the message: for a signed message, the signed
 //! MIME entity, headers included, in the form that verified; for an
-//! encrypted unsigned message, the decrypted entity; otherwise the content
-//! without headers. [`super::unwrap`] picks the bytes; this module digests.
+//! unsigned compressed message, the uncompressed MIME entity, headers
+//! included (RFC 5402 sections 4.2 and 4.3; see [`UnsignedCompressedMic`]);
+//! for an encrypted unsigned message, the decrypted entity; otherwise the
+//! content without headers. [`super::unwrap`] picks the bytes; this module
+//! digests.
 
 use base64::Engine;
 
 use super::error::{As2Error, ErrorKind, Result};
 use super::headers::MicAlg;
+
+/// What the MIC of an unsigned, compressed message covers. AS2 products
+/// disagree here, so it is set per partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnsignedCompressedMic {
+    /// The MIME entity before compression, headers included: RFC 5402
+    /// 4.2 and 4.3, Mendelson, and OpenAS2 for compressed and encrypted
+    /// messages.
+    #[default]
+    UncompressedEntity,
+    /// The document itself, without MIME headers: OpenAS2 for messages
+    /// that are compressed but neither signed nor encrypted.
+    Payload,
+    /// The compressed entity (after decryption, or as received): what
+    /// Atom computed before, for partners that matched it.
+    CompressedEntity,
+}
+
+impl UnsignedCompressedMic {
+    pub const NAMES: [&'static str; 3] = ["uncompressed_entity", "payload", "compressed_entity"];
+
+    pub fn parse(text: &str) -> Option<UnsignedCompressedMic> {
+        match text {
+            "uncompressed_entity" => Some(UnsignedCompressedMic::UncompressedEntity),
+            "payload" => Some(UnsignedCompressedMic::Payload),
+            "compressed_entity" => Some(UnsignedCompressedMic::CompressedEntity),
+            _ => None,
+        }
+    }
+}
 
 /// A computed MIC and the algorithm name to write beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use super::cms::{self, KeyPair};
 use super::compress;
 use super::error::{As2Error, ErrorKind, Result};
 use super::headers::{ChosenMicAlg, Headers, MicAlg};
-use super::mic::Mic;
+use super::mic::{Mic, UnsignedCompressedMic};
 use super::mime::{self, ContentType, Entity};
 use super::payload::{self, Bytes, SpillWriter};
 use super::signed::{self, Canonicalization};
@@ -45,6 +45,8 @@ pub struct ReceiveSettings {
     pub require_encrypted: bool,
     /// Decompression stops with an error past this many bytes.
     pub max_decompressed_size: u64,
+    /// What the MIC of an unsigned, compressed message covers.
+    pub unsigned_compressed_mic: UnsignedCompressedMic,
     /// Where content too large for memory (inflated layers, canonical
     /// forms, decoded payloads over [`payload::MEMORY_THRESHOLD`]) is
     /// spilled, in anonymous files; the system temp dir if `None`. Give a
@@ -63,6 +65,7 @@ impl Default for ReceiveSettings {
             // Inflated content beyond 4 MiB streams to a spill file, so this
             // bounds disk, not heap; 512 MiB covers large EDI files.
             max_decompressed_size: 512 << 20,
+            unsigned_compressed_mic: UnsignedCompressedMic::default(),
             spool_dir: None,
         }
     }
@@ -193,6 +196,7 @@ pub fn unwrap(
     // that those bytes need not be kept (or copied) until the end.
     let mut signed_mic: Option<Mic> = None;
     let mut decrypted_mic: Option<Mic> = None;
+    let mut uncompressed_mic: Option<Mic> = None;
     let http_disposition = http_headers.get("content-disposition").map(str::to_string);
     let spool_dir = settings.spool_dir.as_deref();
 
@@ -247,6 +251,17 @@ pub fn unwrap(
                             settings.max_decompressed_size,
                             spool_dir,
                         )?;
+                        // Unsigned so far and not signed inside: the MIC
+                        // covers the entity before compression (RFC 5402).
+                        if signature.is_none()
+                            && settings.unsigned_compressed_mic
+                                == UnsignedCompressedMic::UncompressedEntity
+                            && !is_signed_entity(&inflated)
+                        {
+                            let (alg, spelling) = mic_algorithm(mic_alg, None);
+                            uncompressed_mic =
+                                Some(Mic::compute(alg, &spelling, inflated.as_slice())?);
+                        }
                         (inflated, "decompressed")
                     }
                     CmsLayer::Enveloped => {
@@ -318,6 +333,7 @@ pub fn unwrap(
                 compressed_at,
                 signed_mic,
                 decrypted_mic,
+                uncompressed_mic,
                 warnings,
             });
         }
@@ -491,6 +507,15 @@ fn cms_body<'e>(entity: &Entity<'e>) -> Result<Bytes<'e>> {
 /// Parses the MIME entity a decryption or decompression produced. Some
 /// products encrypt the bare payload without MIME headers; we accept it as
 /// an application/octet-stream payload and say so.
+/// True when the entity is multipart/signed: its signature then gives the
+/// MIC, and no digest of the whole entity is needed.
+pub(crate) fn is_signed_entity(bytes: &[u8]) -> bool {
+    mime::parse_entity(bytes)
+        .ok()
+        .and_then(|e| e.content_type().ok())
+        .is_some_and(|t| t.is("multipart/signed"))
+}
+
 fn inner_layer(bytes: Payload, what: &str, warnings: &mut Vec<String>) -> Result<Layer<'static>> {
     let looks_like_mime = mime::parse_entity(&bytes)
         .map(|e| e.headers.get("content-type").is_some())
@@ -556,6 +581,7 @@ struct FinishInput<'a, 'b> {
     compressed_at: Option<bool>,
     signed_mic: Option<Mic>,
     decrypted_mic: Option<Mic>,
+    uncompressed_mic: Option<Mic>,
     warnings: Vec<String>,
 }
 
@@ -571,16 +597,28 @@ fn finish(input: FinishInput<'_, '_>) -> Result<Unwrapped> {
         compressed_at,
         signed_mic,
         decrypted_mic,
+        uncompressed_mic,
         warnings,
     } = input;
     check_policy(settings, encryption.as_ref(), signature.as_ref())?;
     let payload = decode_payload(layer.body, &layer.headers, settings.spool_dir.as_deref())?;
-    // Signed: over the signed entity; encrypted only: over the decrypted
-    // entity; plain: over the content as received (RFC 4130 7.3.1).
-    let mic = match (signed_mic, decrypted_mic) {
-        (Some(signed), _) => signed,
-        (None, Some(decrypted)) => decrypted,
-        (None, None) => {
+    let unsigned_compressed = signed_mic.is_none() && compressed_at.is_some();
+    let payload_mic = (unsigned_compressed
+        && settings.unsigned_compressed_mic == UnsignedCompressedMic::Payload)
+        .then(|| {
+            let (alg, spelling) = mic_algorithm(mic_alg, None);
+            Mic::compute(alg, &spelling, payload.as_slice())
+        })
+        .transpose()?;
+    // Signed: over the signed entity; compressed: over the entity before
+    // compression (or as the partner's setting says); encrypted only: over
+    // the decrypted entity; plain: over the content as received (RFC 4130
+    // 7.3.1, RFC 5402 4.2 and 4.3).
+    let mic = match (signed_mic, uncompressed_mic.or(payload_mic), decrypted_mic) {
+        (Some(signed), _, _) => signed,
+        (None, Some(uncompressed), _) => uncompressed,
+        (None, None, Some(decrypted)) => decrypted,
+        (None, None, None) => {
             let (alg, spelling) = mic_algorithm(mic_alg, signature.as_ref());
             Mic::compute(alg, &spelling, body)?
         }

@@ -37,7 +37,7 @@ use super::cms;
 use super::compress;
 use super::error::{As2Error, ErrorKind, Result};
 use super::headers::{ChosenMicAlg, Headers, MicAlg};
-use super::mic::Mic;
+use super::mic::{Mic, UnsignedCompressedMic};
 use super::mime::{self, Base64Stream, ContentType, MAX_HEADER_BLOCK};
 use super::signed::{self, SignedParts};
 use super::unwrap::{
@@ -90,6 +90,7 @@ pub fn unwrap_file(
     let mut warnings = Vec::new();
     let mut signed_mic: Option<Mic> = None;
     let mut decrypted_mic: Option<Mic> = None;
+    let mut uncompressed_mic: Option<Mic> = None;
     let http_disposition = http_headers.get("content-disposition").map(str::to_string);
 
     for _ in 0..MAX_LAYERS {
@@ -103,6 +104,8 @@ pub fn unwrap_file(
                 compressed_at,
                 signed_mic,
                 decrypted_mic,
+                uncompressed_mic,
+                payload,
                 warnings,
             };
             return finish(layer, settings, found);
@@ -140,14 +143,23 @@ pub fn unwrap_file(
             match cms_layer(&kind, &smime_type, found, settings.require_encrypted)? {
                 CmsLayer::Compressed => {
                     compressed_at = Some(signature.is_some());
-                    let mut sink = EntitySink::new(payload, spool_dir, None)?;
+                    // Unsigned so far: the MIC covers the entity before
+                    // compression (RFC 5402), unless a signature follows
+                    // inside (the sink then drops the digest).
+                    let hash_for_mic = (signature.is_none()
+                        && settings.unsigned_compressed_mic
+                            == UnsignedCompressedMic::UncompressedEntity)
+                        .then(|| mic_algorithm(mic_alg, None));
+                    let mut sink = EntitySink::new(payload, spool_dir, hash_for_mic)?;
                     compress::decompress_stream(
                         der.reader(),
                         der.len(),
                         settings.max_decompressed_size,
                         |c| sink.write(c),
                     )?;
-                    layer = sink.finish("decompressed", &mut warnings)?.0;
+                    let (next, mic) = sink.finish("decompressed", &mut warnings)?;
+                    uncompressed_mic = mic;
+                    layer = next;
                 }
                 CmsLayer::Enveloped => {
                     // Used only if no signature follows: then the digest is the
@@ -563,6 +575,11 @@ impl<'a> EntitySink<'a> {
                 .map(|t| t.is_pkcs7_mime() || t.is("multipart/signed"))
                 .unwrap_or(true),
         };
+        // A signed entity's MIC comes from its signature: stop digesting.
+        let signed = headers
+            .get("content-type")
+            .and_then(|v| ContentType::parse(v).ok())
+            .is_some_and(|t| t.is("multipart/signed"));
         let encoding = transfer_encoding(&headers);
         let raw = headers.get("content-type").is_none();
         self.state = if !is_layer
@@ -582,7 +599,7 @@ impl<'a> EntitySink<'a> {
         // The body's first bytes, without hashing them twice.
         let mic = self.mic.take();
         let written = self.write(body);
-        self.mic = mic;
+        self.mic = if signed { None } else { mic };
         written
     }
 
@@ -665,7 +682,23 @@ struct Found<'a> {
     compressed_at: Option<bool>,
     signed_mic: Option<Mic>,
     decrypted_mic: Option<Mic>,
+    uncompressed_mic: Option<Mic>,
+    /// The payload as written, for a MIC over the document itself.
+    payload: &'a File,
     warnings: Vec<String>,
+}
+
+/// The digest of every piece of `source`.
+fn digest_of(source: &Source, alg: MicAlg, spelling: String, what: &str) -> Result<Mic> {
+    let mut hasher = Hasher::new(alg.message_digest())
+        .map_err(|e| As2Error::openssl(ErrorKind::Internal, "starting the MIC", e))?;
+    source
+        .for_each_piece(PIECE, |piece| Ok(hasher.update(piece)?))
+        .map_err(io_failure(what))?;
+    let digest = hasher
+        .finish()
+        .map_err(|e| As2Error::openssl(ErrorKind::Internal, "finishing the MIC", e))?;
+    Ok(Mic::from_digest(alg, spelling, &digest))
 }
 
 fn finish(layer: Layer, settings: &ReceiveSettings, found: Found<'_>) -> Result<Opened> {
@@ -677,23 +710,35 @@ fn finish(layer: Layer, settings: &ReceiveSettings, found: Found<'_>) -> Result<
     let Body::Written(payload_len) = layer.body else {
         return Err(As2Error::new(ErrorKind::Internal, "payload not written"));
     };
-    // Signed: over the signed entity; encrypted only: over the decrypted
-    // entity; plain: over the content as received (RFC 4130 7.3.1).
-    let mic = match (found.signed_mic, found.decrypted_mic) {
-        (Some(signed), _) => signed,
-        (None, Some(decrypted)) => decrypted,
-        (None, None) => {
+    let unsigned_compressed = found.signed_mic.is_none() && found.compressed_at.is_some();
+    let payload_mic = if unsigned_compressed
+        && settings.unsigned_compressed_mic == UnsignedCompressedMic::Payload
+    {
+        let (alg, spelling) = mic_algorithm(found.mic_alg, None);
+        let file = found
+            .payload
+            .try_clone()
+            .map_err(io_failure("reading the payload"))?;
+        let written = Source::whole(Arc::new(file)).map_err(io_failure("reading the payload"))?;
+        Some(digest_of(&written, alg, spelling, "reading the payload")?)
+    } else {
+        None
+    };
+    // Signed: over the signed entity; compressed: over the entity before
+    // compression (or as the partner's setting says); encrypted only: over
+    // the decrypted entity; plain: over the content as received (RFC 4130
+    // 7.3.1, RFC 5402 4.2 and 4.3).
+    let mic = match (
+        found.signed_mic,
+        found.uncompressed_mic.or(payload_mic),
+        found.decrypted_mic,
+    ) {
+        (Some(signed), _, _) => signed,
+        (None, Some(uncompressed), _) => uncompressed,
+        (None, None, Some(decrypted)) => decrypted,
+        (None, None, None) => {
             let (alg, spelling) = mic_algorithm(found.mic_alg, found.signature.as_ref());
-            let mut hasher = Hasher::new(alg.message_digest())
-                .map_err(|e| As2Error::openssl(ErrorKind::Internal, "starting the MIC", e))?;
-            found
-                .body
-                .for_each_piece(PIECE, |piece| Ok(hasher.update(piece)?))
-                .map_err(io_failure("reading the request"))?;
-            let digest = hasher
-                .finish()
-                .map_err(|e| As2Error::openssl(ErrorKind::Internal, "finishing the MIC", e))?;
-            Mic::from_digest(alg, spelling, &digest)
+            digest_of(found.body, alg, spelling, "reading the request")?
         }
     };
     Ok(describe(Described {

@@ -34,6 +34,7 @@ data_dir: data
 processes_dir: processes
 shared_web_server: { bind_address: 127.0.0.1, http_port: $HTTP }
 admin: { address: "127.0.0.1:$ADMIN" }
+console: { enabled: false }
 YAML
   printf '%s\n' "$bundle" > "$work/processes/bench/process.yaml"
 }

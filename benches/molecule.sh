@@ -80,6 +80,7 @@ data_dir: data
 processes_dir: processes
 shared_web_server: { bind_address: 127.0.0.1, http_port: $http, trusted_proxies: ["127.0.0.1"] }
 admin: { address: "127.0.0.1:$admin" }
+console: { enabled: false }
 molecule: { node_id: $id }
 YAML
   [ "$store" = pg ] && printf 'store:\n  postgres:\n    url: postgres://atom@127.0.0.1:%s/atom\n' "$PGPORT" >> "$dir/atom.yaml"

@@ -46,6 +46,7 @@ processes_dir: processes
 partners_dir: partners
 shared_web_server: { bind_address: 127.0.0.1, http_port: $2 }
 admin: { address: "127.0.0.1:$3" }
+console: { enabled: false }
 $4
 YAML
 }

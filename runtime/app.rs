@@ -57,6 +57,7 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
+    pub console: Option<SocketAddr>,
 }
 
 /// The wasmtime engine, sized for every worker that may run a guest at once.
@@ -199,6 +200,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shutdown.clone(),
     )
     .map_err(|e| StartError(format!("starting the lease keeper: {e}")))?;
+    crate::alerts::start(
+        config.alerts.clone(),
+        crate::alerts::Sources {
+            atom_name: config.name.clone(),
+            keystore: keystore.clone(),
+            registry: registry.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+        },
+        shutdown.clone(),
+    )
+    .map_err(StartError)?;
     if let Some(sync) = bundle_sync {
         crate::listeners::bundle_sync::start(sync, shutdown.clone())
             .map_err(|e| StartError(format!("starting the bundle sync: {e}")))?;
@@ -274,6 +287,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         http: web_bound.http,
         https: web_bound.https,
         admin: config.admin_address,
+        console: None,
     };
     let admin_state = web::Data::new(AdminState {
         token,
@@ -285,6 +299,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         executor: state.executor.clone(),
         lease: config.molecule.lease,
     });
+    let console = match &config.console {
+        Some(console) => Some(
+            crate::console::bind(console, &config.data_dir, admin_state.clone())
+                .map_err(StartError)?,
+        ),
+        None => None,
+    };
+    bound.console = console.as_ref().map(|c| c.address);
     let admin_server = HttpServer::new(move || {
         App::new()
             .app_data(admin_state.clone())
@@ -325,6 +347,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let web_task = tokio::spawn(web_server);
     let admin_task = tokio::spawn(admin_server);
+    let console_handle = console.as_ref().map(|c| c.server.handle());
+    let console_task = console.map(|c| tokio::spawn(c.server));
     crate::shutdown::signal().await;
     shutdown.trigger();
     let drain = Drain {
@@ -337,8 +361,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     drain.run().await;
     admin_handle.stop(true).await;
+    if let Some(handle) = console_handle {
+        handle.stop(true).await;
+    }
     web_handle.stop(true).await;
-    for (name, task) in [("web server", web_task), ("admin API", admin_task)] {
+    let tasks = [("web server", web_task), ("admin API", admin_task)]
+        .into_iter()
+        .chain(console_task.map(|task| ("console", task)));
+    for (name, task) in tasks {
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -520,13 +550,14 @@ fn raise_file_limit() -> u64 {
 fn announce(config: &Config, bound: &Bound) {
     let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     println!(
-        "atom ready: http={} https={} admin={}",
+        "atom ready: http={} https={} admin={} console={}",
         show(bound.http),
         show(bound.https),
-        bound.admin
+        bound.admin,
+        show(bound.console)
     );
     tracing::info!(
-        name = %config.name, http = %show(bound.http), https = %show(bound.https), admin = %bound.admin,
+        name = %config.name, http = %show(bound.http), https = %show(bound.https), admin = %bound.admin, console = %show(bound.console),
         data_dir = %config.data_dir.display(), processes_dir = %config.processes_dir.display(), "atom ready"
     );
 }

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`app`]: the running Atom: wires everything, shuts down gracefully.
 //! - [`admin`]: the admin API (token) and Prometheus metrics.
+//! - [`console`]: the operator console in the browser (users, sessions, pages).
+//! - [`alerts`], [`certificates`]: expiry warnings, errored listeners and failed sends, told to a webhook.
 //! - [`server`]: the shared web server and the AS2 receive path.
 //! - [`cli`]: the command line, one module per command group.
 //! - [`config`]: `atom.yaml`, parsed raw then validated.
@@ -22,10 +24,13 @@
 //! -> durable store (message + queued execution) -> MDN -> workers -> steps -> history.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
+pub mod certificates;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod keystore;
 pub mod listeners;

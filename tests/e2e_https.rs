@@ -240,7 +240,7 @@ fn client_auth_config(site: &Site, client_ca: &Path) -> String {
         "atom:\n  name: test-atom\n  account_id: acme\n  instance_suffix: prod\ndata_dir: data\nprocesses_dir: processes\n\
          shared_web_server:\n  bind_address: 127.0.0.1\n  http_port: 0\n  https:\n    port: 0\n    keystore_name: atom-https\n    \
          self_signed_if_missing: true\n    client_auth: optional\n    client_ca: {}\n\
-         admin:\n  address: 127.0.0.1:{}\n",
+         admin:\n  address: 127.0.0.1:{}\nconsole:\n  enabled: false\n",
         client_ca.display(),
         site.admin_port()
     )

@@ -1022,3 +1022,99 @@ fn async_receipt_before_the_post_returns_regression() {
     );
     drop(running);
 }
+
+/// The console's Outbox page does what `atom outbox cancel|retry` do, for
+/// operators only, and records who did it.
+#[test]
+fn console_operator_cancels_and_retries_an_outbound_document() {
+    let (site, port) = site_sending_to_a_closed_port(SIGNED_ENCRYPTED);
+    common::add_console_user(&site, "ana", "operator", "operator password 1");
+    common::add_console_user(&site, "vic", "viewer", "viewer password 1");
+    let running = site.start();
+    let console = running.console.expect("console");
+    trigger(&running, &invoice(), "INV-9.x12");
+    let rows = wait_outbox(&site, "a failed attempt", |rows| {
+        rows.len() == 1 && s(&rows[0], "status") == "retrying"
+    });
+    let id = rows[0]["id"].as_i64().expect("outbox id");
+
+    let viewer = common::ConsoleSession::log_in(console, "vic", "viewer password 1");
+    let page = viewer.get("/outbox").text();
+    assert!(
+        page.contains("INV-9.x12") && page.contains("retrying"),
+        "{page}"
+    );
+    assert_eq!(viewer.post(&format!("/outbox/{id}/cancel"), "").status, 403);
+    assert_eq!(s(&outbox(&site)[0], "status"), "retrying");
+
+    let operator = common::ConsoleSession::log_in(console, "ana", "operator password 1");
+    assert_eq!(
+        operator.post(&format!("/outbox/{id}/cancel"), "").status,
+        303
+    );
+    assert_eq!(s(&outbox(&site)[0], "status"), "cancelled");
+    // The partner comes up; the retry sends it with its Message-ID.
+    let message_id = s(&rows[0], "message_id").to_string();
+    let _peer = Peer::start(&site, port, &[]);
+    assert_eq!(
+        operator.post(&format!("/outbox/{id}/retry"), "").status,
+        303
+    );
+    let rows = wait_outbox(&site, "the retried document acknowledged", |rows| {
+        rows.len() == 1 && s(&rows[0], "status") == "acknowledged"
+    });
+    assert_eq!(s(&rows[0], "message_id"), message_id);
+    let audit = operator.get("/audit").text();
+    for line in [
+        "outbox.cancel",
+        "outbox.retry",
+        "refused: your role (viewer)",
+    ] {
+        assert!(audit.contains(line), "{line} missing: {audit}");
+    }
+}
+
+/// A document that fails for good (a negative receipt) is told to the
+/// alerts webhook, once.
+#[test]
+fn a_send_that_fails_for_good_is_alerted_to_the_webhook() {
+    let site = site_with("  - as2: { partner: strict }\n");
+    let peer = Peer::start(&site, 0, &["--require-encryption", OUR_ID]);
+    profile(
+        &site,
+        "strict",
+        &peer.url(),
+        "sign: { key: keystore:ours }\nmdn: { mode: sync, signed: true, partner_certificates: [keystore:pyas2] }\n",
+    );
+    let (port, rx) = common::http_receiver(0);
+    let mut config = std::fs::read_to_string(site.config()).expect("atom.yaml");
+    config.push_str(&format!(
+        "alerts:\n  webhook_url: http://127.0.0.1:{port}/hook\n  check_interval_seconds: 1\n"
+    ));
+    std::fs::write(site.config(), config).expect("atom.yaml");
+    let running = site.start();
+    trigger(&running, &invoice(), "INV-11.x12");
+    let rows = wait_outbox(&site, "the document failed", |rows| {
+        rows.len() == 1 && s(&rows[0], "status") == "failed"
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert: Value = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (_, body) = rx.recv_timeout(left).expect("an alert within 30 s");
+        let alert: Value = serde_json::from_slice(&body).expect("alert JSON");
+        if alert["kind"] == "send_failed" {
+            break alert;
+        }
+    };
+    assert_eq!(alert["details"]["partner"], "strict", "{alert:#}");
+    assert_eq!(alert["details"]["message_id"], rows[0]["message_id"]);
+    assert_eq!(alert["details"]["file_name"], "INV-11.x12");
+    assert!(s(&alert, "summary").contains("negative MDN"), "{alert:#}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        rx.try_iter()
+            .all(|(_, b)| !String::from_utf8_lossy(&b).contains("send_failed")),
+        "alerted twice"
+    );
+    drop(running);
+}

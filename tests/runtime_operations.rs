@@ -271,3 +271,121 @@ fn molecule_lists_this_node_with_its_heartbeat() {
         "{table}"
     );
 }
+
+/// `atom messages` searches the log: by file name prefix, partner,
+/// outcome and date, pages with `--before-id`; bad values are refused by
+/// the CLI and by the admin API (400); `/api/activity` counts them.
+#[test]
+fn messages_are_searched_through_the_cli_and_the_admin_api() {
+    let site = Site::new("");
+    site.deploy("plain", &plain_start("SEARCHER", "US"));
+    let atom = site.start();
+    for (id, file) in [("<s1@x>", "INV-0001.edi"), ("<s2@x>", "ORD-0002.edi")] {
+        let mut headers = plain_headers("SEARCHER", "US", id);
+        headers.push((
+            "Content-Disposition".into(),
+            format!("attachment; filename=\"{file}\""),
+        ));
+        let response = post(atom.http(), "/as2", &headers, b"ISA*00*payload~");
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = site.atom_ok(&[&["messages", "--json"], args].concat());
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let found = json(&["--file-name", "INV"]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["file_name"], "INV-0001.edi");
+    assert_eq!(found[0]["message_id"], "<s1@x>");
+    assert!(
+        found[0].get("direction").is_none(),
+        "the JSON keeps its shape"
+    );
+    assert_eq!(
+        json(&["--message-id", "s2@x"])[0]["file_name"],
+        "ORD-0002.edi"
+    );
+    assert_eq!(
+        json(&["--from", "SEARCHER", "--disposition", "processed"]).len(),
+        2
+    );
+    assert!(json(&["--disposition", "error"]).is_empty());
+    assert!(json(&["--from", "OTHER"]).is_empty());
+    assert_eq!(
+        json(&["--since", "2000-01-01", "--until", "2999-12-31T23:59"]).len(),
+        2
+    );
+    assert!(json(&["--until", "2000-01-01"]).is_empty());
+    // Pages: one at a time, older ones below the last ID shown.
+    let first = json(&["--limit", "1"]);
+    let last = first[0]["id"].as_i64().expect("id").to_string();
+    let older = json(&["--limit", "1", "--before-id", &last]);
+    assert_eq!(older[0]["message_id"], "<s1@x>");
+    let table = site.atom_ok(&["messages", "--subject", "nothing like it"]);
+    assert!(table.contains("no messages match"), "{table}");
+    let table = site.atom_ok(&["messages", "--limit", "1", "--from", "SEARCHER"]);
+    assert!(
+        table.contains("ORD-0002.edi") && table.contains("--before-id"),
+        "{table}"
+    );
+
+    // Refused: a bad date (naming the option), filters with --direction out.
+    let bad = site.atom(&["messages", "--since", "yesterday"]);
+    assert!(!bad.status.success());
+    let said =
+        String::from_utf8_lossy(&bad.stderr).to_string() + &String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        said.contains("--since") && said.contains("YYYY-MM-DD"),
+        "{said}"
+    );
+    let out = site.atom(&["messages", "--from", "X", "--direction", "out"]);
+    assert!(!out.status.success());
+
+    // The admin API: the same search, 400 for bad values, the activity.
+    let token = std::fs::read_to_string(site.path().join("data/admin.token")).expect("token");
+    let auth = vec![(
+        "Authorization".to_string(),
+        format!("Bearer {}", token.trim()),
+    )];
+    let api = |path: &str| get(atom.admin, path, &auth);
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&api("/api/messages?file_name=ORD&from=SEARCHER").text())
+            .expect("JSON");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["message_id"], "<s2@x>");
+    for (query, named) in [
+        ("received_from=tomorrow", "received_from"),
+        ("received_to=2026-02-30", "received_to"),
+        ("limit=many", "limit"),
+        ("before_id=x", "before_id"),
+        ("disposition=maybe", "disposition"),
+    ] {
+        let refused = api(&format!("/api/messages?{query}"));
+        assert_eq!(refused.status, 400, "{query}");
+        assert!(
+            refused.text().contains(named),
+            "{query}: {}",
+            refused.text()
+        );
+    }
+    let activity: serde_json::Value =
+        serde_json::from_str(&api("/api/activity?hours=1").text()).expect("JSON");
+    let per_minute = activity["per_minute"].as_array().expect("minutes");
+    let messages: u64 = per_minute
+        .iter()
+        .map(|m| m["messages"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(messages, 2, "{activity}");
+    assert_eq!(
+        activity["executions_by_status"].as_array().map(Vec::len),
+        Some(6)
+    );
+    assert_eq!(api("/api/activity").status, 200);
+    for hours in ["0", "49", "x"] {
+        assert_eq!(
+            api(&format!("/api/activity?hours={hours}")).status,
+            400,
+            "{hours}"
+        );
+    }
+}

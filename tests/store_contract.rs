@@ -1005,6 +1005,825 @@ mod outbox_contract {
     }
 }
 
+/// Searching the message log (`store/search.rs`) and the activity
+/// overview, the same on every backend.
+mod search_contract {
+    use super::*;
+    use atom::store::outbox::{NewOutbound, OutboundBytes};
+    use atom::store::{DispositionFilter, MessageSearch};
+
+    /// A logged message with the searched fields given.
+    #[allow(clippy::too_many_arguments)]
+    fn logged(
+        from: &str,
+        to: &str,
+        message_id: &str,
+        subject: Option<&str>,
+        file_name: Option<&str>,
+        mime_type: Option<&str>,
+        disposition: &str,
+        received_at: &str,
+    ) -> MessageRecord {
+        MessageRecord {
+            as2_to: to.into(),
+            subject: subject.map(Into::into),
+            file_name: file_name.map(Into::into),
+            mime_type: mime_type.map(Into::into),
+            disposition: disposition.into(),
+            error: (disposition != "processed").then(|| disposition.into()),
+            received_at: received_at.into(),
+            dedupe: None,
+            ..contract::accepted(from, message_id)
+        }
+    }
+
+    /// Logs the records in one batch; their ids in order.
+    fn log(store: &dyn Store, records: Vec<MessageRecord>) -> Vec<i64> {
+        let receipts: Vec<Receipt> = records
+            .into_iter()
+            .map(|message| Receipt {
+                message,
+                execution: None,
+            })
+            .collect();
+        store.insert_receipts(&receipts).expect("logs")
+    }
+
+    fn ids(store: &dyn Store, search: &MessageSearch) -> Vec<i64> {
+        store
+            .search_messages(search)
+            .unwrap_or_else(|e| panic!("{search:?}: {e}"))
+            .into_iter()
+            .map(|row| row.id)
+            .collect()
+    }
+
+    /// A search with one or more fields set (page of 50 unless set).
+    fn search(set: impl FnOnce(&mut MessageSearch)) -> MessageSearch {
+        let mut s = MessageSearch::default();
+        set(&mut s);
+        s
+    }
+
+    fn text(value: &str) -> Option<String> {
+        Some(value.to_string())
+    }
+
+    /// Every filter alone and some together, newest first.
+    pub fn message_search_filters_alone_and_together(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let store = store.as_ref();
+        let x12 = Some("application/edi-x12");
+        let id = log(
+            store,
+            vec![
+                logged(
+                    "ACME",
+                    "US",
+                    "<a@acme>",
+                    Some("Invoice 1"),
+                    Some("INV-001.edi"),
+                    x12,
+                    "processed",
+                    "2026-01-01T10:00:00Z",
+                ),
+                logged(
+                    "ACME",
+                    "US",
+                    "<b@acme>",
+                    Some("Invoice 2"),
+                    Some("INV-002.edi"),
+                    x12,
+                    "processed/error: decryption-failed",
+                    "2026-01-01T11:00:00.5Z",
+                ),
+                logged(
+                    "BETA",
+                    "US",
+                    "<c@beta>",
+                    Some("Order 1"),
+                    Some("ORD-1.xml"),
+                    Some("application/xml"),
+                    "processed",
+                    "2026-01-02T00:00:00Z",
+                ),
+                // Logged without angle brackets (as a partner sent it).
+                logged(
+                    "BETA",
+                    "EU",
+                    "d@beta",
+                    Some("invoice lower"),
+                    Some("inv-lower.edi"),
+                    x12,
+                    "processed",
+                    "2026-01-02T12:00:00.25Z",
+                ),
+                logged(
+                    "ACME",
+                    "EU",
+                    "<e@acme>",
+                    None,
+                    None,
+                    None,
+                    "processed/warning: duplicate-document",
+                    "2026-01-03T00:00:00Z",
+                ),
+            ],
+        );
+        let (a, b, c, d, e) = (id[0], id[1], id[2], id[3], id[4]);
+        let cases: Vec<(&str, MessageSearch, Vec<i64>)> = vec![
+            ("nothing", search(|_| {}), vec![e, d, c, b, a]),
+            (
+                "empty strings",
+                search(|s| {
+                    s.subject = text("");
+                    s.as2_from = text("");
+                }),
+                vec![e, d, c, b, a],
+            ),
+            ("from", search(|s| s.as2_from = text("ACME")), vec![e, b, a]),
+            ("from, exact", search(|s| s.as2_from = text("acme")), vec![]),
+            (
+                "from, not a prefix",
+                search(|s| s.as2_from = text("ACM")),
+                vec![],
+            ),
+            ("to", search(|s| s.as2_to = text("EU")), vec![e, d]),
+            (
+                "message id",
+                search(|s| s.message_id = text("<b@acme>")),
+                vec![b],
+            ),
+            (
+                "message id, bare",
+                search(|s| s.message_id = text("b@acme")),
+                vec![b],
+            ),
+            (
+                "message id logged bare",
+                search(|s| s.message_id = text("d@beta")),
+                vec![d],
+            ),
+            (
+                "message id logged bare, asked with brackets",
+                search(|s| s.message_id = text("<d@beta>")),
+                vec![d],
+            ),
+            (
+                "message id, not a prefix",
+                search(|s| s.message_id = text("<b@")),
+                vec![],
+            ),
+            (
+                "subject prefix",
+                search(|s| s.subject = text("Invoice")),
+                vec![b, a],
+            ),
+            (
+                "subject, case-sensitive",
+                search(|s| s.subject = text("invoice")),
+                vec![d],
+            ),
+            (
+                "subject, whole",
+                search(|s| s.subject = text("Invoice 1")),
+                vec![a],
+            ),
+            (
+                "subject, longer than any",
+                search(|s| s.subject = text("Invoice 10")),
+                vec![],
+            ),
+            (
+                "file name prefix",
+                search(|s| s.file_name = text("INV-")),
+                vec![b, a],
+            ),
+            (
+                "file name, whole",
+                search(|s| s.file_name = text("ORD-1.xml")),
+                vec![c],
+            ),
+            (
+                "file name, case-sensitive",
+                search(|s| s.file_name = text("inv")),
+                vec![d],
+            ),
+            (
+                "file name, not a suffix",
+                search(|s| s.file_name = text(".edi")),
+                vec![],
+            ),
+            (
+                "mime type",
+                search(|s| s.mime_type = text("application/xml")),
+                vec![c],
+            ),
+            (
+                "mime type, exact",
+                search(|s| s.mime_type = text("application")),
+                vec![],
+            ),
+            (
+                "processed",
+                search(|s| s.disposition = Some(DispositionFilter::Processed)),
+                vec![d, c, a],
+            ),
+            (
+                "errors",
+                search(|s| s.disposition = Some(DispositionFilter::Error)),
+                vec![e, b],
+            ),
+            (
+                "received from a day",
+                search(|s| s.received_from = text("2026-01-02")),
+                vec![e, d, c],
+            ),
+            (
+                "received before a day",
+                search(|s| s.received_to = text("2026-01-02")),
+                vec![b, a],
+            ),
+            (
+                "received between",
+                search(|s| {
+                    s.received_from = text("2026-01-01T11:00");
+                    s.received_to = text("2026-01-02T12:00:00Z");
+                }),
+                vec![c, b],
+            ),
+            (
+                "from and errors",
+                search(|s| {
+                    s.as2_from = text("ACME");
+                    s.disposition = Some(DispositionFilter::Error);
+                }),
+                vec![e, b],
+            ),
+            (
+                "from and file name",
+                search(|s| {
+                    s.as2_from = text("BETA");
+                    s.file_name = text("ORD");
+                }),
+                vec![c],
+            ),
+            (
+                "from, subject and date",
+                search(|s| {
+                    s.as2_from = text("ACME");
+                    s.subject = text("Invoice");
+                    s.received_to = text("2026-01-01T11:00:00Z");
+                }),
+                vec![a],
+            ),
+            (
+                "to, mime type and processed",
+                search(|s| {
+                    s.as2_to = text("EU");
+                    s.mime_type = text("application/edi-x12");
+                    s.disposition = Some(DispositionFilter::Processed);
+                }),
+                vec![d],
+            ),
+            (
+                "everything",
+                search(|s| {
+                    s.as2_from = text("ACME");
+                    s.as2_to = text("US");
+                    s.message_id = text("a@acme");
+                    s.subject = text("Inv");
+                    s.file_name = text("INV-00");
+                    s.mime_type = text("application/edi-x12");
+                    s.disposition = Some(DispositionFilter::Processed);
+                    s.received_from = text("2026-01-01");
+                    s.received_to = text("2026-01-02");
+                    s.before_id = Some(b);
+                }),
+                vec![a],
+            ),
+            ("limit", search(|s| s.limit = 2), vec![e, d]),
+            ("before id", search(|s| s.before_id = Some(c)), vec![b, a]),
+        ];
+        for (name, search, want) in cases {
+            assert_eq!(ids(store, &search), want, "{name}: {search:?}");
+        }
+        // Rows come whole.
+        let row = &store
+            .search_messages(&search(|s| s.message_id = text("<c@beta>")))
+            .expect("search")[0];
+        assert_eq!(row.record.subject.as_deref(), Some("Order 1"));
+        assert_eq!(row.record.received_at, "2026-01-02T00:00:00Z");
+        assert_eq!(row.record.mdn_body, b"mdn");
+    }
+
+    /// Pages of `limit` by `before_id` list every match once, newest
+    /// first, filtered or not; a page is at most 1,000; 0 is 50.
+    pub fn message_search_pages_without_gaps_or_repeats(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let store = store.as_ref();
+        let records = (0..1_100)
+            .map(|i| {
+                logged(
+                    if i % 3 == 0 { "ACME" } else { "BETA" },
+                    "US",
+                    &format!("<{i}@x>"),
+                    None,
+                    Some(&format!("F{:04}", i)),
+                    None,
+                    "processed",
+                    &now_rfc3339(),
+                )
+            })
+            .collect();
+        let all = log(store, records);
+        let page_through = |filter: MessageSearch, limit: u32| {
+            let mut seen = Vec::new();
+            let mut before = None;
+            loop {
+                let page = ids(
+                    store,
+                    &MessageSearch {
+                        before_id: before,
+                        limit,
+                        ..filter.clone()
+                    },
+                );
+                assert!(page.len() <= limit as usize);
+                if page.is_empty() {
+                    break;
+                }
+                before = page.last().copied();
+                seen.extend(page);
+            }
+            seen
+        };
+        let newest_first: Vec<i64> = all.iter().rev().copied().collect();
+        assert_eq!(page_through(MessageSearch::default(), 50), newest_first);
+        assert_eq!(page_through(MessageSearch::default(), 333), newest_first);
+        let acme: Vec<i64> = newest_first
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(k, _)| (1_099 - k) % 3 == 0)
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(acme.len(), 367);
+        assert_eq!(
+            page_through(search(|s| s.as2_from = text("ACME")), 20),
+            acme
+        );
+        // A prefix: F0100..F0199, sorted by id, not by name.
+        let hundreds: Vec<i64> = all[100..200].iter().rev().copied().collect();
+        assert_eq!(
+            page_through(search(|s| s.file_name = text("F01")), 7),
+            hundreds
+        );
+        assert_eq!(ids(store, &search(|s| s.limit = 5_000)).len(), 1_000);
+        assert_eq!(ids(store, &search(|_| {})).len(), 50);
+        assert_eq!(
+            ids(store, &search(|s| s.before_id = Some(all[0]))),
+            Vec::<i64>::new()
+        );
+    }
+
+    /// Searches whose matches lie below the newest rows a store reads
+    /// first: the page goes on through the range's index, or by reading
+    /// on from the newest, and pages still meet without gaps or repeats.
+    pub fn message_search_beyond_the_newest_rows(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let store = store.as_ref();
+        const ROWS: i64 = 5_000;
+        // Row n (from 1) is received n - 1 minutes after the start.
+        let at = |n: i64| {
+            (time::macros::datetime!(2026-01-01 00:00:00 UTC) + time::Duration::minutes(n - 1))
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("formats")
+        };
+        let records = (1..=ROWS)
+            .map(|n| {
+                let old = n <= 100 || n > ROWS - 6;
+                let name = format!("{}-{n:05}", if old { "OLD" } else { "NEW" });
+                // Old names were processed, new ones refused.
+                let disposition = if old {
+                    "processed"
+                } else {
+                    "processed/error: x"
+                };
+                logged(
+                    "ACME",
+                    "US",
+                    &format!("<{n}@x>"),
+                    Some(&name),
+                    Some(&name),
+                    None,
+                    disposition,
+                    &at(n),
+                )
+            })
+            .collect();
+        let id = log(store, records);
+        assert_eq!((id[0], id[4_999]), (1, ROWS), "ids from 1");
+        let newest_first = |ids: &mut dyn Iterator<Item = i64>| {
+            let mut all: Vec<i64> = ids.collect();
+            all.sort_by(|a, b| b.cmp(a));
+            all
+        };
+        let page_through = |filter: &MessageSearch, limit: u32| {
+            let mut seen = Vec::new();
+            let mut before = None;
+            loop {
+                let page = ids(
+                    store,
+                    &MessageSearch {
+                        before_id: before,
+                        limit,
+                        ..filter.clone()
+                    },
+                );
+                if page.is_empty() {
+                    break;
+                }
+                before = page.last().copied();
+                seen.extend(page);
+            }
+            seen
+        };
+        let old_names = search(|s| s.file_name = text("OLD-"));
+        let old: Vec<i64> = newest_first(&mut (1..=100).chain(ROWS - 5..=ROWS));
+        assert_eq!(ids(store, &old_names), old[..50]);
+        assert_eq!(page_through(&old_names, 7), old);
+        assert_eq!(page_through(&search(|s| s.subject = text("OLD-")), 50), old);
+        // Matches end long before the newest rows: through the index.
+        let early = search(|s| s.received_to = Some(at(100)));
+        assert_eq!(ids(store, &early), newest_first(&mut (50..=99)));
+        assert_eq!(page_through(&early, 30), newest_first(&mut (1..=99)));
+        // Matches end a little before the newest rows, and are many: read on.
+        let most = search(|s| s.received_to = Some(at(2_900)));
+        assert_eq!(ids(store, &most), newest_first(&mut (2_850..=2_899)));
+        assert_eq!(page_through(&most, 1_000), newest_first(&mut (1..=2_899)));
+        let between = search(|s| {
+            s.received_from = Some(at(10));
+            s.received_to = Some(at(60));
+        });
+        assert_eq!(ids(store, &between), newest_first(&mut (10..=59)));
+        let both = search(|s| {
+            s.file_name = text("OLD-");
+            s.received_to = Some(at(ROWS - 4));
+        });
+        assert_eq!(
+            page_through(&both, 20),
+            newest_first(&mut (1..=100).chain(ROWS - 5..=ROWS - 5))
+        );
+        // Through the dates' index, whose newest ids hold no match.
+        let processed_early = search(|s| {
+            s.received_to = Some(at(2_950));
+            s.disposition = Some(DispositionFilter::Processed);
+        });
+        assert_eq!(ids(store, &processed_early), newest_first(&mut (51..=100)));
+        // Below an id inside the run of old names.
+        let below = MessageSearch {
+            before_id: Some(51),
+            ..old_names.clone()
+        };
+        assert_eq!(ids(store, &below), newest_first(&mut (1..=50)));
+    }
+
+    /// Prefixes whose last character is the last of its UTF-8 length, of
+    /// the range before the surrogates, or `char::MAX`.
+    pub fn message_search_prefix_bounds(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let store = store.as_ref();
+        let names = [
+            "a",
+            "a\u{7F}",
+            "a\u{7F}z",
+            "a\u{80}",
+            "a\u{10FFFF}",
+            "a\u{10FFFF}x",
+            "a\u{10FFFF}\u{10FFFF}",
+            "b",
+            "x\u{D7FF}",
+            "x\u{D7FF}1",
+            "x\u{E000}",
+            "é",
+            "éa",
+            "ê",
+            "\u{10FFFF}",
+            "\u{10FFFF}z",
+            "Z",
+            "Za",
+            "[",
+        ];
+        let records = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                logged(
+                    "ACME",
+                    "US",
+                    &format!("<{i}@x>"),
+                    Some(name),
+                    Some(name),
+                    None,
+                    "processed",
+                    "2026-01-01T00:00:00Z",
+                )
+            })
+            .collect();
+        let id = log(store, records);
+        for prefix in [
+            "a",
+            "a\u{7F}",
+            "a\u{10FFFF}",
+            "a\u{10FFFF}\u{10FFFF}",
+            "x\u{D7FF}",
+            "é",
+            "\u{10FFFF}",
+            "Z",
+            "ZZ",
+            "b",
+        ] {
+            let want: Vec<i64> = names
+                .iter()
+                .zip(&id)
+                .rev()
+                .filter(|(name, _)| name.starts_with(prefix))
+                .map(|(_, id)| *id)
+                .collect();
+            assert_eq!(
+                ids(store, &search(|s| s.file_name = text(prefix))),
+                want,
+                "file name {prefix:?}"
+            );
+            assert_eq!(
+                ids(store, &search(|s| s.subject = text(prefix))),
+                want,
+                "subject {prefix:?}"
+            );
+        }
+    }
+
+    /// Bounds are whole seconds: a time inside the bound's second is at
+    /// or after it, and not before it, whatever its fraction; offsets are
+    /// converted to UTC.
+    pub fn message_search_dates_at_second_boundaries(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let store = store.as_ref();
+        let times = [
+            "2025-12-31T23:59:59.999999999Z",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00.5Z",
+            "2026-01-01T00:00:00.000001Z",
+            "2026-01-01T00:00:01Z",
+        ];
+        let records = times
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                logged(
+                    "ACME",
+                    "US",
+                    &format!("<{i}@x>"),
+                    None,
+                    None,
+                    None,
+                    "processed",
+                    at,
+                )
+            })
+            .collect();
+        let id = log(store, records);
+        let newest_first = |k: &[usize]| k.iter().rev().map(|&k| id[k]).collect::<Vec<_>>();
+        for (from, to, want) in [
+            (
+                Some("2026-01-01T00:00:00Z"),
+                None,
+                newest_first(&[1, 2, 3, 4]),
+            ),
+            (Some("2026-01-01"), None, newest_first(&[1, 2, 3, 4])),
+            (Some("2026-01-01T00:00"), None, newest_first(&[1, 2, 3, 4])),
+            (
+                Some("2026-01-01T01:00:00+01:00"),
+                None,
+                newest_first(&[1, 2, 3, 4]),
+            ),
+            (
+                Some("2025-12-31T19:00:00-05:00"),
+                None,
+                newest_first(&[1, 2, 3, 4]),
+            ),
+            (
+                Some("2026-01-01T00:00:00.7Z"),
+                None,
+                newest_first(&[1, 2, 3, 4]),
+            ),
+            (Some("2026-01-01T00:00:01Z"), None, newest_first(&[4])),
+            (None, Some("2026-01-01T00:00:00Z"), newest_first(&[0])),
+            (None, Some("2026-01-01"), newest_first(&[0])),
+            (
+                None,
+                Some("2026-01-01T00:00:01Z"),
+                newest_first(&[0, 1, 2, 3]),
+            ),
+            (
+                None,
+                Some("2026-01-01T00:00:01.9Z"),
+                newest_first(&[0, 1, 2, 3]),
+            ),
+            (
+                Some("2025-12-31T23:59:59Z"),
+                Some("2026-01-01T00:00:00Z"),
+                newest_first(&[0]),
+            ),
+            (Some("2026-01-01"), Some("2026-01-01"), vec![]),
+        ] {
+            let s = search(|s| {
+                s.received_from = from.map(Into::into);
+                s.received_to = to.map(Into::into);
+            });
+            assert_eq!(ids(store, &s), want, "from {from:?} to {to:?}");
+        }
+    }
+
+    /// A date that is none of the forms is refused, naming the field.
+    pub fn message_search_refuses_bad_dates(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        for (field, value) in [
+            ("received_from", "yesterday"),
+            ("received_to", "2026-02-30"),
+            ("received_from", "2026-01-01 10:00"),
+            ("received_to", "2026-01-01T10:00:00"),
+            ("received_from", "01/02/2026"),
+        ] {
+            let s = search(|s| {
+                if field == "received_from" {
+                    s.received_from = text(value);
+                } else {
+                    s.received_to = text(value);
+                }
+            });
+            let e = store.search_messages(&s).expect_err(value);
+            assert!(
+                e.message.contains(field)
+                    && e.message.contains(value)
+                    && e.message.contains("RFC 3339")
+                    && e.message.contains("YYYY-MM-DD"),
+                "{e}"
+            );
+            assert!(s.validate().is_err());
+        }
+        let e = store.activity("an hour ago").expect_err("a bad since");
+        assert!(e.message.contains("since"), "{e}");
+    }
+
+    fn execution(id: &str, status: &str) -> ExecutionRecord {
+        ExecutionRecord {
+            id: id.into(),
+            process: "p".into(),
+            version: "1".into(),
+            mode: "general".into(),
+            status: status.into(),
+            attempts: 1,
+            properties_json: "{}".into(),
+            payload_path: "x".into(),
+            queued_at: now_rfc3339(),
+            queued_at_us: 1,
+            ..ExecutionRecord::default()
+        }
+    }
+
+    /// Messages per minute since a time (errors apart), executions per
+    /// status, pending asynchronous MDNs, the outbox per state.
+    pub fn activity_counts(open: Opener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Backend { store, .. } = open(dir.path());
+        let store = store.as_ref();
+        let at = |minutes_ago: i64, extra_ms: i64| {
+            (time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago)
+                + time::Duration::milliseconds(extra_ms))
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formats")
+        };
+        let empty = store.activity(&at(60, 0)).expect("activity");
+        assert!(empty.per_minute.is_empty());
+        assert_eq!(empty.executions_by_status.len(), status::ALL.len());
+        assert!(empty.executions_by_status.iter().all(|(_, n)| *n == 0));
+        assert!(empty.outbox_by_state.is_empty());
+        // Two minutes with messages, one of them with an error; an older one.
+        let early = at(20, 0);
+        let late = at(10, 0);
+        let minute_of = |t: &str| t[..16].to_string();
+        let message = |n: u32, received: &str, disposition: &str| {
+            logged(
+                "ACME",
+                "US",
+                &format!("<act{n}@x>"),
+                None,
+                None,
+                None,
+                disposition,
+                received,
+            )
+        };
+        let mut pending = message(5, &late, "processed");
+        pending.mdn_mode = "async".into();
+        pending.mdn_status = "pending".into();
+        let receipts = vec![
+            Receipt {
+                message: message(1, &at(300, 0), "processed"),
+                execution: None,
+            },
+            Receipt {
+                message: message(2, &early, "processed"),
+                execution: Some(execution("e1", status::COMPLETE)),
+            },
+            Receipt {
+                message: message(3, &early, "processed/error: decryption-failed"),
+                execution: None,
+            },
+            Receipt {
+                message: message(4, &late, "processed"),
+                execution: Some(execution("e2", status::ERROR)),
+            },
+            Receipt {
+                message: pending,
+                execution: Some(execution("e3", status::COMPLETE)),
+            },
+        ];
+        store.insert_receipts(&receipts).expect("logs");
+        let new = |execution: &'static str| NewOutbound {
+            execution_id: execution,
+            step: 0,
+            document: 0,
+            process: "p",
+            partner: "acme",
+            as2_from: "US",
+            as2_to: "ACME",
+            message_id: execution,
+            subject: "s",
+            file_name: None,
+            bytes: OutboundBytes::Inline(b"x"),
+            size: 1,
+            created_at: "2026-11-28T12:00:00Z",
+            first_attempt: None,
+        };
+        store.outbox_enqueue(&new("e1")).expect("enqueue");
+        store.outbox_enqueue(&new("e3")).expect("enqueue");
+        let mut sending = new("e2");
+        sending.first_attempt = Some(("2026-11-28T12:00:00Z", 1));
+        store.outbox_enqueue(&sending).expect("enqueue");
+
+        let activity = store.activity(&at(60, 0)).expect("activity");
+        let minutes: Vec<(String, u64, u64)> = activity
+            .per_minute
+            .iter()
+            .map(|m| (m.minute.clone(), m.messages, m.errors))
+            .collect();
+        assert_eq!(
+            minutes,
+            [(minute_of(&early), 2, 1), (minute_of(&late), 2, 0)]
+        );
+        let executions: Vec<(&str, u64)> = activity
+            .executions_by_status
+            .iter()
+            .map(|(s, n)| (s.as_str(), *n))
+            .collect();
+        assert_eq!(
+            executions,
+            [
+                (status::STARTED, 0),
+                (status::INPROCESS, 0),
+                (status::COMPLETE, 2),
+                (status::COMPLETE_WARN, 0),
+                (status::ERROR, 1),
+                (status::ABORTED, 0),
+            ]
+        );
+        assert_eq!(activity.pending_async_mdns, 1);
+        assert_eq!(
+            activity.outbox_by_state,
+            [("queued".to_string(), 2), ("sending".to_string(), 1)]
+        );
+        // Since is inclusive from its second on; older minutes come in.
+        let since_late = store.activity(&late).expect("activity");
+        assert_eq!(since_late.per_minute.len(), 1);
+        assert_eq!(since_late.per_minute[0].messages, 2);
+        let wide = store.activity(&at(400, 0)).expect("activity");
+        assert_eq!(wide.per_minute.len(), 3);
+        assert_eq!(wide.per_minute[0].minute, minute_of(&at(300, 0)));
+        let json = serde_json::to_value(&activity).expect("JSON");
+        assert_eq!(json["per_minute"][0]["minute"], minute_of(&early));
+        assert_eq!(json["executions_by_status"][2][0], "COMPLETE");
+    }
+}
+
 /// Tests of one backend: each runs when `available()` says so.
 macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
@@ -1013,6 +1832,20 @@ macro_rules! contract_tests {
             fn $name() {
                 if available() {
                     contract::$name(&open);
+                }
+            }
+        )*
+    };
+}
+
+/// The search tests of one backend, as [`contract_tests`].
+macro_rules! search_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if available() {
+                    search_contract::$name(&open);
                 }
             }
         )*
@@ -1059,6 +1892,16 @@ macro_rules! store_contract {
                     outbox_contract::outbox_rows_are_written_once_and_updated_durably(&open);
                 }
             }
+
+            search_tests!(
+                message_search_filters_alone_and_together,
+                message_search_pages_without_gaps_or_repeats,
+                message_search_prefix_bounds,
+                message_search_beyond_the_newest_rows,
+                message_search_dates_at_second_boundaries,
+                message_search_refuses_bad_dates,
+                activity_counts,
+            );
         }
     };
 }
@@ -1186,6 +2029,102 @@ mod pg {
 /// What only the PostgreSQL store has: its migrations and its URL.
 mod postgres_only {
     use super::*;
+
+    /// Each search filter can be answered from its index: the prefixes'
+    /// `COLLATE "C"` matches their indexes', the errors' literal the
+    /// partial index's (sequential scans priced out, as the table is small).
+    #[test]
+    fn each_search_filter_can_use_its_index() {
+        use atom::store::{DispositionFilter, MessageSearch};
+        if !pg::available() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PgStore::open(&pg::url(dir.path())).expect("opens");
+        let text = |v: &str| Some(v.to_string());
+        let cases: Vec<(&str, MessageSearch)> = vec![
+            (
+                "messages_from",
+                MessageSearch {
+                    as2_from: text("ACME"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_to",
+                MessageSearch {
+                    as2_to: text("US"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_mime_type",
+                MessageSearch {
+                    mime_type: text("text/plain"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_received_at",
+                MessageSearch {
+                    received_to: text("2026-01-02"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_message_id",
+                MessageSearch {
+                    message_id: text("<1@x>"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_subject",
+                MessageSearch {
+                    subject: text("Inv"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_file_name",
+                MessageSearch {
+                    file_name: text("INV"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_errors",
+                MessageSearch {
+                    disposition: Some(DispositionFilter::Error),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_received_at",
+                MessageSearch {
+                    received_from: text("2026-01-01"),
+                    received_to: text("2026-01-02"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "messages_from",
+                MessageSearch {
+                    as2_from: text("ACME"),
+                    before_id: Some(9),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (index, search) in cases {
+            let plan = store.explain_search(&search, true).expect("explains");
+            assert!(
+                plan.contains(index),
+                "{search:?} should use {index}:\n{plan}"
+            );
+            assert!(!plan.contains("Seq Scan"), "{search:?}:\n{plan}");
+        }
+    }
 
     #[test]
     fn three_concurrent_opens_on_a_fresh_database_migrate_once() {

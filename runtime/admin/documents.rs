@@ -178,8 +178,14 @@ pub(super) async fn download_message_part(
     state: web::Data<AdminState>,
     path: web::Path<(i64, String)>,
 ) -> HttpResponse {
-    let (store, documents) = handles(&state);
     let (id, part) = path.into_inner();
+    message_part_response(&state, id, &part).await
+}
+
+/// A message part as a streamed answer (the admin API's and the console's).
+pub(crate) async fn message_part_response(state: &AdminState, id: i64, part: &str) -> HttpResponse {
+    let (store, documents) = handles(state);
+    let part = part.to_string();
     match web::block(move || message_part(store.as_ref(), documents.as_ref(), id, &part)).await {
         Ok(outcome) => answer(outcome),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
@@ -190,8 +196,17 @@ pub(super) async fn download_execution_document(
     state: web::Data<AdminState>,
     path: web::Path<(String, usize)>,
 ) -> HttpResponse {
-    let (store, documents) = handles(&state);
     let (id, n) = path.into_inner();
+    execution_document_response(&state, id, n).await
+}
+
+/// An execution's kept document n (from 1) as a streamed answer.
+pub(crate) async fn execution_document_response(
+    state: &AdminState,
+    id: String,
+    n: usize,
+) -> HttpResponse {
+    let (store, documents) = handles(state);
     match web::block(move || execution_document(store.as_ref(), documents.as_ref(), &id, n)).await {
         Ok(outcome) => answer(outcome),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),

@@ -22,6 +22,11 @@ pub struct Metrics {
     /// Outbound AS2 attempts by partner and result (acknowledged, sent,
     /// retried, failed).
     pub outbound: IntCounterVec,
+    /// Seconds until each certificate in use expires (negative: expired),
+    /// by where it is, its use and its fingerprint; set by the alerts check.
+    pub certificate_expiry: IntGaugeVec,
+    /// Alerts raised by kind, and webhook deliveries by result.
+    pub alerts: IntCounterVec,
 }
 
 impl Metrics {
@@ -49,6 +54,20 @@ impl Metrics {
             &["result"],
         )?;
         let listeners = IntGaugeVec::new(Opts::new("listeners", "Listeners by state"), &["state"])?;
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "certificate_expiry_seconds",
+                "Seconds until a certificate in use expires (negative once expired)",
+            ),
+            &["owner", "use", "fingerprint"],
+        )?;
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "alerts_total",
+                "Alerts by kind and webhook result (delivered, retried, failed, logged)",
+            ),
+            &["kind", "result"],
+        )?;
         let executions = IntCounterVec::new(
             Opts::new(
                 "executions_total",
@@ -79,6 +98,8 @@ impl Metrics {
         registry.register(Box::new(receive_seconds.clone()))?;
         registry.register(Box::new(async_mdns.clone()))?;
         registry.register(Box::new(listeners.clone()))?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
+        registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(executions.clone()))?;
         registry.register(Box::new(execution_seconds.clone()))?;
         Ok(Metrics {
@@ -90,6 +111,8 @@ impl Metrics {
             executions,
             execution_seconds,
             outbound,
+            certificate_expiry,
+            alerts,
         })
     }
 

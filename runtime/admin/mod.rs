@@ -3,7 +3,7 @@
 //! show, rerun, kept documents), the message log and its documents, the nodes sharing the store, and Prometheus metrics. Every request needs `Authorization: Bearer <token>`,
 //! the token the runtime writes to `<data_dir>/admin.token` (mode 0600).
 
-mod documents;
+pub(crate) mod documents;
 pub mod metrics;
 pub mod outbox;
 
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::config::WorkerMode;
 use crate::listeners::{ListenerState, Registry};
 use crate::store::Store;
-use crate::store::{status, ExecutionFilter};
+use crate::store::{DispositionFilter, MessageSearch};
 use metrics::Metrics;
 
 /// The token file inside the data directory.
@@ -104,6 +104,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/api/listeners", web::get().to(list_listeners))
             .route("/api/listeners/{action}", web::post().to(listener_action))
             .route("/api/messages", web::get().to(list_messages))
+            .route("/api/activity", web::get().to(activity))
             .route("/api/messages/{id}", web::get().to(documents::show_message))
             .route(
                 "/api/messages/{id}/{part}",
@@ -170,19 +171,113 @@ async fn listener_action(
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct MessagesQuery {
-    limit: Option<u32>,
+/// The query of `GET /api/messages`: a [`MessageSearch`]. Every value is
+/// read as text, so that a bad one is answered (400) with what is wrong.
+#[derive(Debug, Default, Deserialize)]
+pub struct MessagesQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub file_name: Option<String>,
+    pub mime_type: Option<String>,
+    /// `processed` or `error`.
+    pub disposition: Option<String>,
+    pub received_from: Option<String>,
+    pub received_to: Option<String>,
+    pub before_id: Option<String>,
+    /// Page size: 50 unless given, at most 1,000.
+    pub limit: Option<String>,
 }
 
+impl MessagesQuery {
+    /// The search it asks for, checked: an error says which value is bad
+    /// and what it may be.
+    pub fn search(self) -> Result<MessageSearch, String> {
+        fn number<T: std::str::FromStr>(
+            name: &str,
+            value: Option<String>,
+        ) -> Result<Option<T>, String> {
+            match value.as_deref().map(str::trim) {
+                None | Some("") => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name} {v:?} is not a whole number")),
+            }
+        }
+        let disposition = match self.disposition.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) if v.eq_ignore_ascii_case("processed") => Some(DispositionFilter::Processed),
+            Some(v) if v.eq_ignore_ascii_case("error") => Some(DispositionFilter::Error),
+            Some(v) => return Err(format!("disposition {v:?}: use processed or error")),
+        };
+        let search = MessageSearch {
+            as2_from: self.from,
+            as2_to: self.to,
+            message_id: self.message_id,
+            subject: self.subject,
+            file_name: self.file_name,
+            mime_type: self.mime_type,
+            disposition,
+            received_from: self.received_from,
+            received_to: self.received_to,
+            before_id: number("before_id", self.before_id)?,
+            limit: number("limit", self.limit)?.unwrap_or(crate::store::search::DEFAULT_LIMIT),
+        };
+        search.validate().map_err(|e| e.message)?;
+        Ok(search)
+    }
+}
+
+/// `GET /api/messages`: received messages, newest first, a page at a time
+/// (`before_id` = the last id of the page before), filtered by the
+/// [`MessagesQuery`] fields given.
 async fn list_messages(
     state: web::Data<AdminState>,
     query: web::Query<MessagesQuery>,
 ) -> HttpResponse {
+    let search = match query.into_inner().search() {
+        Ok(search) => search,
+        Err(e) => return HttpResponse::BadRequest().body(e),
+    };
     let store = state.store.clone();
-    let limit = query.limit.unwrap_or(50).min(1_000_000);
-    match web::block(move || store.recent_messages(limit)).await {
+    match web::block(move || store.search_messages(&search)).await {
         Ok(Ok(rows)) => HttpResponse::Ok().json(rows),
+        Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+/// Hours `GET /api/activity` covers unless told, and at most.
+const ACTIVITY_HOURS: (u32, u32) = (3, 48);
+
+#[derive(Debug, Deserialize)]
+struct ActivityQuery {
+    hours: Option<String>,
+}
+
+/// `GET /api/activity?hours=N`: messages per minute over the last N hours
+/// (3 unless given, at most 48), executions per status, pending
+/// asynchronous MDNs, the outbox per state.
+async fn activity(state: web::Data<AdminState>, query: web::Query<ActivityQuery>) -> HttpResponse {
+    let (default, max) = ACTIVITY_HOURS;
+    let hours = match query.hours.as_deref().map(str::trim) {
+        None | Some("") => default,
+        Some(v) => match v.parse::<u32>() {
+            Ok(h) if (1..=max).contains(&h) => h,
+            _ => {
+                return HttpResponse::BadRequest()
+                    .body(format!("hours {v:?}: use a whole number from 1 to {max}"))
+            }
+        },
+    };
+    let since = (time::OffsetDateTime::now_utc() - time::Duration::hours(i64::from(hours)))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let store = state.store.clone();
+    match web::block(move || store.activity(&since)).await {
+        Ok(Ok(activity)) => HttpResponse::Ok().json(activity),
         Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
@@ -219,11 +314,13 @@ async fn list_processes(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().json(views)
 }
 
+/// The search and `limit` (text: with `flatten`, serde_urlencoded hands
+/// every value over as a string).
 #[derive(Debug, Deserialize)]
 struct ExecutionsQuery {
-    process: Option<String>,
-    status: Option<String>,
-    limit: Option<u32>,
+    #[serde(flatten)]
+    search: crate::store::execution_query::ExecutionQuery,
+    limit: Option<String>,
 }
 
 async fn list_executions(
@@ -231,19 +328,14 @@ async fn list_executions(
     query: web::Query<ExecutionsQuery>,
 ) -> HttpResponse {
     let query = query.into_inner();
-    let status = query.status.map(|s| s.to_ascii_uppercase());
-    if let Some(s) = &status {
-        if !status::ALL.contains(&s.as_str()) {
-            return HttpResponse::BadRequest().body(format!(
-                "unknown status {s:?}; use one of {}",
-                status::ALL.join(", ")
-            ));
-        }
-    }
-    let filter = ExecutionFilter {
-        process: query.process,
-        status,
-        limit: query.limit.unwrap_or(50).min(1_000_000),
+    let limit = match query.limit.as_deref().map(str::parse::<u32>) {
+        None => 50,
+        Some(Ok(limit)) => limit.min(1_000_000),
+        Some(Err(_)) => return HttpResponse::BadRequest().body("limit must be a number"),
+    };
+    let filter = match query.search.filter(limit) {
+        Ok(filter) => filter,
+        Err(e) => return HttpResponse::BadRequest().body(e),
     };
     let store = state.store.clone();
     match web::block(move || store.list_executions(&filter)).await {

@@ -40,16 +40,7 @@ pub async fn list(state: web::Data<AdminState>, query: web::Query<ListQuery>) ->
 }
 
 async fn row(state: &AdminState, id: i64) -> Result<OutboxRow, HttpResponse> {
-    let store = state.store.clone();
-    match web::block(move || store.outbox_row(id)).await {
-        Ok(Ok(Some(row))) => Ok(row),
-        Ok(Ok(None)) => {
-            Err(HttpResponse::NotFound()
-                .body(format!("no outbox row {id}; `atom outbox` lists them")))
-        }
-        Ok(Err(e)) => Err(HttpResponse::InternalServerError().body(e.to_string())),
-        Err(e) => Err(HttpResponse::InternalServerError().body(e.to_string())),
-    }
+    find(state, id).await.map_err(Refusal::answer)
 }
 
 pub async fn show(state: web::Data<AdminState>, id: web::Path<i64>) -> HttpResponse {
@@ -116,14 +107,55 @@ pub async fn retry(
     id: web::Path<i64>,
     request: web::Json<RetryRequest>,
 ) -> HttpResponse {
-    let id = id.into_inner();
-    let row = match row(&state, id).await {
-        Ok(row) => row,
-        Err(response) => return response,
-    };
+    match retry_row(&state, id.into_inner(), request.new_id).await {
+        Ok(row) => HttpResponse::Accepted().json(row),
+        Err(refusal) => refusal.answer(),
+    }
+}
+
+/// Why an operator's action on an outbox row did not happen, with the
+/// HTTP status the admin API answers.
+pub struct Refusal {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn answer(self) -> HttpResponse {
+        HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(self.status)
+                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+        )
+        .body(self.reason)
+    }
+}
+
+async fn find(state: &AdminState, id: i64) -> Result<OutboxRow, Refusal> {
+    let store = state.store.clone();
+    match web::block(move || store.outbox_row(id)).await {
+        Ok(Ok(Some(row))) => Ok(row),
+        Ok(Ok(None)) => Err(Refusal::new(
+            404,
+            format!("no outbox row {id}; `atom outbox` lists them"),
+        )),
+        Ok(Err(e)) => Err(Refusal::new(500, e.to_string())),
+        Err(e) => Err(Refusal::new(500, e.to_string())),
+    }
+}
+
+/// The retry itself, for the admin API and the console.
+pub async fn retry_row(state: &AdminState, id: i64, new_id: bool) -> Result<OutboxRow, Refusal> {
+    let row = find(state, id).await?;
     let allowed = match row.status.as_str() {
         state::FAILED | state::CANCELLED => true,
-        s if state::is_delivered(s) => request.new_id,
+        s if state::is_delivered(s) => new_id,
         _ => false,
     };
     if !allowed {
@@ -132,9 +164,12 @@ pub async fn retry(
         } else {
             "it is still being sent; cancel it first, or wait"
         };
-        return HttpResponse::Conflict().body(format!("outbox row {id} is {}: {hint}", row.status));
+        return Err(Refusal::new(
+            409,
+            format!("outbox row {id} is {}: {hint}", row.status),
+        ));
     }
-    let new_message_id = request.new_id.then(|| {
+    let new_message_id = new_id.then(|| {
         let domain = row
             .message_id
             .rsplit_once('@')
@@ -158,9 +193,9 @@ pub async fn retry(
                 Some(&row.status),
                 new_message_id.as_deref(),
             )
-            .map_err(|e| (500, e.to_string()))?;
+            .map_err(|e| Refusal::new(500, e.to_string()))?;
         if !changed {
-            return Err((
+            return Err(Refusal::new(
                 409,
                 format!("outbox row {id} changed meanwhile; look again"),
             ));
@@ -168,42 +203,42 @@ pub async fn retry(
         match executor.rerun(&row.execution_id, store.as_ref(), &registry) {
             Ok(_) => store
                 .outbox_row(id)
-                .map_err(|e| (500, e.to_string()))?
-                .ok_or_else(|| (404, format!("outbox row {id} is gone"))),
+                .map_err(|e| Refusal::new(500, e.to_string()))?
+                .ok_or_else(|| Refusal::new(404, format!("outbox row {id} is gone"))),
             Err(refusal) => {
                 // Put it back as it was: nothing will send it.
                 let _ = store.outbox_update(&row.update(), Some(state::QUEUED), None);
-                Err((refusal.http_status(), refusal.to_string()))
+                Err(Refusal::new(refusal.http_status(), refusal.to_string()))
             }
         }
     })
     .await;
     match outcome {
-        Ok(Ok(row)) => HttpResponse::Accepted().json(row),
-        Ok(Err((code, reason))) => {
-            tracing::warn!(outbox = id, %reason, "outbox retry refused");
-            HttpResponse::build(
-                actix_web::http::StatusCode::from_u16(code)
-                    .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
-            )
-            .body(reason)
+        Ok(Ok(row)) => Ok(row),
+        Ok(Err(refusal)) => {
+            tracing::warn!(outbox = id, reason = %refusal.reason, "outbox retry refused");
+            Err(refusal)
         }
-        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+        Err(e) => Err(Refusal::new(500, e.to_string())),
     }
 }
 
 /// Stops sending a document that is queued, retrying or failed: 200 with
 /// the row; 409 when the partner has it or it is cancelled already.
 pub async fn cancel(state: web::Data<AdminState>, id: web::Path<i64>) -> HttpResponse {
-    let id = id.into_inner();
-    let row = match row(&state, id).await {
-        Ok(row) => row,
-        Err(response) => return response,
-    };
+    match cancel_row(&state, id.into_inner()).await {
+        Ok(row) => HttpResponse::Ok().json(row),
+        Err(refusal) => refusal.answer(),
+    }
+}
+
+/// The cancel itself, for the admin API and the console.
+pub async fn cancel_row(state: &AdminState, id: i64) -> Result<OutboxRow, Refusal> {
+    let row = find(state, id).await?;
     if state::is_delivered(&row.status) || row.status == state::CANCELLED {
-        return HttpResponse::Conflict().body(format!(
-            "outbox row {id} is {}; nothing to cancel",
-            row.status
+        return Err(Refusal::new(
+            409,
+            format!("outbox row {id} is {}; nothing to cancel", row.status),
         ));
     }
     let store = state.store.clone();
@@ -218,12 +253,13 @@ pub async fn cancel(state: web::Data<AdminState>, id: web::Path<i64>) -> HttpRes
     match outcome {
         Ok(Ok(Some(row))) => {
             tracing::info!(outbox = id, message_id = %row.message_id, partner = %row.partner, "outbound document cancelled by an operator");
-            HttpResponse::Ok().json(row)
+            Ok(row)
         }
-        Ok(Ok(None)) => {
-            HttpResponse::Conflict().body(format!("outbox row {id} changed meanwhile; look again"))
-        }
-        Ok(Err(e)) => HttpResponse::InternalServerError().body(e.to_string()),
-        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+        Ok(Ok(None)) => Err(Refusal::new(
+            409,
+            format!("outbox row {id} changed meanwhile; look again"),
+        )),
+        Ok(Err(e)) => Err(Refusal::new(500, e.to_string())),
+        Err(e) => Err(Refusal::new(500, e.to_string())),
     }
 }

@@ -53,7 +53,20 @@ pub enum CertsCommand {
         out: Option<PathBuf>,
     },
     /// List keys and certificates with subject, expiry and fingerprint.
-    List,
+    List {
+        /// Only those expired or expiring within this many days (`30d` or `30`).
+        #[arg(long, value_name = "DAYS")]
+        expiring: Option<String>,
+    },
+}
+
+/// `30d` or `30` as days.
+fn parse_days(text: &str) -> Result<i64, CliError> {
+    text.trim()
+        .trim_end_matches('d')
+        .parse::<u32>()
+        .map(i64::from)
+        .map_err(|_| CliError::Usage(format!("--expiring {text:?}: give days, as 30d or 30")))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -170,11 +183,26 @@ pub fn run(data_dir: &Path, command: CertsCommand) -> Result<(), CliError> {
                 )),
             }
         }
-        CertsCommand::List => {
-            let entries = store.list()?;
+        CertsCommand::List { expiring } => {
+            let mut entries = store.list()?;
             if entries.is_empty() {
                 println!("keystore {} is empty", store.dir().display());
                 return Ok(());
+            }
+            if let Some(text) = expiring {
+                let days = parse_days(&text)?;
+                let mut kept = Vec::new();
+                for entry in entries {
+                    let left = crate::certificates::expires_in(&store.certificate(&entry.name)?);
+                    if left.is_some_and(|s| s <= days * 86_400) {
+                        kept.push(entry);
+                    }
+                }
+                if kept.is_empty() {
+                    println!("no certificate expires within {days} days");
+                    return Ok(());
+                }
+                entries = kept;
             }
             println!(
                 "{:<20} {:<5} {:<26} SUBJECT / SHA-256 FINGERPRINT",

@@ -95,15 +95,22 @@ impl Row {
 /// `atom executions`.
 pub fn list(
     client: &AdminClient,
-    process: Option<&str>,
-    status: Option<&str>,
+    search: &crate::store::execution_query::ExecutionQuery,
     limit: u32,
     json: bool,
 ) -> Result<(), CliError> {
+    // Checked here too, so that a typo is named before any request.
+    search.filter(limit).map_err(CliError::Usage)?;
     let path = super::admin_client::query_path(
         "/api/executions",
         limit,
-        &[("process", process), ("status", status)],
+        &[
+            ("process", search.process.as_deref()),
+            ("status", search.status.as_deref()),
+            ("mode", search.mode.as_deref()),
+            ("since", search.since.as_deref()),
+            ("until", search.until.as_deref()),
+        ],
     );
     if json {
         let rows: serde_json::Value = client.get(&path)?;

@@ -1,4 +1,6 @@
-//! `atom messages`: the AS2 message log with MDN status; `show ID` and
+//! `atom messages`: the AS2 message log with MDN status, searched by
+//! partner, Message-ID, subject, file name, MIME type, outcome and date
+//! (`--from`, `--file-name`, `--since`, ...); `show ID` and
 //! `download ID raw|payload|mdn`.
 
 use std::path::{Path, PathBuf};
@@ -143,6 +145,132 @@ pub(super) fn download_to(
     Ok(())
 }
 
+/// What `atom messages` searches received messages for (each given filter
+/// must match; newest first).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SearchArgs {
+    /// Received from this AS2-From (exact).
+    #[arg(long, value_name = "ID")]
+    pub from: Option<String>,
+    /// Received for this AS2-To (exact).
+    #[arg(long, value_name = "ID")]
+    pub to: Option<String>,
+    /// This Message-ID (with or without its angle brackets).
+    #[arg(long, value_name = "ID")]
+    pub message_id: Option<String>,
+    /// Subject starting with this (case-sensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub subject: Option<String>,
+    /// File name starting with this (case-sensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub file_name: Option<String>,
+    /// This MIME type (exact).
+    #[arg(long, value_name = "TYPE")]
+    pub mime_type: Option<String>,
+    /// processed (disposition "processed") or error (any other).
+    #[arg(long, value_enum)]
+    pub disposition: Option<Outcome>,
+    /// Received at or after: RFC 3339, YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Received before (same forms).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+    /// Only messages with a smaller ID: the next page after the last ID shown.
+    #[arg(long, value_name = "N")]
+    pub before_id: Option<i64>,
+}
+
+/// The outcome `--disposition` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Outcome {
+    Processed,
+    Error,
+}
+
+impl SearchArgs {
+    /// True when any filter (or a page) is given.
+    fn given(&self) -> bool {
+        let texts = [
+            &self.from,
+            &self.to,
+            &self.message_id,
+            &self.subject,
+            &self.file_name,
+            &self.mime_type,
+            &self.since,
+            &self.until,
+        ];
+        texts.iter().any(|t| t.is_some()) || self.disposition.is_some() || self.before_id.is_some()
+    }
+
+    /// The query of `/api/messages` for a page of `limit` before `before_id`
+    /// (dates checked here, so that the error names the option).
+    fn query(&self, limit: u32, before_id: Option<i64>) -> Result<String, CliError> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("message_id", &self.message_id),
+            ("subject", &self.subject),
+            ("file_name", &self.file_name),
+            ("mime_type", &self.mime_type),
+        ] {
+            if let Some(v) = value {
+                query.append_pair(name, v);
+            }
+        }
+        if let Some(d) = self.disposition {
+            query.append_pair(
+                "disposition",
+                match d {
+                    Outcome::Processed => "processed",
+                    Outcome::Error => "error",
+                },
+            );
+        }
+        for (option, name, value) in [
+            ("--since", "received_from", &self.since),
+            ("--until", "received_to", &self.until),
+        ] {
+            if let Some(v) = value {
+                crate::store::search::time_bound(option, v)
+                    .map_err(|e| CliError::Usage(e.message))?;
+                query.append_pair(name, v);
+            }
+        }
+        if let Some(before) = before_id {
+            query.append_pair("before_id", &before.to_string());
+        }
+        query.append_pair("limit", &limit.to_string());
+        Ok(query.finish())
+    }
+}
+
+/// Received messages matching `search`, newest first, up to `limit`:
+/// pages of at most the store's 1,000, each after the last of the one before.
+fn received(
+    client: &AdminClient,
+    search: &SearchArgs,
+    limit: u32,
+) -> Result<Vec<serde_json::Value>, CliError> {
+    let page = crate::store::search::MAX_LIMIT;
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    let mut before = search.before_id;
+    while rows.len() < limit as usize {
+        let wanted = (limit - rows.len() as u32).min(page);
+        let got: Vec<serde_json::Value> =
+            client.get(&format!("/api/messages?{}", search.query(wanted, before)?))?;
+        let full = got.len() == wanted as usize;
+        before = got.last().and_then(|r| r["id"].as_i64());
+        rows.extend(got);
+        if !full || before.is_none() {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
 /// Which messages `atom messages` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Direction {
@@ -172,25 +300,41 @@ struct OutRow {
 
 /// `atom messages`: received messages and what `as2` steps sent, newest
 /// first. JSON keeps its shape (received messages only) unless a
-/// direction is given; then every row has a `direction` field.
+/// direction is given; then every row has a `direction` field. Filters
+/// (`search`) select received messages, so they imply `--direction in`.
 pub fn run(
     client: &AdminClient,
     limit: u32,
     json: bool,
     direction: Option<Direction>,
+    search: &SearchArgs,
 ) -> Result<(), CliError> {
-    let wanted = direction.unwrap_or(if json { Direction::In } else { Direction::All });
+    let filtered = search.given();
+    if filtered && matches!(direction, Some(Direction::Out | Direction::All)) {
+        return Err(CliError::Usage(
+            "--from, --to, --message-id, --subject, --file-name, --mime-type, --disposition, \
+             --since, --until and --before-id search received messages: use --direction in, \
+             or leave --direction out"
+                .into(),
+        ));
+    }
+    let wanted = direction.unwrap_or(if json || filtered {
+        Direction::In
+    } else {
+        Direction::All
+    });
     let (with_in, with_out) = (wanted != Direction::Out, wanted != Direction::In);
     if json {
         let mut rows = Vec::new();
-        for (include, path, name) in [
-            (with_in, format!("/api/messages?limit={limit}"), "in"),
-            (with_out, format!("/api/outbox?limit={limit}"), "out"),
-        ] {
+        for (include, name) in [(with_in, "in"), (with_out, "out")] {
             if !include {
                 continue;
             }
-            let got: Vec<serde_json::Value> = client.get(&path)?;
+            let got: Vec<serde_json::Value> = if name == "in" {
+                received(client, search, limit)?
+            } else {
+                client.get(&format!("/api/outbox?limit={limit}"))?
+            };
             for mut row in got {
                 if direction.is_some() {
                     row["direction"] = name.into();
@@ -205,7 +349,11 @@ pub fn run(
         return Ok(());
     }
     let received: Vec<Row> = if with_in {
-        client.get(&format!("/api/messages?limit={limit}"))?
+        received(client, search, limit)?
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| CliError::Remote(format!("reading the message log: {e}")))?
     } else {
         Vec::new()
     };
@@ -215,9 +363,20 @@ pub fn run(
         Vec::new()
     };
     if received.is_empty() && sent.is_empty() {
-        println!("no messages yet");
+        println!(
+            "{}",
+            if filtered {
+                "no messages match"
+            } else {
+                "no messages yet"
+            }
+        );
         return Ok(());
     }
+    // A full page of received messages only: say how to see older ones.
+    let older = (!with_out && received.len() == limit as usize)
+        .then(|| received.last().map(|r| r.id))
+        .flatten();
     println!(
         "{:<3} {:>6} {:<20} {:<16} {:<14} {:<28} {:>9} {:<22} {:<13} DISPOSITION",
         "DIR",
@@ -295,6 +454,9 @@ pub fn run(
         for line in out {
             println!("{line}");
         }
+    }
+    if let Some(last) = older {
+        println!("older: the same command with --before-id {last}");
     }
     Ok(())
 }

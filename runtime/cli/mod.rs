@@ -9,6 +9,7 @@ pub mod molecule;
 pub mod outbox;
 pub mod processes;
 pub mod send;
+pub mod users;
 
 use std::path::PathBuf;
 
@@ -41,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the runtime in the foreground (shared web server, listeners, admin API).
+    /// Start the runtime in the foreground (shared web server, listeners, admin API, console).
     Run,
     /// Listeners: list them, or pause|resume|restart ID...|--all.
     Listeners {
@@ -55,9 +56,11 @@ pub enum Command {
         /// How many messages.
         #[arg(long, default_value_t = 50)]
         limit: u32,
-        /// Received (in), sent by `as2` steps (out) or both (all; the default, except with --json: in).
+        /// Received (in), sent by `as2` steps (out) or both (all; the default, except with --json or a filter: in).
         #[arg(long, value_enum)]
         direction: Option<messages::Direction>,
+        #[command(flatten)]
+        search: messages::SearchArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -99,6 +102,15 @@ pub enum Command {
         /// Only this status (STARTED, INPROCESS, COMPLETE, COMPLETE_WARN, ERROR, ABORTED).
         #[arg(long)]
         status: Option<String>,
+        /// Only this worker mode (general, low_latency_debug).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Queued at or after (YYYY-MM-DD, YYYY-MM-DDTHH:MM UTC, or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Queued before (same forms).
+        #[arg(long)]
+        until: Option<String>,
         /// How many executions.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -126,6 +138,9 @@ pub enum Command {
     /// Keys and certificates: generate, import, export, list.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Console users: list, add NAME --role operator|viewer, passwd NAME, remove NAME.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// AS2 client: sign, encrypt, compress and send a file; verify the MDN; --count/--concurrency for load.
     Send(send::SendArgs),
 }
@@ -210,6 +225,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             action,
             limit,
             direction,
+            search,
             json,
         } => {
             let client = admin_client::AdminClient::connect(config.admin_address, &data_dir)?;
@@ -220,7 +236,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Some(messages::MessagesCommand::Download { id, part, out }) => {
                     messages::download(&client, id, part, out.as_deref())
                 }
-                None => messages::run(&client, limit, json, direction),
+                None => messages::run(&client, limit, json, direction, &search),
             }
         }
         Command::Molecule { json } => molecule::run(
@@ -237,6 +253,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             action,
             process,
             status,
+            mode,
+            since,
+            until,
             limit,
             json,
         } => {
@@ -252,7 +271,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     executions::download(&client, &id, n, out.as_deref())
                 }
                 None => {
-                    executions::list(&client, process.as_deref(), status.as_deref(), limit, json)
+                    let search = crate::store::execution_query::ExecutionQuery {
+                        process,
+                        status,
+                        mode,
+                        since,
+                        until,
+                        before: None,
+                    };
+                    executions::list(&client, &search, limit, json)
                 }
             }
         }
@@ -277,6 +304,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Certs(cmd) => certs::run(&data_dir, cmd),
+        Command::Users(cmd) => users::run(&data_dir, cmd),
         Command::Send(args) => send::run(&data_dir, &config.partners_dir, args),
     }
 }

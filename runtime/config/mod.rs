@@ -80,6 +80,10 @@ pub struct Config {
     pub web: WebServerConfig,
     /// Admin API address (loopback).
     pub admin_address: SocketAddr,
+    /// `console:`: the operator console, `None` when disabled.
+    pub console: Option<ConsoleConfig>,
+    /// `alerts:`: expiry warnings and the webhook.
+    pub alerts: AlertsConfig,
     /// Payloads, MDNs and history older than this are purged.
     pub retention_days: u32,
     /// How often the purge runs.
@@ -102,6 +106,27 @@ pub struct Config {
     pub molecule: MoleculeConfig,
     /// `store.postgres:`: the shared store of a Molecule; `None`: SQLite.
     pub postgres: Option<PostgresConfig>,
+}
+
+/// `alerts:` of atom.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// An http(s) URL alerts are POSTed to as JSON; logs only when `None`.
+    pub webhook_url: Option<String>,
+    /// Warn this many days before a certificate expires (largest first).
+    pub expiry_warning_days: Vec<u32>,
+    pub check_interval: std::time::Duration,
+}
+
+/// `console:` of atom.yaml: where the browser console listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    pub address: SocketAddr,
+    /// The keystore key pair it serves HTTPS with; `None`: plain HTTP,
+    /// allowed on loopback only.
+    pub https_keystore_name: Option<String>,
+    /// A session unused this long must log in again.
+    pub session_idle: std::time::Duration,
 }
 
 /// `store.postgres:` of atom.yaml. The password is never in the file's
@@ -250,6 +275,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 9090;
 pub const DEFAULT_HTTPS_PORT: u16 = 9093;
 /// Default admin API address.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9190";
+/// Default console address.
+pub const DEFAULT_CONSOLE_ADDRESS: &str = "127.0.0.1:9191";
 /// Default request size limit: 1 GiB.
 pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 1 << 30;
 
@@ -466,6 +493,10 @@ impl Config {
                 ),
             ));
         }
+        let console = console_from_raw(raw.console.unwrap_or_default())
+            .map_err(|(key, reason)| invalid(key, reason))?;
+        let alerts = alerts_from_raw(raw.alerts.unwrap_or_default())
+            .map_err(|(key, reason)| invalid(key, reason))?;
         let store = raw.store.unwrap_or_default();
         let retention_days = store.retention_days.unwrap_or(30);
         if !(1..=36_500).contains(&retention_days) {
@@ -616,6 +647,8 @@ impl Config {
                 trusted_proxies,
             },
             admin_address,
+            console,
+            alerts,
             retention_days,
             purge_interval_minutes,
             commit_timeout: std::time::Duration::from_secs(commit_timeout_seconds),
@@ -631,6 +664,78 @@ impl Config {
             },
         })
     }
+}
+
+fn alerts_from_raw(raw: raw::RawAlerts) -> Result<AlertsConfig, (&'static str, String)> {
+    if let Some(url) = &raw.webhook_url {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| ("alerts.webhook_url", format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err((
+                "alerts.webhook_url",
+                format!("{url:?} is not an http or https URL"),
+            ));
+        }
+    }
+    let mut days = raw
+        .expiry_warning_days
+        .unwrap_or_else(|| vec![30, 14, 7, 1]);
+    if days.is_empty() || days.iter().any(|d| *d == 0 || *d > 3650) {
+        return Err((
+            "alerts.expiry_warning_days",
+            format!("{days:?}: give one or more days from 1 to 3650"),
+        ));
+    }
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    days.dedup();
+    let interval = raw.check_interval_seconds.unwrap_or(60);
+    if !(1..=86_400).contains(&interval) {
+        return Err((
+            "alerts.check_interval_seconds",
+            format!("{interval} is outside 1 to 86400"),
+        ));
+    }
+    Ok(AlertsConfig {
+        webhook_url: raw.webhook_url,
+        expiry_warning_days: days,
+        check_interval: std::time::Duration::from_secs(interval),
+    })
+}
+
+fn console_from_raw(raw: raw::RawConsole) -> Result<Option<ConsoleConfig>, (&'static str, String)> {
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    let text = raw
+        .address
+        .unwrap_or_else(|| DEFAULT_CONSOLE_ADDRESS.into());
+    let address: SocketAddr = text.parse().map_err(|_| {
+        (
+            "console.address",
+            format!("{text:?} is not an address:port"),
+        )
+    })?;
+    // Passwords and session cookies must not cross a network in clear.
+    if !address.ip().is_loopback() && raw.https_keystore_name.is_none() {
+        return Err((
+            "console.address",
+            format!(
+                "{address} is not a loopback address; set console.https_keystore_name to serve the console over HTTPS"
+            ),
+        ));
+    }
+    let idle_minutes = raw.session_idle_minutes.unwrap_or(30);
+    if !(1..=24 * 60).contains(&idle_minutes) {
+        return Err((
+            "console.session_idle_minutes",
+            format!("{idle_minutes} is outside 1 to 1440"),
+        ));
+    }
+    Ok(Some(ConsoleConfig {
+        address,
+        https_keystore_name: raw.https_keystore_name,
+        session_idle: std::time::Duration::from_secs(idle_minutes * 60),
+    }))
 }
 
 fn quotas_from_raw(raw: raw::RawQuotas) -> Result<QuotasConfig, (&'static str, String)> {
@@ -722,6 +827,28 @@ mod tests {
         );
         let err = Config::parse("atom:\n  name: ''\n", path).expect_err("empty name refused");
         assert!(err.to_string().contains("atom.name"));
+        let err = Config::parse("console:\n  address: 0.0.0.0:9191\n", path)
+            .expect_err("a console off loopback without HTTPS refused");
+        assert!(
+            err.to_string().contains("console.https_keystore_name"),
+            "{err}"
+        );
+        let public = Config::parse(
+            "console:\n  address: 0.0.0.0:9191\n  https_keystore_name: console-tls\n",
+            path,
+        )
+        .expect("a console off loopback over HTTPS");
+        let console = public.console.expect("console on");
+        assert_eq!(console.https_keystore_name.as_deref(), Some("console-tls"));
+        assert_eq!(
+            console.session_idle,
+            std::time::Duration::from_secs(30 * 60)
+        );
+        let off = Config::parse("console:\n  enabled: false\n", path).expect("console off");
+        assert!(off.console.is_none());
+        let err = Config::parse("console:\n  session_idle_minutes: 0\n", path)
+            .expect_err("no idle time refused");
+        assert!(err.to_string().contains("session_idle_minutes"), "{err}");
         let err = Config::parse("admin:\n  address: 0.0.0.0:9190\n", path)
             .expect_err("public admin refused");
         assert!(err.to_string().contains("loopback"), "{err}");

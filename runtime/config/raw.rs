@@ -15,6 +15,10 @@ pub struct RawConfig {
     pub partners_dir: Option<PathBuf>,
     pub shared_web_server: Option<RawWebServer>,
     pub admin: Option<RawAdmin>,
+    /// The operator console in the browser.
+    pub console: Option<RawConsole>,
+    /// Certificate expiry, errored listeners and failed sends, told.
+    pub alerts: Option<RawAlerts>,
     pub store: Option<RawStore>,
     pub async_mdn: Option<RawAsyncMdn>,
     pub quotas: Option<RawQuotas>,
@@ -152,6 +156,29 @@ pub struct RawHttps {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// `false` serves no console.
+    pub enabled: Option<bool>,
+    pub address: Option<String>,
+    /// Keystore name of the console's HTTPS key pair (required off loopback).
+    pub https_keystore_name: Option<String>,
+    /// A session unused this long must log in again.
+    pub session_idle_minutes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// Where alerts are POSTed as JSON.
+    pub webhook_url: Option<String>,
+    /// Days before expiry at which a certificate is warned about.
+    pub expiry_warning_days: Option<Vec<u32>>,
+    /// How often certificates, listeners and the outbox are looked at.
+    pub check_interval_seconds: Option<u64>,
 }
 
 /// Distinguishes `key: null` (Some(None)) from an absent key (None).

@@ -363,6 +363,19 @@ impl Registry {
     }
 
     /// Pauses or resumes listeners; the state is saved before it applies.
+    /// An operator action by name (`pause`, `resume`, `restart`), as the
+    /// admin API and the console take it.
+    pub fn act(&self, action: &str, ids: &[String]) -> Result<Vec<ActionResult>, String> {
+        match action {
+            "pause" => Ok(self.set_paused(ids, true)),
+            "resume" => Ok(self.set_paused(ids, false)),
+            "restart" => Ok(self.restart(ids)),
+            other => Err(format!(
+                "unknown action {other:?}; use pause, resume or restart"
+            )),
+        }
+    }
+
     pub fn set_paused(&self, ids: &[String], paused: bool) -> Vec<ActionResult> {
         ids.iter()
             .map(|id| {

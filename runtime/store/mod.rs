@@ -4,6 +4,7 @@
 //! their own trait ([`documents`]); rows hold references to them.
 
 pub mod documents;
+pub mod execution_query;
 pub mod files;
 pub mod group_commit;
 pub mod health;
@@ -11,6 +12,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod private;
 pub mod retention;
+pub mod search;
 pub mod sqlite;
 pub mod sqlite_documents;
 mod sqlite_outbox;
@@ -347,7 +349,75 @@ pub struct Receipt {
 pub struct ExecutionFilter {
     pub process: Option<String>,
     pub status: Option<String>,
+    /// `general` or `low_latency_debug`.
+    pub mode: Option<String>,
+    /// Queued at or after (µs since the epoch).
+    pub queued_from_us: Option<i64>,
+    /// Queued before (µs since the epoch).
+    pub queued_to_us: Option<i64>,
+    /// Keyset paging: only executions after this (queued_at_us, id) in
+    /// newest-first order.
+    pub before: Option<(i64, String)>,
     pub limit: u32,
+}
+
+/// Which messages a search wants, newest first, a page at a time.
+/// Empty strings count as not given. Checked by [`MessageSearch::validate`]
+/// (which every store runs first); see [`search`] for how each filter is
+/// matched and which index answers it.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub struct MessageSearch {
+    /// Exact AS2-From.
+    pub as2_from: Option<String>,
+    /// Exact AS2-To.
+    pub as2_to: Option<String>,
+    /// Exact Message-ID, with or without its angle brackets.
+    pub message_id: Option<String>,
+    /// Subject starting with this (case-sensitive).
+    pub subject: Option<String>,
+    /// File name starting with this (case-sensitive).
+    pub file_name: Option<String>,
+    /// Exact MIME type.
+    pub mime_type: Option<String>,
+    /// `processed` (disposition exactly "processed") or `error` (any other disposition).
+    pub disposition: Option<DispositionFilter>,
+    /// Received at or after (RFC 3339, or `YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM`).
+    pub received_from: Option<String>,
+    /// Received before (same forms).
+    pub received_to: Option<String>,
+    /// Keyset paging: only rows with id < before_id.
+    pub before_id: Option<i64>,
+    /// Page size (the store caps it at 1,000; 0 means the default, 50).
+    pub limit: u32,
+}
+
+/// Which outcome a [`MessageSearch`] wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispositionFilter {
+    Processed,
+    Error,
+}
+
+/// What the console's overview shows.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Activity {
+    /// One entry per minute that had messages, oldest first: ("YYYY-MM-DDTHH:MM" UTC, messages, of which errors i.e. disposition != 'processed').
+    pub per_minute: Vec<MinuteCount>,
+    /// Executions per status (every status in status::ALL, zero included).
+    pub executions_by_status: Vec<(String, u64)>,
+    /// Asynchronous MDNs still pending delivery.
+    pub pending_async_mdns: u64,
+    /// Outbox rows per state (whatever states the outbox has).
+    pub outbox_by_state: Vec<(String, u64)>,
+}
+
+/// Messages received in one minute.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MinuteCount {
+    pub minute: String,
+    pub messages: u64,
+    pub errors: u64,
 }
 
 /// What the runtime needs from a store.
@@ -447,6 +517,14 @@ pub trait Store: Send + Sync {
     fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRow>>;
     /// One message of the log by its row id.
     fn message(&self, id: i64) -> Result<Option<MessageRow>>;
+    /// Received messages matching `search`, newest first (by id), at most
+    /// `search.limit` (capped at 1,000). An invalid search (a bad date) is
+    /// an error naming the field.
+    fn search_messages(&self, search: &MessageSearch) -> Result<Vec<MessageRow>>;
+    /// The overview: messages per minute received at or after `since`
+    /// (RFC 3339), executions per status, pending asynchronous MDNs, the
+    /// outbox per state.
+    fn activity(&self, since: &str) -> Result<Activity>;
     /// Claims asynchronous receipts not yet delivered (`pending`), like
     /// [`Store::claim_executions`]: other nodes' whose lease expired, and
     /// with `own_earlier` the node's own from before it restarted.

@@ -1,6 +1,7 @@
 //! Business documents are private: the data directory is 0700 and every
 //! file Atom writes is 0600 (documents, the database, the admin token,
-//! delivered outputs), so other local users read none of them.
+//! delivered outputs, console users and audit log), so other local users
+//! read none of them.
 //!
 //! Done once at start: a process umask of 077 covers every file and folder
 //! created from then on; what an earlier version or an operator left with
@@ -9,7 +10,14 @@
 use std::path::Path;
 
 /// Files at the top of the data directory that must be owner-only.
-const PRIVATE_FILES: [&str; 4] = ["atom.db", "atom.db-wal", "atom.db-shm", "admin.token"];
+const PRIVATE_FILES: [&str; 6] = [
+    "atom.db",
+    "atom.db-wal",
+    "atom.db-shm",
+    "admin.token",
+    crate::console::users::USERS_FILE,
+    crate::console::audit::AUDIT_FILE,
+];
 
 /// Sets the umask and narrows the data directory and its known files.
 pub fn secure(data_dir: &Path) -> Result<(), String> {

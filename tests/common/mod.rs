@@ -50,7 +50,7 @@ impl Site {
         let config = format!(
             "atom:\n  name: test-atom\n  account_id: acme\n  instance_suffix: prod\ndata_dir: data\nprocesses_dir: processes\n\
              shared_web_server:\n  bind_address: 127.0.0.1\n  http_port: 0\n  https:\n    port: 0\n    keystore_name: atom-https\n    self_signed_if_missing: true\n{extra_web}\
-             admin:\n  address: 127.0.0.1:{admin_port}\n"
+             admin:\n  address: 127.0.0.1:{admin_port}\nconsole:\n  address: 127.0.0.1:0\n"
         );
         std::fs::write(dir.path().join("atom.yaml"), config).expect("write atom.yaml");
         std::fs::create_dir_all(dir.path().join("processes")).expect("processes dir");
@@ -204,6 +204,7 @@ impl Site {
                         http: field("http"),
                         https: field("https"),
                         admin: field("admin").expect("admin address"),
+                        console: field("console"),
                     });
                 }
                 Some(Ok(_)) => continue,
@@ -302,6 +303,8 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// The operator console, when enabled.
+    pub console: Option<SocketAddr>,
 }
 
 impl Running {
@@ -673,4 +676,115 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("VmHWM")
+}
+
+/// `atom users add NAME --role ROLE`, the password on standard input.
+pub fn add_console_user(site: &Site, name: &str, role: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atom"))
+        .arg("-c")
+        .arg(site.config())
+        .args(["users", "add", name, "--role", role])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("atom users add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("password");
+    let out = child.wait_with_output().expect("atom users add ends");
+    assert!(
+        out.status.success(),
+        "atom users add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A console session over raw HTTP: its cookie and CSRF token.
+pub struct ConsoleSession {
+    pub address: SocketAddr,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl ConsoleSession {
+    /// Logs in (asserting it works) and reads the CSRF token off a page.
+    pub fn log_in(address: SocketAddr, user: &str, password: &str) -> ConsoleSession {
+        let form = format!(
+            "user={}&password={}",
+            form_value(user),
+            form_value(password)
+        );
+        let answer = post(
+            address,
+            "/login",
+            &[(
+                "Content-Type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            form.as_bytes(),
+        );
+        assert_eq!(answer.status, 303, "log-in as {user}: {}", answer.text());
+        let cookie = answer
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .expect("session cookie")
+            .to_string();
+        let mut session = ConsoleSession {
+            address,
+            cookie,
+            csrf: String::new(),
+        };
+        let page = session.get("/").text();
+        let marker = r#"name="csrf" value=""#;
+        let start = page.find(marker).expect("a CSRF field on the page") + marker.len();
+        session.csrf = page[start..]
+            .split('"')
+            .next()
+            .expect("CSRF value")
+            .to_string();
+        session
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        get(
+            self.address,
+            path,
+            &[("Cookie".into(), self.cookie.clone())],
+        )
+    }
+
+    /// POSTs a form with the session's CSRF token, from the console's origin.
+    pub fn post(&self, path: &str, form: &str) -> Response {
+        let body = if form.is_empty() {
+            format!("csrf={}", self.csrf)
+        } else {
+            format!("{form}&csrf={}", self.csrf)
+        };
+        post(
+            self.address,
+            path,
+            &[
+                ("Cookie".into(), self.cookie.clone()),
+                (
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("Origin".into(), format!("http://{}", self.address)),
+            ],
+            body.as_bytes(),
+        )
+    }
+}
+
+/// Form-encodes a value (spaces and the few characters tests use).
+pub fn form_value(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('&', "%26")
+        .replace('+', "%2B")
+        .replace('=', "%3D")
+        .replace(' ', "+")
 }

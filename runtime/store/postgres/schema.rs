@@ -175,6 +175,21 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (execution_id, step, document)
     );
     CREATE INDEX outbox_message_id ON outbox (message_id);",
+    // 7: searching the message log (`store/search.rs`; SQLite's 11): a page
+    // of the newest matches from an index for every filter. Exact filters
+    // end in the id (the page is a backward walk of one index); prefixes
+    // compare `COLLATE "C"` (byte order, whatever the database's collation),
+    // and end in the id too so that the ids of a page come from the index
+    // alone. Dates use `messages_received_at` (1), which compares right in
+    // any collation (fixed-width digits). Errors are few: a partial index
+    // by id.
+    "CREATE INDEX messages_from ON messages (as2_from, id);
+    CREATE INDEX messages_to ON messages (as2_to, id);
+    CREATE INDEX messages_message_id ON messages (message_id);
+    CREATE INDEX messages_subject ON messages (subject COLLATE \"C\", id);
+    CREATE INDEX messages_file_name ON messages (file_name COLLATE \"C\", id);
+    CREATE INDEX messages_mime_type ON messages (mime_type, id);
+    CREATE INDEX messages_errors ON messages (id) WHERE disposition <> 'processed';",
 ];
 
 /// The schema version this Atom writes.

@@ -24,10 +24,11 @@ use tokio_postgres::Row;
 
 use super::super::outbox::{NewOutbound, OutboxFilter, OutboxRow, OutboxUpdate};
 use super::super::retention::Purged;
+use super::super::search::{self, ordered_counts, Dialect, Value, MINUTE_CHARS};
 use super::super::{
-    BundleHead, Claim, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord, KeptDocument,
-    ListenerShared, MessageRecord, MessageRow, NodeBeat, PendingMdn, Receipt, Result, Store,
-    StoreError, StoreErrorKind, StoredReceipt,
+    Activity, BundleHead, Claim, Committed, DuplicateWindow, ExecutionFilter, ExecutionRecord,
+    KeptDocument, ListenerShared, MessageRecord, MessageRow, MessageSearch, NodeBeat, PendingMdn,
+    Receipt, Result, Store, StoreError, StoreErrorKind, StoredReceipt,
 };
 use super::{err, to_i64, PgStore};
 
@@ -474,7 +475,89 @@ trait LeaseKey:
 impl LeaseKey for String {}
 impl LeaseKey for i64 {}
 
+/// A value of a search, as PostgreSQL binds it.
+type SearchValue = Box<dyn ToSql + Sync + Send>;
+
+fn search_values(values: &[Value]) -> Vec<SearchValue> {
+    values
+        .iter()
+        .map(|v| -> SearchValue {
+            match v {
+                Value::Text(t) => Box::new(t.clone()),
+                Value::Int(i) => Box::new(*i),
+            }
+        })
+        .collect()
+}
+
+/// Runs the statements of a search (`search.rs`), each on a connection of
+/// the pool.
+struct PgRunner<'s>(&'s PgStore);
+
+impl search::Runner for PgRunner<'_> {
+    fn ids(&mut self, sql: &str, values: &[Value]) -> Result<Vec<i64>> {
+        let (sql, values) = (sql.to_string(), search_values(values));
+        let context = "searching messages";
+        self.0.shared.run(context, move |c| async move {
+            let client = c.get().await?;
+            let params: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            select(&client, context, &sql, &params, |row| row.get::<_, i64>(0)).await
+        })
+    }
+
+    fn number(&mut self, sql: &str, values: &[Value]) -> Result<i64> {
+        self.ids(sql, values)
+            .map(|rows| rows.first().copied().unwrap_or(0))
+    }
+}
+
 impl PgStore {
+    /// PostgreSQL's plans (`EXPLAIN`) for every statement a search may run,
+    /// apart by a blank line, for tests and benchmarks. With
+    /// `indexes_only`, sequential scans are priced out (`enable_seqscan =
+    /// off`), to show on a small table that the SQL can use an index at all
+    /// (its collation matches, for one).
+    pub fn explain_search(&self, search: &MessageSearch, indexes_only: bool) -> Result<String> {
+        let statements: Vec<(String, Vec<SearchValue>)> = search
+            .query()?
+            .statements(&Dialect::POSTGRES)
+            .into_iter()
+            .map(|(sql, values)| (sql, search_values(&values)))
+            .collect();
+        let context = "explaining a search";
+        self.shared.run(context, move |c| async move {
+            let mut client = c.get().await?;
+            let tx = client.transaction().await.map_err(err(context))?;
+            if indexes_only {
+                tx.batch_execute("SET LOCAL enable_seqscan = off")
+                    .await
+                    .map_err(err(context))?;
+            }
+            let mut plans = Vec::new();
+            for (sql, values) in &statements {
+                let params: Vec<&(dyn ToSql + Sync)> = values
+                    .iter()
+                    .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                let rows = tx
+                    .query(&format!("EXPLAIN {sql}"), &params)
+                    .await
+                    .map_err(err(context))?;
+                plans.push(
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
+            }
+            tx.rollback().await.map_err(err(context))?;
+            Ok(plans.join("\n\n"))
+        })
+    }
+
     /// Runs `sql` ($1 node, $2 new end, $3 ids, $4 epochs; returning the
     /// IDs renewed) for the leases `node` holds; the IDs it lost.
     fn renew_leases<K: LeaseKey>(
@@ -643,9 +726,21 @@ impl Store for PgStore {
                 &format!(
                     "SELECT {EXECUTION_COLUMNS} FROM executions
                  WHERE ($1::text IS NULL OR process = $1) AND ($2::text IS NULL OR status = $2)
-                 ORDER BY queued_at_us DESC LIMIT $3"
+                   AND ($4::text IS NULL OR mode = $4)
+                   AND ($5::bigint IS NULL OR queued_at_us >= $5) AND ($6::bigint IS NULL OR queued_at_us < $6)
+                   AND ($7::bigint IS NULL OR queued_at_us < $7 OR (queued_at_us = $7 AND id < $8::text))
+                 ORDER BY queued_at_us DESC, id DESC LIMIT $3"
                 ),
-                &[&filter.process, &filter.status, &i64::from(filter.limit)],
+                &[
+                    &filter.process,
+                    &filter.status,
+                    &i64::from(filter.limit),
+                    &filter.mode,
+                    &filter.queued_from_us,
+                    &filter.queued_to_us,
+                    &filter.before.as_ref().map(|(us, _)| *us),
+                    &filter.before.as_ref().map(|(_, id)| id.clone()),
+                ],
                 row_to_execution,
             )
             .await
@@ -727,6 +822,100 @@ impl Store for PgStore {
                 row_to_record,
             )
             .await
+        })
+    }
+
+    fn search_messages(&self, search: &MessageSearch) -> Result<Vec<MessageRow>> {
+        let query = search.query()?;
+        let ids = search::page(&query, &Dialect::POSTGRES, &mut PgRunner(self))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let context = "searching messages";
+        self.shared.run(context, move |c| async move {
+            let client = c.get().await?;
+            select(
+                &client,
+                context,
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) ORDER BY id DESC"
+                ),
+                &[&ids],
+                row_to_record,
+            )
+            .await
+        })
+    }
+
+    fn activity(&self, since: &str) -> Result<Activity> {
+        let since = search::time_bound("since", since)?;
+        let context = "counting activity";
+        self.shared.run(context, move |c| async move {
+            let mut client = c.get().await?;
+            // One snapshot for every count.
+            let tx = client
+                .build_transaction()
+                .read_only(true)
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .start()
+                .await
+                .map_err(err(context))?;
+            let by_key = |row: &Row| (row.get::<_, String>(0), non_negative(row.get(1)));
+            // Totals from `messages_received_at` alone; errors through
+            // `messages_errors` and the same range.
+            let totals = select(
+                &tx,
+                context,
+                &format!(
+                    "SELECT left(received_at, {MINUTE_CHARS}), count(*) FROM messages
+                     WHERE received_at >= $1 GROUP BY 1"
+                ),
+                &[&since],
+                by_key,
+            )
+            .await?;
+            let errors = select(
+                &tx,
+                context,
+                &format!(
+                    "SELECT left(received_at, {MINUTE_CHARS}), count(*) FROM messages
+                     WHERE disposition <> 'processed' AND received_at >= $1 GROUP BY 1"
+                ),
+                &[&since],
+                by_key,
+            )
+            .await?;
+            let executions = select(
+                &tx,
+                context,
+                "SELECT status, count(*) FROM executions GROUP BY status",
+                &[],
+                by_key,
+            )
+            .await?;
+            let pending = select(
+                &tx,
+                context,
+                "SELECT count(*) FROM messages WHERE mdn_mode = 'async' AND mdn_status = 'pending'",
+                &[],
+                |row| non_negative(row.get(0)),
+            )
+            .await?;
+            let outbox = select(
+                &tx,
+                context,
+                "SELECT status, count(*) FROM outbox GROUP BY status",
+                &[],
+                by_key,
+            )
+            .await?;
+            tx.commit().await.map_err(err(context))?;
+            Ok(Activity {
+                per_minute: search::minutes(totals, &errors),
+                executions_by_status: ordered_counts(executions, &super::super::status::ALL, true),
+                pending_async_mdns: pending.first().copied().unwrap_or(0),
+                outbox_by_state: ordered_counts(outbox, &super::super::outbox::state::ALL, false),
+            })
         })
     }
 

@@ -376,10 +376,12 @@ fn a_partner_down_then_a_lost_receipt_get_the_document_once_with_one_message_id(
     let running = site.start();
     let payload = invoice();
     trigger(&running, &payload, "INV-1.x12");
+    // Between attempts (an attempt under way shows "sending").
     let rows = wait_outbox(&site, "two failed attempts", |rows| {
-        rows.len() == 1 && rows[0]["attempts"].as_u64() >= Some(2)
+        rows.len() == 1
+            && rows[0]["attempts"].as_u64() >= Some(2)
+            && s(&rows[0], "status") == "retrying"
     });
-    assert_eq!(s(&rows[0], "status"), "retrying", "{rows:#?}");
     assert!(
         s(&rows[0], "last_error").contains("cannot connect"),
         "{rows:#?}"
@@ -1053,6 +1055,10 @@ fn console_operator_cancels_and_retries_an_outbound_document() {
         303
     );
     assert_eq!(s(&outbox(&site)[0], "status"), "cancelled");
+    // The execution sees the cancel at its next attempt and ends; only a
+    // finished execution can run again.
+    let executions = site.wait_for_executions(1);
+    assert_eq!(s(&executions[0], "status"), "ERROR");
     // The partner comes up; the retry sends it with its Message-ID.
     let message_id = s(&rows[0], "message_id").to_string();
     let _peer = Peer::start(&site, port, &[]);

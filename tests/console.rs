@@ -73,6 +73,9 @@ fn log_in(browser: &Browser, console: SocketAddr, user: &str, password: &str) {
     browser.find("#user").send_keys(user);
     browser.find("#password").send_keys(password);
     browser.find("form.login button[type=submit]").click();
+    // The answer: a page with the user's name, or the form with its error
+    // (a fresh log-in page has neither), before the test navigates on.
+    browser.wait_for("#who, p.error");
 }
 
 /// The browser's session cookie, as a `Cookie:` header value.

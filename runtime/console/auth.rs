@@ -175,9 +175,7 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 fn login_form(next: &str, message: Option<&str>, user: &str) -> String {
-    let message = message
-        .map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, esc(m)))
-        .unwrap_or_default();
+    let message = message.map(super::html::error).unwrap_or_default();
     bare_page(
         "Atom console",
         &format!(

@@ -61,6 +61,11 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// A message the user must see, announced to screen readers.
+pub fn error(text: &str) -> String {
+    format!(r#"<p class="error" role="alert">{}</p>"#, esc(text))
+}
+
 /// The hidden CSRF field every state-changing form carries.
 pub fn csrf_field(session: &Session) -> String {
     format!(

@@ -127,7 +127,7 @@ pub async fn list(
     let filter = match query.filter() {
         Ok(filter) => filter,
         Err(e) => {
-            let _ = write!(body, r#"<p class="error" role="alert">{}</p>"#, esc(&e));
+            body.push_str(&crate::console::html::error(&e));
             return super::ok("Executions", "/executions", &session, &body);
         }
     };

@@ -155,7 +155,7 @@ pub async fn search(
     let search = match query.search() {
         Ok(search) => search,
         Err(e) => {
-            let _ = write!(body, r#"<p class="error" role="alert">{}</p>"#, esc(&e));
+            body.push_str(&crate::console::html::error(&e));
             return super::ok("Messages", "/messages", &session, &body);
         }
     };
@@ -174,7 +174,7 @@ pub async fn search(
         Ok(rows) => rows,
         Err(e) => {
             // A bad date is the user's to fix: show it beside the form.
-            let _ = write!(body, r#"<p class="error" role="alert">{}</p>"#, esc(&e));
+            body.push_str(&crate::console::html::error(&e));
             return super::ok("Messages", "/messages", &session, &body);
         }
     };

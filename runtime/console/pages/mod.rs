@@ -22,12 +22,7 @@ pub(super) fn failed(session: &Session, title: &str, section: &str, why: &str) -
     tracing::error!(page = title, error = why, "console page failed");
     html_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        page(
-            title,
-            section,
-            session,
-            &format!(r#"<p class="error" role="alert">{}</p>"#, esc(why)),
-        ),
+        page(title, section, session, &crate::console::html::error(why)),
     )
 }
 
